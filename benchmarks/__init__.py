@@ -1,0 +1,1 @@
+"""Reproducible speed and accuracy measurements."""

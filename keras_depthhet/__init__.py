@@ -1,0 +1,1 @@
+"""Grow Vision Transformers with depth heterogeneity."""

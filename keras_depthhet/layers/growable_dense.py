@@ -1,0 +1,423 @@
+"""`GrowableDense`: a Dense layer whose output neurons can be given depth."""
+
+from collections.abc import Callable, Sequence
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_depthhet.utils.keras_internals import (
+    unlocked_state,
+    untrack_variable,
+)
+
+GROWTH_SCALE = 0.2
+"""Default scale factor `s` of a new +/- neuron pair (ARCHITECTURE.md)."""
+
+_GROWTH_SUFFIXES = ("kernel_plus", "kernel_minus", "bias_plus", "bias_minus")
+
+
+def _validate_units(units) -> int:
+    if (
+        isinstance(units, bool)
+        or not isinstance(units, (int, np.integer))
+        or units < 1
+    ):
+        raise ValueError(
+            "Argument `units` must be a positive integer. "
+            f"Received: units={units!r}"
+        )
+    return int(units)
+
+
+def _validate_indices(indices, units: int) -> np.ndarray:
+    """Checks one round's neuron indices; returns them as an int64 array."""
+    array = np.asarray(indices)
+    if array.ndim != 1:
+        raise ValueError(
+            "Argument `indices` must be one-dimensional. "
+            f"Received: indices with shape {array.shape}"
+        )
+    if array.size == 0:
+        raise ValueError(
+            "Argument `indices` must name at least one neuron. "
+            f"Received: indices={indices!r}"
+        )
+    if array.dtype == bool or not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(
+            "Argument `indices` must contain integers. "
+            f"Received: indices={indices!r} (dtype {array.dtype})"
+        )
+    array = array.astype(np.int64)
+    bad = array[(array < 0) | (array >= units)]
+    if bad.size:
+        raise ValueError(
+            f"Argument `indices` must lie in [0, {units}) (units={units}). "
+            f"Received out-of-range values: {bad.tolist()}"
+        )
+    values, counts = np.unique(array, return_counts=True)
+    if np.any(counts > 1):
+        raise ValueError(
+            "Argument `indices` must not repeat a neuron within one round. "
+            f"Received duplicates: {values[counts > 1].tolist()}"
+        )
+    return array
+
+
+def _validate_scale(scale) -> float:
+    if isinstance(scale, bool) or not isinstance(
+        scale, (int, float, np.integer, np.floating)
+    ):
+        raise ValueError(
+            f"Argument `scale` must be a positive number. Received: "
+            f"scale={scale!r}"
+        )
+    if not np.isfinite(scale) or scale <= 0:
+        raise ValueError(
+            "Argument `scale` must be a positive, finite number. "
+            f"Received: scale={scale!r}"
+        )
+    return float(scale)
+
+
+@keras.saving.register_keras_serializable(package="keras_depthhet")
+class GrowableDense(keras.layers.Layer):
+    """Densely-connected layer whose output neurons can be given extra depth.
+
+    Before any growth this is `keras.layers.Dense`: the same `kernel` and
+    `bias` weights and the same output, for inputs of any rank `(..., d)`.
+    `grow(indices)` then adds, for each chosen output neuron `i`, a pair of
+    new neurons `a+ = x w+ + b+` and `a- = x w- + b-`, initialised to
+    `+/- scale * (W[:, i], b[i])`, whose sum passes through the exact GELU
+    and is added, with a skip connection, to neuron `i`'s pre-activation:
+
+    `z'_i = z_i + sum over rounds [GELU(a+ + a-) + a+ + a-]`.
+
+    At initialisation `a+ + a- = 0`, so the layer computes exactly the same
+    function as before; training then moves the pair apart. A neuron may be
+    chosen in several rounds, so different neurons of one layer end up with
+    different depth. All rounds of a layer run in one matmul of the summed
+    `w+ + w-` columns and one segment sum back onto the chosen neurons, so
+    the added cost is proportional to the number of grown neurons.
+
+    Growth variables are named `growth_{r}_kernel_plus`,
+    `growth_{r}_kernel_minus`, `growth_{r}_bias_plus` and
+    `growth_{r}_bias_minus` for round `r`; the kernel regularizer and
+    constraint apply to the growth kernels, the bias ones to growth biases.
+    The rounds are part of the config (`growth_rounds`), so
+    `from_config(get_config())` and `.keras` files rebuild a grown layer.
+
+    Args:
+        units: Positive integer, the number of output neurons.
+        activation: Activation applied to the (grown) pre-activation.
+            `None` means linear.
+        use_bias: Whether the layer (and its growth pairs) use a bias.
+        kernel_initializer: Initializer of `kernel`.
+        bias_initializer: Initializer of `bias`.
+        kernel_regularizer: Regularizer of `kernel` and growth kernels.
+        bias_regularizer: Regularizer of `bias` and growth biases.
+        activity_regularizer: Regularizer of the layer's output.
+        kernel_constraint: Constraint of `kernel` and growth kernels.
+        bias_constraint: Constraint of `bias` and growth biases.
+        growth_rounds: Optional list of rounds, each a list of distinct
+            neuron indices; used when rebuilding a grown layer from its
+            config (growth weights then start at zero until loaded).
+        **kwargs: Base layer keyword arguments (`name`, `dtype`, ...).
+
+    Input shape:
+        N-D tensor `(..., input_dim)`.
+
+    Output shape:
+        N-D tensor `(..., units)`.
+
+    Example:
+
+    >>> layer = GrowableDense(8, activation="gelu")
+    >>> x = np.random.rand(4, 16).astype("float32")
+    >>> before = layer(x)
+    >>> layer.grow([0, 3, 5])  # 3 neurons * 2 * (16 + 1)
+    102
+    >>> np.allclose(before, layer(x), atol=1e-6)
+    True
+    """
+
+    def __init__(
+        self,
+        units: int,
+        activation=None,
+        use_bias: bool = True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        growth_rounds: Sequence[Sequence[int]] | None = None,
+        **kwargs,
+    ):
+        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
+        self.units = _validate_units(units)
+        self.activation = keras.activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        self.bias_constraint = keras.constraints.get(bias_constraint)
+        self._rounds = [
+            _validate_indices(r, self.units) for r in (growth_rounds or [])
+        ]
+        self._growth_variables = []
+        self._targets = None
+        self._analysis_hook = None
+        self.input_spec = keras.layers.InputSpec(min_ndim=2)
+        self.supports_masking = True
+
+    # ------------------------------------------------------------------ build
+    def build(self, input_shape):
+        input_dim = input_shape[-1]
+        if input_dim is None:
+            raise ValueError(
+                "The last dimension of the input to `GrowableDense` must be "
+                f"known. Received: input_shape={input_shape}"
+            )
+        self.input_dim = int(input_dim)
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(self.input_dim, self.units),
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+        )
+        if self.use_bias:
+            self.bias = self.add_weight(
+                name="bias",
+                shape=(self.units,),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+            )
+        else:
+            self.bias = None
+        for r, indices in enumerate(self._rounds):
+            self._growth_variables.append(
+                self._add_growth_round(r, len(indices), None)
+            )
+        self._update_targets()
+        self.input_spec = keras.layers.InputSpec(
+            min_ndim=2, axes={-1: self.input_dim}
+        )
+
+    def _add_growth_round(self, r: int, k: int, values):
+        """Creates round `r`'s variables; `values` None means zeros."""
+        shapes = {
+            "kernel_plus": (self.input_dim, k),
+            "kernel_minus": (self.input_dim, k),
+            "bias_plus": (k,),
+            "bias_minus": (k,),
+        }
+        created = {}
+        for suffix in _GROWTH_SUFFIXES:
+            if suffix.startswith("bias") and not self.use_bias:
+                continue
+            is_kernel = suffix.startswith("kernel")
+            if values is None:
+                initializer = "zeros"
+            else:
+                initializer = _ArrayInitializer(values[suffix])
+            created[suffix] = self.add_weight(
+                name=f"growth_{r}_{suffix}",
+                shape=shapes[suffix],
+                initializer=initializer,
+                regularizer=(
+                    self.kernel_regularizer
+                    if is_kernel
+                    else self.bias_regularizer
+                ),
+                constraint=(
+                    self.kernel_constraint
+                    if is_kernel
+                    else self.bias_constraint
+                ),
+            )
+        return created
+
+    def _update_targets(self):
+        """Caches the neuron fed by each of the K pairs, all rounds in order."""
+        if self._rounds:
+            self._targets = np.concatenate(self._rounds).astype("int32")
+        else:
+            self._targets = None
+
+    # ----------------------------------------------------------------- growth
+    @property
+    def growth_rounds(self) -> list[np.ndarray]:
+        """The rounds grown so far, each an int64 array of neuron indices."""
+        return [r.copy() for r in self._rounds]
+
+    @property
+    def num_grown(self) -> int:
+        """Total number of +/- pairs added over all rounds."""
+        return int(sum(len(r) for r in self._rounds))
+
+    def growth_cost(self, num_neurons: int = 1) -> int:
+        """Parameters added by growing `num_neurons` neurons (one round)."""
+        if not self.built:
+            raise ValueError(
+                f"Layer '{self.name}' is not built yet; its input size, and so "
+                "the cost of growth, is unknown. Call it on an input first."
+            )
+        return 2 * (self.input_dim + int(self.use_bias)) * int(num_neurons)
+
+    def grow(self, indices, scale: float = GROWTH_SCALE) -> int:
+        """Adds one growth round at the output neurons `indices`.
+
+        Each chosen neuron `i` gets a pair of neurons initialised to
+        `w+ = scale * W[:, i]`, `b+ = scale * b[i]`, `w- = -w+`, `b- = -b+`;
+        the layer's function is unchanged. The layer must be built.
+
+        Args:
+            indices: Distinct integer indices in `[0, units)`, at least one.
+            scale: Positive, finite scale factor of the new pair.
+
+        Returns:
+            The number of parameters added: `2 * (input_dim + 1) * k` for
+            `k` neurons (`2 * input_dim * k` without bias).
+
+        Raises:
+            ValueError: if the layer is unbuilt or an argument is invalid;
+                the layer is then left unchanged.
+        """
+        if not self.built:
+            raise ValueError(
+                f"Layer '{self.name}' must be built before `grow()` is "
+                "called (call it on an input, or build the model). "
+                f"Received: layer.built={self.built}"
+            )
+        indices = _validate_indices(indices, self.units)
+        scale = _validate_scale(scale)
+        kernel = ops.convert_to_numpy(self.kernel)[:, indices] * scale
+        values = {"kernel_plus": kernel, "kernel_minus": -kernel}
+        if self.use_bias:
+            bias = ops.convert_to_numpy(self.bias)[indices] * scale
+            values.update(bias_plus=bias, bias_minus=-bias)
+        before = list(self.weights)
+        try:
+            with unlocked_state(self):
+                created = self._add_growth_round(
+                    len(self._rounds), len(indices), values
+                )
+        except Exception:
+            for variable in self.weights:
+                if not any(variable is v for v in before):
+                    untrack_variable(self, variable)
+            raise
+        self._growth_variables.append(created)
+        self._rounds.append(indices)
+        self._update_targets()
+        return self.growth_cost(len(indices))
+
+    # ------------------------------------------------------------------ call
+    def _growth_branch(self, inputs):
+        """Sum over rounds of GELU(a+ + a-) + (a+ + a-), per output neuron.
+
+        The K pairs of all rounds run as one matmul; their results go back
+        onto their neurons with one segment sum over the K axis (a scatter-
+        add of K values per token), never a dense units-by-K projection.
+        """
+        kernel = ops.concatenate(
+            [
+                v["kernel_plus"] + v["kernel_minus"]
+                for v in self._growth_variables
+            ],
+            axis=1,
+        )
+        pair_sum = ops.matmul(inputs, ops.cast(kernel, inputs.dtype))
+        if self.use_bias:
+            bias = ops.concatenate(
+                [
+                    v["bias_plus"] + v["bias_minus"]
+                    for v in self._growth_variables
+                ]
+            )
+            pair_sum = pair_sum + ops.cast(bias, inputs.dtype)
+        branch = ops.gelu(pair_sum, approximate=False) + pair_sum
+        per_neuron = ops.segment_sum(
+            ops.moveaxis(branch, -1, 0), self._targets, num_segments=self.units
+        )
+        return ops.moveaxis(per_neuron, 0, -1)
+
+    def preactivation(self, inputs):
+        """The grown pre-activation `z'` (before the layer's activation)."""
+        z = ops.matmul(inputs, ops.cast(self.kernel, inputs.dtype))
+        if self.use_bias:
+            z = z + ops.cast(self.bias, inputs.dtype)
+        if self._targets is not None:
+            z = z + self._growth_branch(inputs)
+        return z
+
+    def call(self, inputs):
+        z = self.preactivation(inputs)
+        outputs = self.activation(z) if self.activation is not None else z
+        if self._analysis_hook is not None:
+            outputs = self._analysis_hook(self, inputs, z, outputs)
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    def set_analysis_hook(self, hook: Callable | None) -> None:
+        """Installs `hook(layer, inputs, preactivation, outputs) -> outputs`.
+
+        Analysis code (the splitting module) uses it to read a layer's input
+        and pre-activation and to take gradients with respect to its output;
+        the hook must return a tensor equal to `outputs`. `None` removes it.
+        """
+        self._analysis_hook = hook
+
+    # ---------------------------------------------------------------- config
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "units": self.units,
+                "activation": keras.activations.serialize(self.activation),
+                "use_bias": self.use_bias,
+                "kernel_initializer": keras.initializers.serialize(
+                    self.kernel_initializer
+                ),
+                "bias_initializer": keras.initializers.serialize(
+                    self.bias_initializer
+                ),
+                "kernel_regularizer": keras.regularizers.serialize(
+                    self.kernel_regularizer
+                ),
+                "bias_regularizer": keras.regularizers.serialize(
+                    self.bias_regularizer
+                ),
+                "kernel_constraint": keras.constraints.serialize(
+                    self.kernel_constraint
+                ),
+                "bias_constraint": keras.constraints.serialize(
+                    self.bias_constraint
+                ),
+                "growth_rounds": [r.tolist() for r in self._rounds],
+            }
+        )
+        return config
+
+
+class _ArrayInitializer(keras.initializers.Initializer):
+    """Initialises a variable to a fixed array (used only inside `grow`)."""
+
+    def __init__(self, value):
+        self.value = np.asarray(value)
+
+    def __call__(self, shape, dtype=None):
+        if tuple(shape) != self.value.shape:
+            raise ValueError(
+                f"Expected shape {self.value.shape}. Received: shape={shape}"
+            )
+        return ops.cast(ops.convert_to_tensor(self.value), dtype)
