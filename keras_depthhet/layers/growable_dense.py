@@ -6,6 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_depthhet.layers.validation import positive_int
 from keras_depthhet.utils.keras_internals import (
     unlocked_state,
     untrack_variable,
@@ -15,19 +16,6 @@ GROWTH_SCALE = 0.2
 """Default scale factor `s` of a new +/- neuron pair (ARCHITECTURE.md)."""
 
 _GROWTH_SUFFIXES = ("kernel_plus", "kernel_minus", "bias_plus", "bias_minus")
-
-
-def _validate_units(units) -> int:
-    if (
-        isinstance(units, bool)
-        or not isinstance(units, (int, np.integer))
-        or units < 1
-    ):
-        raise ValueError(
-            "Argument `units` must be a positive integer. "
-            f"Received: units={units!r}"
-        )
-    return int(units)
 
 
 def _validate_indices(indices, units: int) -> np.ndarray:
@@ -157,7 +145,7 @@ class GrowableDense(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
-        self.units = _validate_units(units)
+        self.units = positive_int("units", units)
         self.activation = keras.activations.get(activation)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)

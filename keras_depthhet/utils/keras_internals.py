@@ -39,4 +39,12 @@ def iter_layers(layer: keras.layers.Layer) -> Iterator[keras.layers.Layer]:
     Works for functional, sequential and subclassed models and for layers
     that own other layers.
     """
-    yield from layer._flatten_layers(include_self=False, recursive=True)
+    seen = set()
+    stack = list(reversed(layer._layers))
+    while stack:
+        sub = stack.pop()
+        if id(sub) in seen:
+            continue
+        seen.add(id(sub))
+        yield sub
+        stack.extend(reversed(sub._layers))

@@ -1,0 +1,117 @@
+"""Multi-head self-attention with growable `qkv` and `proj` projections."""
+
+import keras
+from keras import ops
+
+from keras_depthhet.layers.growable_dense import GrowableDense
+from keras_depthhet.layers.validation import positive_int
+
+LINEAR_INITIALIZER = {
+    "class_name": "TruncatedNormal",
+    "config": {"stddev": 0.02},
+}
+
+
+def growable_children_config(layer, children: dict) -> dict:
+    """The growth rounds of `layer`'s growable children, keyed like `children`.
+
+    Composite layers put this in their config so that a grown model rebuilt
+    from its config has the same architecture (weights travel separately).
+    """
+    rounds = {}
+    for key, child in children.items():
+        if isinstance(child, GrowableDense):
+            rounds[key] = [r.tolist() for r in child.growth_rounds]
+        else:
+            rounds[key] = child.get_config()["growth_rounds"]
+    return rounds
+
+
+@keras.saving.register_keras_serializable(package="keras_depthhet")
+class Attention(keras.layers.Layer):
+    """Multi-head self-attention whose `qkv` and `proj` are `GrowableDense`.
+
+    The inner width `num_heads * head_dim` is independent of the embedding
+    width `dim`; halving `head_dim` gives the paper's reduced attention.
+    Sub-layers are named `{name}_qkv` and `{name}_proj`.
+
+    Args:
+        dim: Positive integer, the embedding width (input and output).
+        num_heads: Positive integer, the number of attention heads.
+        head_dim: Width of one head; defaults to `dim // num_heads`.
+        qkv_bias: Whether the fused `qkv` projection has a bias.
+        growth_rounds: Optional `{"qkv": rounds, "proj": rounds}` used to
+            rebuild a grown layer from its config.
+        **kwargs: Base layer keyword arguments.
+
+    Input shape:
+        `(batch, tokens, dim)`.
+
+    Output shape:
+        `(batch, tokens, dim)`.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        head_dim: int | None = None,
+        qkv_bias: bool = True,
+        growth_rounds: dict | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.dim = positive_int("dim", dim)
+        self.num_heads = positive_int("num_heads", num_heads)
+        if head_dim is None:
+            head_dim = self.dim // self.num_heads
+        self.head_dim = positive_int("head_dim", head_dim)
+        self.qkv_bias = bool(qkv_bias)
+        self.inner_dim = self.num_heads * self.head_dim
+        growth_rounds = growth_rounds or {}
+        self.qkv = GrowableDense(
+            3 * self.inner_dim,
+            use_bias=self.qkv_bias,
+            kernel_initializer=LINEAR_INITIALIZER,
+            growth_rounds=growth_rounds.get("qkv"),
+            dtype=self.dtype_policy,
+            name=f"{self.name}_qkv",
+        )
+        self.proj = GrowableDense(
+            self.dim,
+            kernel_initializer=LINEAR_INITIALIZER,
+            growth_rounds=growth_rounds.get("proj"),
+            dtype=self.dtype_policy,
+            name=f"{self.name}_proj",
+        )
+
+    def build(self, input_shape):
+        self.qkv.build(input_shape)
+        self.proj.build(tuple(input_shape[:-1]) + (self.inner_dim,))
+
+    def call(self, tokens):
+        qkv = self.qkv(tokens)
+        qkv = ops.reshape(
+            qkv, (-1, ops.shape(tokens)[1], 3, self.num_heads, self.head_dim)
+        )
+        query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        mixed = ops.dot_product_attention(
+            query, key, value, scale=self.head_dim**-0.5
+        )
+        mixed = ops.reshape(mixed, (-1, ops.shape(tokens)[1], self.inner_dim))
+        return self.proj(mixed)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "dim": self.dim,
+            "num_heads": self.num_heads,
+            "head_dim": self.head_dim,
+            "qkv_bias": self.qkv_bias,
+            "growth_rounds": growable_children_config(
+                self, {"qkv": self.qkv, "proj": self.proj}
+            ),
+        }

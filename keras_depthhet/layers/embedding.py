@@ -1,0 +1,151 @@
+"""Patch, class-token and position embeddings of a Vision Transformer."""
+
+import keras
+from keras import ops
+
+from keras_depthhet.layers.validation import positive_int
+
+
+@keras.saving.register_keras_serializable(package="keras_depthhet")
+class PatchEmbedding(keras.layers.Layer):
+    """Splits an image into patches and projects each to `dim` features.
+
+    A `Conv2D` with kernel size and stride `patch_size`, followed by a
+    flattening of the patch grid into a token axis.
+
+    Args:
+        patch_size: Positive integer, the side of a square patch in pixels.
+        dim: Positive integer, the embedding width.
+        **kwargs: Base layer keyword arguments.
+
+    Input shape:
+        `(batch, height, width, channels)`, height and width divisible by
+        `patch_size`.
+
+    Output shape:
+        `(batch, (height // patch_size) * (width // patch_size), dim)`.
+    """
+
+    def __init__(self, patch_size: int, dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.patch_size = positive_int("patch_size", patch_size)
+        self.dim = positive_int("dim", dim)
+        self.projection = keras.layers.Conv2D(
+            self.dim,
+            self.patch_size,
+            strides=self.patch_size,
+            padding="valid",
+            dtype=self.dtype_policy,
+            name=f"{self.name}_projection",
+        )
+
+    def build(self, input_shape):
+        height, width = input_shape[1], input_shape[2]
+        for axis, size in (("height", height), ("width", width)):
+            if size is not None and size % self.patch_size:
+                raise ValueError(
+                    f"The image {axis} must be divisible by `patch_size`. "
+                    f"Received: {axis}={size}, patch_size={self.patch_size}"
+                )
+        self.projection.build(input_shape)
+
+    def call(self, images):
+        patches = self.projection(images)
+        return ops.reshape(patches, (-1, self._num_tokens(patches), self.dim))
+
+    @staticmethod
+    def _num_tokens(patches):
+        shape = ops.shape(patches)
+        return shape[1] * shape[2]
+
+    def compute_output_shape(self, input_shape):
+        height, width = input_shape[1], input_shape[2]
+        if height is None or width is None:
+            tokens = None
+        else:
+            tokens = (height // self.patch_size) * (width // self.patch_size)
+        return (input_shape[0], tokens, self.dim)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "patch_size": self.patch_size,
+            "dim": self.dim,
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_depthhet")
+class ClassToken(keras.layers.Layer):
+    """Prepends one learned token (the class token) to a token sequence.
+
+    Input shape:
+        `(batch, tokens, dim)`.
+
+    Output shape:
+        `(batch, tokens + 1, dim)`.
+    """
+
+    def build(self, input_shape):
+        self.token = self.add_weight(
+            name="token",
+            shape=(1, 1, input_shape[-1]),
+            initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+        )
+
+    def call(self, tokens):
+        batch = ops.shape(tokens)[0]
+        token = ops.cast(self.token, tokens.dtype)
+        token = ops.broadcast_to(token, (batch, 1, ops.shape(tokens)[-1]))
+        return ops.concatenate([token, tokens], axis=1)
+
+    def compute_output_shape(self, input_shape):
+        tokens = None if input_shape[1] is None else input_shape[1] + 1
+        return (input_shape[0], tokens, input_shape[2])
+
+
+@keras.saving.register_keras_serializable(package="keras_depthhet")
+class PositionEmbedding(keras.layers.Layer):
+    """Adds a learned embedding to each position of a fixed-length sequence.
+
+    Input shape:
+        `(batch, tokens, dim)` with `tokens` known when the layer is built.
+
+    Output shape:
+        Same as the input.
+    """
+
+    def build(self, input_shape):
+        if input_shape[1] is None:
+            raise ValueError(
+                "`PositionEmbedding` needs a known sequence length. "
+                f"Received: input_shape={input_shape}"
+            )
+        self.embedding = self.add_weight(
+            name="embedding",
+            shape=(1, input_shape[1], input_shape[2]),
+            initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+        )
+
+    def call(self, tokens):
+        return tokens + ops.cast(self.embedding, tokens.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@keras.saving.register_keras_serializable(package="keras_depthhet")
+class ClassTokenPooling(keras.layers.Layer):
+    """Returns the first token (the class token) of a sequence.
+
+    Input shape:
+        `(batch, tokens, dim)`.
+
+    Output shape:
+        `(batch, dim)`.
+    """
+
+    def call(self, tokens):
+        return tokens[:, 0]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2])

@@ -1,0 +1,116 @@
+"""Pre-norm transformer encoder block with stochastic depth."""
+
+import keras
+
+from keras_depthhet.layers.attention import Attention, growable_children_config
+from keras_depthhet.layers.mlp import Mlp
+from keras_depthhet.layers.validation import positive_int, rate
+
+
+@keras.saving.register_keras_serializable(package="keras_depthhet")
+class TransformerBlock(keras.layers.Layer):
+    """`x + attn(norm1(x))`, then `x + mlp(norm2(x))`, as in ViT and DeiT.
+
+    Each residual branch is dropped per sample with probability
+    `drop_path_rate` during training (stochastic depth). Sub-layers are
+    named `{name}_norm1`, `{name}_attn` (with `{name}_attn_qkv`,
+    `{name}_attn_proj`), `{name}_norm2` and `{name}_mlp` (with
+    `{name}_mlp_fc1`, `{name}_mlp_fc2`).
+
+    Args:
+        dim: Positive integer, the embedding width.
+        num_heads: Positive integer, the number of attention heads.
+        head_dim: Width of one head; defaults to `dim // num_heads`.
+        mlp_hidden_dim: Width of the MLP's `fc1`; defaults to `4 * dim`.
+        qkv_bias: Whether the `qkv` projection has a bias.
+        drop_path_rate: Stochastic-depth rate in [0, 1).
+        layer_norm_epsilon: Epsilon of both LayerNorms.
+        growth_rounds: Optional `{"attn": {...}, "mlp": {...}}` used to
+            rebuild a grown block from its config.
+        **kwargs: Base layer keyword arguments.
+
+    Input shape:
+        `(batch, tokens, dim)`.
+
+    Output shape:
+        `(batch, tokens, dim)`.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        head_dim: int | None = None,
+        mlp_hidden_dim: int | None = None,
+        qkv_bias: bool = True,
+        drop_path_rate: float = 0.0,
+        layer_norm_epsilon: float = 1e-6,
+        growth_rounds: dict | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.dim = positive_int("dim", dim)
+        self.drop_path_rate = rate("drop_path_rate", drop_path_rate)
+        self.layer_norm_epsilon = float(layer_norm_epsilon)
+        growth_rounds = growth_rounds or {}
+        self.norm1 = keras.layers.LayerNormalization(
+            epsilon=self.layer_norm_epsilon,
+            dtype=self.dtype_policy,
+            name=f"{self.name}_norm1",
+        )
+        self.attn = Attention(
+            self.dim,
+            num_heads,
+            head_dim=head_dim,
+            qkv_bias=qkv_bias,
+            growth_rounds=growth_rounds.get("attn"),
+            dtype=self.dtype_policy,
+            name=f"{self.name}_attn",
+        )
+        self.norm2 = keras.layers.LayerNormalization(
+            epsilon=self.layer_norm_epsilon,
+            dtype=self.dtype_policy,
+            name=f"{self.name}_norm2",
+        )
+        self.mlp = Mlp(
+            self.dim,
+            mlp_hidden_dim if mlp_hidden_dim is not None else 4 * self.dim,
+            growth_rounds=growth_rounds.get("mlp"),
+            dtype=self.dtype_policy,
+            name=f"{self.name}_mlp",
+        )
+        # Stochastic depth: one Bernoulli draw per sample and branch.
+        self.drop_path = keras.layers.Dropout(
+            self.drop_path_rate,
+            noise_shape=(None, 1, 1),
+            dtype=self.dtype_policy,
+            name=f"{self.name}_drop_path",
+        )
+
+    def build(self, input_shape):
+        for layer in (self.norm1, self.attn, self.norm2, self.mlp):
+            layer.build(input_shape)
+
+    def call(self, tokens, training=None):
+        branch = self.attn(self.norm1(tokens))
+        tokens = tokens + self.drop_path(branch, training=training)
+        branch = self.mlp(self.norm2(tokens))
+        return tokens + self.drop_path(branch, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "dim": self.dim,
+            "num_heads": self.attn.num_heads,
+            "head_dim": self.attn.head_dim,
+            "mlp_hidden_dim": self.mlp.hidden_dim,
+            "qkv_bias": self.attn.qkv_bias,
+            "drop_path_rate": self.drop_path_rate,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "growth_rounds": growable_children_config(
+                self, {"attn": self.attn, "mlp": self.mlp}
+            ),
+        }
