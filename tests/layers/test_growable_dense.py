@@ -162,6 +162,7 @@ def test_new_weights_receive_nonzero_gradients(rng, activation):
         zip(
             [v.name for v in layer.trainable_variables],
             _gradients(layer, x, upstream),
+            strict=True,
         )
     )
     for suffix in ("kernel_plus", "kernel_minus", "bias_plus", "bias_minus"):
