@@ -36,6 +36,8 @@ def untrack_variable(layer: keras.layers.Layer, variable) -> None:
 def iter_layers(layer: keras.layers.Layer) -> Iterator[keras.layers.Layer]:
     """Yields `layer`'s sub-layers depth first (not `layer` itself), once each.
 
+    Input layers are skipped, as in `Model.layers`.
+
     Works for functional, sequential and subclassed models and for layers
     that own other layers.
     """
@@ -46,5 +48,6 @@ def iter_layers(layer: keras.layers.Layer) -> Iterator[keras.layers.Layer]:
         if id(sub) in seen:
             continue
         seen.add(id(sub))
-        yield sub
+        if not isinstance(sub, keras.layers.InputLayer):
+            yield sub
         stack.extend(reversed(sub._layers))
