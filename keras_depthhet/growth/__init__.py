@@ -1,0 +1,5 @@
+"""Growth: neuron selection, in-place growth and `GrowthCallback`."""
+
+from keras_depthhet.growth.selection import plan_cost, select_neurons
+
+__all__ = ["plan_cost", "select_neurons"]

@@ -1,0 +1,230 @@
+"""Which neurons to grow: a pure function from scores to a growth plan.
+
+Nothing here touches a model. The inputs are NumPy arrays of per-neuron
+scores and the per-neuron cost of each layer; the output is a plan
+`{layer_name: sorted neuron indices}` that `grow_model` applies.
+"""
+
+import numbers
+from collections.abc import Mapping
+
+import numpy as np
+
+CRITERIA = ("splitting", "gradient_proxy", "random")
+"""Accepted values of `criterion`."""
+
+BUDGET_SPLITS = ("global", "by_layer_type")
+"""Accepted values of `budget_split`."""
+
+LAYER_TYPES = ("qkv", "proj", "fc1", "fc2")
+"""Layer types of `budget_split="by_layer_type"`, from name suffixes."""
+
+
+def layer_type(name: str) -> str | None:
+    """The type (`"qkv"`, `"proj"`, `"fc1"`, `"fc2"`) of a layer name.
+
+    The type is the name's suffix after the last underscore, as in the ViT
+    builders' `block_3_attn_qkv`; `None` when it is none of the four.
+    """
+    suffix = name.rsplit("_", 1)[-1]
+    return suffix if suffix in LAYER_TYPES else None
+
+
+def _check_choice(name: str, value, choices) -> str:
+    if value not in choices:
+        raise ValueError(
+            f"Argument `{name}` must be one of {list(choices)}. "
+            f"Received: {name}={value!r}"
+        )
+    return value
+
+
+def _check_inputs(scores, costs, param_budget, layer_threshold):
+    if not isinstance(scores, Mapping):
+        raise ValueError(
+            "Argument `scores` must be a dict {layer_name: 1-D array}. "
+            f"Received: scores of type {type(scores).__name__}"
+        )
+    checked = {}
+    for name, values in scores.items():
+        array = np.asarray(values, dtype="float64")
+        if array.ndim != 1 or array.size == 0 or not np.all(np.isfinite(array)):
+            raise ValueError(
+                "Argument `scores` must map each layer name to a non-empty "
+                "1-D array of finite numbers. "
+                f"Received: scores[{name!r}] with shape {array.shape}"
+            )
+        cost = costs.get(name) if isinstance(costs, Mapping) else None
+        if (
+            isinstance(cost, bool)
+            or not isinstance(cost, numbers.Integral)
+            or cost < 1
+        ):
+            raise ValueError(
+                "Argument `costs` must give a positive integer cost per "
+                f"neuron for every layer in `scores`. Received: "
+                f"costs[{name!r}]={cost!r}"
+            )
+        checked[name] = array
+    if (
+        isinstance(param_budget, bool)
+        or not isinstance(param_budget, numbers.Real)
+        or not np.isfinite(param_budget)
+        or param_budget <= 0
+    ):
+        raise ValueError(
+            "Argument `param_budget` must be a positive number. "
+            f"Received: param_budget={param_budget!r}"
+        )
+    if (
+        isinstance(layer_threshold, bool)
+        or not isinstance(layer_threshold, numbers.Integral)
+        or layer_threshold < 0
+    ):
+        raise ValueError(
+            "Argument `layer_threshold` must be a non-negative integer. "
+            f"Received: layer_threshold={layer_threshold!r}"
+        )
+    return checked
+
+
+def _take_within_budget(candidates, costs, budget):
+    """Takes `(layer, index)` candidates in order until the budget is hit."""
+    plan, spent = {}, 0
+    for name, index in candidates:
+        if spent + costs[name] > budget:
+            break
+        spent += costs[name]
+        plan.setdefault(name, []).append(index)
+    return plan
+
+
+def _ranked_eligible(scores, layer_threshold):
+    """Eligible neurons of taking-part layers, most negative first."""
+    layer_ids, indices, values = [], [], []
+    names = list(scores)
+    for layer_id, name in enumerate(names):
+        eligible = np.flatnonzero(scores[name] < 0)
+        if eligible.size == 0 or eligible.size < layer_threshold:
+            continue
+        layer_ids.append(np.full(eligible.size, layer_id))
+        indices.append(eligible)
+        values.append(scores[name][eligible])
+    if not values:
+        return []
+    layer_ids = np.concatenate(layer_ids)
+    indices = np.concatenate(indices)
+    values = np.concatenate(values)
+    # np.lexsort sorts by its last key first: score, then layer, then index.
+    order = np.lexsort((indices, layer_ids, values))
+    return [(names[layer_ids[i]], int(indices[i])) for i in order]
+
+
+def _ranked_random(scores, rng):
+    candidates = [
+        (name, i) for name, values in scores.items() for i in range(len(values))
+    ]
+    return [candidates[i] for i in rng.permutation(len(candidates))]
+
+
+def select_neurons(
+    scores: Mapping[str, np.ndarray],
+    costs: Mapping[str, int],
+    *,
+    param_budget: float,
+    layer_threshold: int = 0,
+    criterion: str = "splitting",
+    budget_split: str = "global",
+    seed: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Chooses the neurons to grow at one growth event.
+
+    With `criterion="splitting"` (the paper's rule, ARCHITECTURE.md),
+    `scores[name][i]` is the minimum eigenvalue of neuron `i`'s splitting
+    matrix. A neuron is eligible when its score is negative; a layer takes
+    part only when it has at least `layer_threshold` eligible neurons. The
+    eligible neurons of all taking-part layers are then taken, most
+    negative score first, until the cost of the next one would push the
+    total above `param_budget`; selection stops there, so the plan never
+    costs more than the budget. Ties are broken by layer order (the order
+    of `scores`) and then by neuron index, so the plan is deterministic.
+
+    `criterion="gradient_proxy"` applies the same rule to the scores of the
+    paper authors' released code: the minimum eigenvalue of the rank-1
+    matrix built from a neuron's weight-gradient row, which is
+    `min(0, sum of the row)` (see `keras_depthhet.splitting.gradient_proxy`).
+
+    `criterion="random"` is the ablation baseline: it ignores the score
+    values (only their lengths, the layers' widths, are used) and the layer
+    threshold, and takes neurons of all layers in a uniformly random order,
+    seeded by `seed`, under the same budget.
+
+    `budget_split="by_layer_type"` follows the authors' code: the budget is
+    divided equally among the layer types present (`qkv`, `proj`, `fc1`,
+    `fc2`, read from the layer names' suffixes; quarters when all four are
+    present) and the rule above runs within each type on its share.
+
+    Args:
+        scores: `{layer_name: 1-D array}` of finite per-neuron scores, in
+            layer order.
+        costs: `{layer_name: int}`, parameters added by growing one neuron
+            of that layer (`GrowableDense.growth_cost(1)`).
+        param_budget: Positive number, the most parameters the plan may add.
+        layer_threshold: Non-negative integer, the fewest eligible neurons a
+            layer needs to take part.
+        criterion: `"splitting"`, `"gradient_proxy"` or `"random"`.
+        budget_split: `"global"` or `"by_layer_type"`.
+        seed: Seed of `criterion="random"`.
+
+    Returns:
+        The plan: `{layer_name: sorted int64 array of neuron indices}` for
+        the layers with at least one chosen neuron, in layer order; `{}`
+        when nothing is eligible or no neuron fits the budget.
+
+    Example:
+
+    >>> scores = {"fc1": np.array([-3.0, 0.5, -1.0]),
+    ...           "fc2": np.array([-2.0, -0.1])}
+    >>> plan = select_neurons(scores, {"fc1": 10, "fc2": 10},
+    ...                       param_budget=30, layer_threshold=2)
+    >>> {name: idx.tolist() for name, idx in plan.items()}
+    {'fc1': [0, 2], 'fc2': [0]}
+    """
+    criterion = _check_choice("criterion", criterion, CRITERIA)
+    budget_split = _check_choice("budget_split", budget_split, BUDGET_SPLITS)
+    scores = _check_inputs(scores, costs, param_budget, layer_threshold)
+    if budget_split == "global":
+        groups = [scores]
+    else:
+        by_type = {}
+        for name, values in scores.items():
+            kind = layer_type(name)
+            if kind is None:
+                raise ValueError(
+                    'With `budget_split="by_layer_type"` every layer name '
+                    f"must end in one of {list(LAYER_TYPES)}. "
+                    f"Received: layer name {name!r}"
+                )
+            by_type.setdefault(kind, {})[name] = values
+        groups = [by_type[kind] for kind in LAYER_TYPES if kind in by_type]
+    rng = np.random.default_rng(seed)
+    budget = float(param_budget) / len(groups)
+    chosen = {}
+    for group in groups:
+        if criterion == "random":
+            candidates = _ranked_random(group, rng)
+        else:
+            candidates = _ranked_eligible(group, layer_threshold)
+        chosen.update(_take_within_budget(candidates, costs, budget))
+    return {
+        name: np.sort(np.asarray(chosen[name], dtype="int64"))
+        for name in scores
+        if name in chosen
+    }
+
+
+def plan_cost(plan: Mapping[str, np.ndarray], costs: Mapping[str, int]) -> int:
+    """Parameters a plan adds: the sum over layers of neurons times cost."""
+    return int(
+        sum(len(indices) * costs[name] for name, indices in plan.items())
+    )
