@@ -51,3 +51,52 @@ def iter_layers(layer: keras.layers.Layer) -> Iterator[keras.layers.Layer]:
         if not isinstance(sub, keras.layers.InputLayer):
             yield sub
         stack.extend(reversed(sub._layers))
+
+
+def sync_trainer_state(model: keras.Model) -> None:
+    """Writes the training state a JAX `fit` holds back into the variables.
+
+    During an epoch the JAX trainer keeps weights, optimizer and metric
+    values in `model._jax_state` and empties the variables; the fit loop
+    re-reads the variables after a sync, so growth that runs inside `fit`
+    (also mid-epoch) sees current values and its new variables are picked
+    up by the next step. A no-op on other backends.
+    """
+    sync = getattr(model, "jax_state_sync", None)
+    if sync is not None:
+        sync()
+
+
+def reset_optimizer_state(optimizer) -> None:
+    """Drops `optimizer`'s per-variable slots so that `build()` runs again.
+
+    The iteration counter and the learning-rate variable are kept (so the
+    step count and a schedule's position survive); slot variables, the
+    variable index and the weight-decay exclusion cache (keyed by variable
+    identity) are cleared. Weight-decay exclusion rules are kept.
+    """
+    keep = {id(optimizer._iterations)}
+    if isinstance(optimizer._learning_rate, keras.Variable):
+        keep.add(id(optimizer._learning_rate))
+    for variable in optimizer.variables:
+        if id(variable) not in keep:
+            optimizer._untrack_variable(variable)
+    optimizer._trainable_variables_indices.clear()
+    optimizer._trainable_variables = []
+    optimizer._exclude_from_weight_decay_cache = {}
+    optimizer.built = False
+
+
+def reset_compiled_functions(model: keras.Model) -> None:
+    """Forgets the model's traced train/test/predict functions.
+
+    Traced functions capture the variable list; after growth they must be
+    remade. The train function is remade at once when it existed, because
+    a running `fit` calls `model.train_function` without checking it.
+    """
+    had_train_function = model.train_function is not None
+    model.train_function = None
+    model.test_function = None
+    model.predict_function = None
+    if had_train_function:
+        model.make_train_function(force=True)

@@ -1,0 +1,56 @@
+"""Tiny models and data shared by the growth tests."""
+
+import keras
+import numpy as np
+
+from keras_depthhet.models.vit import growable_layers, vit
+
+
+def tiny_vit(depth: int = 2) -> keras.Model:
+    """An 8x8x1 ViT with 2 blocks of width 16 (a few thousand weights)."""
+    return vit(
+        image_size=8,
+        patch_size=4,
+        num_channels=1,
+        num_classes=10,
+        dim=16,
+        depth=depth,
+        num_heads=2,
+        attention_width=0.5,
+        mlp_width=0.5,
+    )
+
+
+def random_data(n: int = 32, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 8, 8, 1)).astype("float32")
+    y = rng.integers(0, 10, n)
+    return x, y
+
+
+def compiled_tiny_vit(optimizer=None, jit_compile=True, depth: int = 2):
+    model = tiny_vit(depth)
+    model.compile(
+        optimizer or keras.optimizers.Adam(1e-3),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=jit_compile,
+    )
+    return model
+
+
+def fixed_batch_loss(model, x, y) -> float:
+    y_pred = model(x, training=False)
+    return float(
+        keras.ops.convert_to_numpy(model.compute_loss(x=x, y=y, y_pred=y_pred))
+    )
+
+
+def values_by_path(variables) -> dict:
+    return {v.path: keras.ops.convert_to_numpy(v).copy() for v in variables}
+
+
+def layer_costs(model) -> dict:
+    return {
+        layer.name: layer.growth_cost(1) for layer in growable_layers(model)
+    }
