@@ -193,8 +193,11 @@ def train_dataset(splits: Splits, config: dict) -> tf.data.Dataset:
     normalize = _normalizer(data)
 
     def per_batch(images, labels):
+        # keras-cv's RandAugment loses the static shape, which
+        # RandomErasing needs.
+        shape = images.shape
         for layer in layers:
-            images = layer(images, training=True)
+            images = tf.ensure_shape(layer(images, training=True), shape)
         labels = tf.one_hot(labels, num_classes)
         if mix is not None:
             images, labels = mix(images, labels)
