@@ -148,6 +148,7 @@ class Experiment:
             steps_per_epoch=self.steps,
             validation_data=self.eval_data,
             callbacks=callbacks,
+            shuffle=False,
             verbose=2 if os.environ.get("CI") else "auto",
         )
         scores = self.model.evaluate(

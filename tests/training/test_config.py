@@ -25,7 +25,12 @@ def test_configs_load_and_document_command_hardware_result(name):
     config = load_config(name)
     assert config["name"] == name
     module_doc = resolve_config_path(name).read_text()
-    for word in ("Command:", "python -m training.train", "Hardware", "Expected"):
+    for word in (
+        "Command:",
+        "python -m training.train",
+        "Hardware",
+        "Expected",
+    ):
         assert word in module_doc
 
 

@@ -103,7 +103,9 @@ def test_full_recipe_pipeline_mixes_labels():
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (16, 40, 48, 3)).astype("float32")
     labels = np.arange(16, dtype="int32")
-    x, y = next(iter(recipe.train_dataset(_splits(images, labels, 100), config)))
+    x, y = next(
+        iter(recipe.train_dataset(_splits(images, labels, 100), config))
+    )
     assert x.shape == (8, 32, 32, 3)
     y = y.numpy()
     np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=1e-5)
