@@ -12,8 +12,6 @@ degrees; keras-cv's `RandAugment` uses the timm magnitude scale that DeiT's
 `rand-m9-mstd0.5` refers to, so that one is used.
 """
 
-import math
-
 import keras
 import tensorflow as tf
 
@@ -226,8 +224,3 @@ def eval_dataset(
     dataset = splits.test.map(per_image, num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.batch(batch_size or config["train"]["batch_size"])
     return dataset.prefetch(tf.data.AUTOTUNE)
-
-
-def eval_steps(splits: Splits, batch_size: int) -> int:
-    """Batches in one pass over the test data."""
-    return math.ceil(splits.num_test / batch_size)

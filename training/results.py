@@ -86,8 +86,8 @@ class MetricsRecorder(keras.callbacks.Callback):
 
 
 def event_epochs(events: list[dict]) -> list[int]:
-    """1-based epochs after which growth events happened."""
-    return [int(event["epoch"]) + 1 for event in events]
+    """Epochs (counted from 1) at whose end growth events happened."""
+    return [int(event["epoch"]) for event in events]
 
 
 def plot_params(rows: list[dict], events: list[dict], path: Path) -> None:
@@ -177,26 +177,28 @@ def write_summary(workdir: Path, row: dict, plots: list[Path]) -> Path:
     return path
 
 
-def plot_event_eigenvalues(events: list[dict], workdir: Path) -> list[Path]:
-    """Figure-2 plots of the first and last growth event's eigenvalues.
+def plot_event_eigenvalues(
+    first: dict | None, last: dict | None, workdir: Path
+) -> list[Path]:
+    """Figure-2 plots of the splitting eigenvalues at the first and last event.
 
-    Uses each event's `eigenvalues` (`{layer_name: lambda_min per neuron}`,
-    measured before that event's growth).
+    Args:
+        first: `{layer_name: lambda_min per neuron}` measured at the first
+            growth event (before it grew), or None without events.
+        last: The same at the last event.
+        workdir: Where `eigenvalues_{first,last}_event.png` go.
 
     Returns:
         The written PNG paths (none without events).
     """
-    if not events:
+    if first is None:
         return []
     from keras_depthhet.splitting import plot_negative_eigenvalues
 
     paths = []
-    for label, event in (("first", events[0]), ("last", events[-1])):
+    for label, scores in (("first", first), ("last", last)):
         path = workdir / f"eigenvalues_{label}_event.png"
-        eigenvalues = {
-            name: np.asarray(values)
-            for name, values in event["eigenvalues"].items()
-        }
+        eigenvalues = {name: np.asarray(v) for name, v in scores.items()}
         plot_negative_eigenvalues(eigenvalues, path)
         paths.append(path)
     return paths

@@ -34,7 +34,6 @@ from training.data import (  # noqa: E402
     DataNotPreparedError,
     MissingDependencyError,
     load_splits,
-    require,
 )
 
 DEFAULT_CONFIG = "digits_tiny"
@@ -60,6 +59,29 @@ def check_workdir(workdir: Path, overwrite: bool) -> None:
             f"Work directory {str(workdir)!r} exists; pass --overwrite to "
             "replace it or choose another --workdir."
         )
+
+
+def _score_recording_callback_class():
+    from keras_depthhet.growth import GrowthCallback
+
+    class ScoreRecordingGrowthCallback(GrowthCallback):
+        """`GrowthCallback` that keeps the first and latest event's scores.
+
+        Its history holds only score summaries; the Figure-2 plots need the
+        per-neuron eigenvalues of the first and the last event.
+        """
+
+        first_scores = None
+        last_scores = None
+
+        def compute_scores(self):
+            scores = super().compute_scores()
+            if self.first_scores is None:
+                self.first_scores = scores
+            self.last_scores = scores
+            return scores
+
+    return ScoreRecordingGrowthCallback
 
 
 class Experiment:
@@ -104,7 +126,7 @@ class Experiment:
         return bool(self.config["growth"]["enabled"])
 
     def _growth_callback(self):
-        growth_module = require("keras_depthhet.growth", "Growth")
+        callback_class = _score_recording_callback_class()
         options = dict(self.config["growth"])
         del options["enabled"]
         # Splitting analysis sees un-mixed training images, so that the
@@ -118,7 +140,7 @@ class Experiment:
             ),
             self.config,
         )
-        return growth_module.GrowthCallback(
+        return callback_class(
             **options,
             analysis_data=analysis,
             seed=self.config["seed"],
@@ -160,7 +182,11 @@ class Experiment:
         plots = [self.workdir / "params.png", self.workdir / "curves.png"]
         results.plot_params(recorder.rows, events, plots[0])
         results.plot_curves(recorder.rows, events, plots[1])
-        plots += results.plot_event_eigenvalues(events, self.workdir)
+        plots += results.plot_event_eigenvalues(
+            getattr(self.growth, "first_scores", None),
+            getattr(self.growth, "last_scores", None),
+            self.workdir,
+        )
         row = results.summary_row(
             self.config["name"],
             base_params,

@@ -36,12 +36,12 @@ def test_plots_are_pngs(tmp_path):
         for e in range(1, 5)
     ]
     events = [{"epoch": 1}]
-    assert results.event_epochs(events) == [2]
+    assert results.event_epochs(events) == [1]
     results.plot_params(rows, events, tmp_path / "p.png")
     results.plot_curves(rows, events, tmp_path / "c.png")
     for name in ("p.png", "c.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
-    assert results.plot_event_eigenvalues([], tmp_path) == []
+    assert results.plot_event_eigenvalues(None, None, tmp_path) == []
 
 
 def test_table_one_shaped_summary(tmp_path):
