@@ -100,3 +100,18 @@ def reset_compiled_functions(model: keras.Model) -> None:
     model.predict_function = None
     if had_train_function:
         model.make_train_function(force=True)
+
+
+def compile_arguments(model: keras.Model) -> dict:
+    """The arguments `model.compile` was last called with, as given.
+
+    `get_compile_config()` serializes them, which would replace the
+    optimizer and metric objects with new ones on `compile_from_config`;
+    compiling a rebuilt model needs the objects themselves.
+    """
+    if not getattr(model, "compiled", False):
+        raise ValueError(
+            f"Model {model.name!r} must be compiled to read its compile "
+            "arguments. Call `model.compile(...)` first."
+        )
+    return dict(model._compile_config.config)

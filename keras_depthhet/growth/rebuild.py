@@ -1,0 +1,188 @@
+"""Applying a growth plan functionally: a new model from the grown config.
+
+`grow_model` changes a model in place. Distributed runtimes treat a
+model's set of variables as fixed (TensorFlow mirrors them when they are
+created, JAX lays them out from the active `keras.distribution`), so for
+distributed training it is cleaner to build a new model from the grown
+config inside the strategy scope or under the active distribution, carry
+the weights over by variable path, initialise the new neuron pairs as
+`grow` would, and compile it anew with the same optimizer, whose slots are
+rebuilt and copied by path (`rebuild_optimizer`). The result computes the
+same function and holds the same training state as an in-place growth.
+"""
+
+import copy
+from collections.abc import Mapping
+
+import keras
+import numpy as np
+
+from keras_depthhet.growth.grow import (
+    _check_plan,
+    _variable_scope,
+    rebuild_optimizer,
+)
+from keras_depthhet.layers import GROWTH_SCALE
+from keras_depthhet.models.vit import growable_layers
+from keras_depthhet.utils.keras_internals import (
+    compile_arguments,
+    sync_trainer_state,
+)
+
+
+def _append_round(node, name: str, indices: list[int], found: list) -> None:
+    """Appends `indices` to the growth rounds of layer `name` in `node`.
+
+    Layer configs hold their own `growth_rounds` (a list of rounds); a
+    composite layer holds its children's, keyed by the child's role, and
+    the child's full name is `{parent name}_{role}` (`block_0_attn_qkv`).
+    """
+    if isinstance(node, list):
+        for item in node:
+            _append_round(item, name, indices, found)
+        return
+    if not isinstance(node, dict):
+        return
+    config = node.get("config")
+    if isinstance(config, dict) and "growth_rounds" in config:
+        _append_to_rounds(
+            config["growth_rounds"], config.get("name"), name, indices, found
+        )
+    for key, value in node.items():
+        if key != "growth_rounds":
+            _append_round(value, name, indices, found)
+
+
+def _append_to_rounds(rounds, prefix, name, indices, found) -> None:
+    if isinstance(rounds, list) or rounds is None:
+        if prefix == name:
+            found.append(prefix)
+            rounds.append(list(indices))
+        return
+    for role, child in rounds.items():
+        child_name = f"{prefix}_{role}"
+        if child_name == name and (child is None or isinstance(child, list)):
+            found.append(child_name)
+            if child is None:
+                rounds[role] = child = []
+            child.append(list(indices))
+        elif isinstance(child, dict):
+            _append_to_rounds(child, child_name, name, indices, found)
+
+
+def grown_config(config: dict, plan: Mapping[str, np.ndarray]) -> dict:
+    """The config of the model `config` describes, grown by `plan`.
+
+    Each planned layer gets one more growth round (the plan's indices) in
+    its own `growth_rounds` or in its parent's. `config` is not changed.
+
+    Args:
+        config: A model config, `model.get_config()`.
+        plan: `{layer_name: neuron indices}`.
+
+    Returns:
+        A new config; `type(model).from_config` of it builds the grown
+        architecture with zero growth weights.
+
+    Raises:
+        ValueError: if a planned layer is not found exactly once.
+    """
+    grown = copy.deepcopy(config)
+    for name, indices in plan.items():
+        found = []
+        _append_round(grown, name, [int(i) for i in np.asarray(indices)], found)
+        if len(found) != 1:
+            raise ValueError(
+                "Argument `plan` names a layer whose growth rounds appear "
+                f"{len(found)} times in the model config (expected once). "
+                f"Received: {name!r}"
+            )
+    return grown
+
+
+def _init_new_round(layer, indices, scale: float, values: dict) -> None:
+    """Sets the newest round of `layer` to `+/- scale * W[:, i], b[i]`."""
+    r = len(layer.growth_rounds) - 1
+    kernel = values[layer.kernel.path][:, indices] * scale
+    new = {"kernel_plus": kernel, "kernel_minus": -kernel}
+    if layer.use_bias:
+        bias = values[layer.bias.path][indices] * scale
+        new.update(bias_plus=bias, bias_minus=-bias)
+    by_name = {v.name: v for v in layer.weights}
+    for suffix, value in new.items():
+        by_name[f"growth_{r}_{suffix}"].assign(value)
+
+
+def rebuild_grown_model(
+    model: keras.Model,
+    plan: Mapping[str, np.ndarray],
+    *,
+    scale: float = GROWTH_SCALE,
+) -> keras.Model:
+    """A new model equal to `model` grown by `plan`, with its training state.
+
+    The new model is built from `grown_config(model.get_config(), plan)`
+    inside `model`'s TensorFlow strategy scope (on JAX, under the active
+    `keras.distribution`). Every variable whose path existed before gets
+    its value; each planned neuron's new pair starts at
+    `+/- scale * (W[:, i], b[i])`, so the new model computes the same
+    function. When `model` is compiled, the new model is compiled with the
+    same arguments and the same optimizer object, rebuilt by
+    `rebuild_optimizer`: slots kept by variable path, zero slots for the
+    new weights, the iteration count and learning-rate schedule position
+    kept. Its train/test/predict functions are traced afresh on first use.
+    `model` itself is left unchanged in architecture and weights, but its
+    optimizer now belongs to the new model; train only the new one.
+
+    The plan is validated before anything is built; an empty plan returns
+    `model` itself.
+
+    Args:
+        model: A built Keras model with `GrowableDense` layers, whose
+            `get_config()` rebuilds it (functional models and the ViT
+            builders here do).
+        plan: `{layer_name: distinct neuron indices}`, e.g. from
+            `select_neurons`.
+        scale: Scale factor `s` of the new neuron pairs.
+
+    Returns:
+        The grown model (or `model` when the plan is empty).
+
+    Example:
+
+    ```python
+    grown = rebuild_grown_model(model, {"block_0_mlp_fc1": [0, 5]})
+    grown.count_params() - model.count_params()  # 2 * 2 * (dim + 1)
+    ```
+    """
+    layers = {layer.name: layer for layer in growable_layers(model)}
+    plan = _check_plan(plan, layers)
+    if not plan:
+        return model
+    if not (
+        isinstance(scale, (int, float)) and np.isfinite(scale) and scale > 0
+    ) or isinstance(scale, bool):
+        raise ValueError(
+            "Argument `scale` must be a positive, finite number. "
+            f"Received: scale={scale!r}"
+        )
+    sync_trainer_state(model)
+    optimizer = getattr(model, "optimizer", None)
+    compiled = getattr(model, "compiled", False) and optimizer is not None
+    values = {v.path: keras.ops.convert_to_numpy(v) for v in model.variables}
+    config = grown_config(model.get_config(), plan)
+    with _variable_scope(model):
+        grown = type(model).from_config(config)
+        for variable in grown.variables:
+            if variable.path in values:
+                variable.assign(values[variable.path])
+        new_layers = {layer.name: layer for layer in growable_layers(grown)}
+        for name, indices in plan.items():
+            _init_new_round(new_layers[name], indices, float(scale), values)
+        if compiled:
+            arguments = compile_arguments(model)
+            arguments["optimizer"] = optimizer
+            grown.compile(**arguments)
+            if optimizer.built:
+                rebuild_optimizer(optimizer, grown.trainable_variables)
+    return grown

@@ -1,0 +1,366 @@
+"""Choosing and checking the distributed runtime of `fit_with_growth`.
+
+`resolve_distribution` turns a name into a `Runtime` (the TensorFlow
+strategy or JAX `keras.distribution`, its scope and replica count);
+`check_global_batch` and `check_model_placement` catch, before training,
+the mistakes that otherwise fail deep inside the first step or silently
+train on one device. `validate_tf_config` and `initialize_multi_host`
+prepare multi-host runs.
+"""
+
+import contextlib
+import json
+import os
+import re
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+DISTRIBUTIONS = (
+    "auto",
+    "none",
+    "mirrored",
+    "multi_worker_mirrored",
+    "data_parallel",
+    "model_parallel",
+)
+"""Accepted names of `distribution`."""
+
+_BACKEND_OF = {
+    "mirrored": "tensorflow",
+    "multi_worker_mirrored": "tensorflow",
+    "data_parallel": "jax",
+    "model_parallel": "jax",
+}
+
+VIT_MODEL_PARALLEL_LAYOUT = {
+    r"_(qkv|fc1)/kernel$": (None, "model"),
+    r"_(qkv|fc1)/bias$": ("model",),
+    r"_(proj|fc2)/kernel$": ("model", None),
+}
+"""Layouts of `"model_parallel"`: variable-path pattern -> axes.
+
+Growth weights (`growth_{r}_...`) match no pattern and are replicated:
+their widths change at every event and need not divide the mesh.
+"""
+
+
+@dataclass
+class Runtime:
+    """A resolved distribution.
+
+    Attributes:
+        name: One of `DISTRIBUTIONS` except `"auto"`, or `"custom"`.
+        num_replicas: How many parts the global batch is split into.
+        strategy: The `tf.distribute.Strategy` (TensorFlow), else `None`.
+        distribution: The `keras.distribution.Distribution` (JAX), else
+            `None`.
+    """
+
+    name: str
+    num_replicas: int = 1
+    strategy: object = None
+    distribution: object = None
+
+    def scope(self):
+        """The context to build models in (and, on JAX, to train in)."""
+        if self.strategy is not None:
+            return self.strategy.scope()
+        if self.distribution is not None:
+            return self.distribution.scope()
+        return contextlib.nullcontext()
+
+
+def _tf_devices():
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    return gpus or tf.config.list_logical_devices("CPU")
+
+
+def validate_tf_config(text: str | None = None) -> int:
+    """Checks a `TF_CONFIG` value; returns the number of workers.
+
+    Args:
+        text: The JSON text; `None` reads the `TF_CONFIG` environment
+            variable (unset means one local worker).
+
+    Returns:
+        The number of tasks of type `chief` and `worker` in the cluster.
+
+    Raises:
+        ValueError: if the JSON is malformed, has no `worker` list of
+            `"host:port"` addresses, or `task` does not name one of them.
+    """
+    text = os.environ.get("TF_CONFIG") if text is None else text
+    if not text:
+        return 1
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"TF_CONFIG must be JSON. Received: TF_CONFIG={text!r} ({error})"
+        ) from None
+    cluster = config.get("cluster") if isinstance(config, dict) else None
+    if not isinstance(cluster, dict) or not cluster.get("worker"):
+        raise ValueError(
+            'TF_CONFIG must hold {"cluster": {"worker": ["host:port", ...]}, '
+            f'"task": {{"type": "worker", "index": i}}}}. Received: {text!r}'
+        )
+    for kind, addresses in cluster.items():
+        if not isinstance(addresses, list) or not all(
+            isinstance(a, str) and re.fullmatch(r"[^:\s]+:\d+", a)
+            for a in addresses
+        ):
+            raise ValueError(
+                f"TF_CONFIG cluster[{kind!r}] must be a list of 'host:port' "
+                f"addresses. Received: {addresses!r}"
+            )
+    task = config.get("task")
+    if (
+        not isinstance(task, dict)
+        or task.get("type") not in cluster
+        or not isinstance(task.get("index"), int)
+        or not 0 <= task["index"] < len(cluster[task["type"]])
+    ):
+        raise ValueError(
+            "TF_CONFIG `task` must name a task of the cluster, e.g. "
+            '{"type": "worker", "index": 0}. '
+            f"Received: task={task!r}, cluster={cluster!r}"
+        )
+    return len(cluster["worker"]) + len(cluster.get("chief", []))
+
+
+def initialize_multi_host(
+    job_addresses: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> None:
+    """Checks and starts a JAX multi-process run (`keras.distribution`).
+
+    Call it once in every process, before anything else uses JAX; then
+    `"data_parallel"` and `"model_parallel"` span the devices of all
+    processes. Arguments left `None` are read by Keras from
+    `KERAS_DISTRIBUTION_JOB_ADDRESSES`, `KERAS_DISTRIBUTION_NUM_PROCESSES`
+    and `KERAS_DISTRIBUTION_PROCESS_ID`.
+
+    Args:
+        job_addresses: Comma-separated `"host:port"` of the coordinator
+            (process 0), or of every process.
+        num_processes: Positive integer, the number of processes.
+        process_id: This process's index in `[0, num_processes)`.
+
+    Raises:
+        ValueError: on the TensorFlow backend (use `TF_CONFIG` and
+            `"multi_worker_mirrored"`) or for inconsistent arguments.
+    """
+    if keras.backend.backend() != "jax":
+        raise ValueError(
+            "`initialize_multi_host` is for the JAX backend; on TensorFlow "
+            'set TF_CONFIG and use distribution="multi_worker_mirrored". '
+            f"Received: backend={keras.backend.backend()!r}"
+        )
+    env = os.environ
+    job_addresses = job_addresses or env.get("KERAS_DISTRIBUTION_JOB_ADDRESSES")
+    if num_processes is None:
+        num_processes = env.get("KERAS_DISTRIBUTION_NUM_PROCESSES")
+    if process_id is None:
+        process_id = env.get("KERAS_DISTRIBUTION_PROCESS_ID")
+    try:
+        num_processes, process_id = int(num_processes), int(process_id)
+    except (TypeError, ValueError):
+        raise ValueError(
+            "`num_processes` and `process_id` must be integers (arguments "
+            "or KERAS_DISTRIBUTION_* variables). Received: "
+            f"num_processes={num_processes!r}, process_id={process_id!r}"
+        ) from None
+    if num_processes < 1 or not 0 <= process_id < num_processes:
+        raise ValueError(
+            "Arguments must satisfy 0 <= process_id < num_processes. "
+            f"Received: num_processes={num_processes}, "
+            f"process_id={process_id}"
+        )
+    addresses = (job_addresses or "").split(",")
+    if not all(re.fullmatch(r"[^:\s,]+:\d+", a) for a in addresses) or len(
+        addresses
+    ) not in (1, num_processes):
+        raise ValueError(
+            "Argument `job_addresses` must be 'host:port' of the coordinator "
+            "or a comma-separated list with one per process. Received: "
+            f"job_addresses={job_addresses!r}, num_processes={num_processes}"
+        )
+    keras.distribution.initialize(job_addresses, num_processes, process_id)
+
+
+def _model_parallel(devices) -> keras.distribution.ModelParallel:
+    if len(devices) < 2 or len(devices) % 2:
+        raise ValueError(
+            'distribution="model_parallel" needs an even number of devices '
+            f"(a (batch, model=2) mesh). Received: {len(devices)} device(s)"
+        )
+    mesh = keras.distribution.DeviceMesh(
+        (len(devices) // 2, 2), ["batch", "model"], devices
+    )
+    layout_map = keras.distribution.LayoutMap(mesh)
+    for pattern, axes in VIT_MODEL_PARALLEL_LAYOUT.items():
+        layout_map[pattern] = axes
+    return keras.distribution.ModelParallel(
+        layout_map=layout_map, batch_dim_name="batch"
+    )
+
+
+def resolve_distribution(distribution="auto") -> Runtime:
+    """The `Runtime` for `distribution` on the running backend.
+
+    Args:
+        distribution: A name from `DISTRIBUTIONS`, a `tf.distribute.Strategy`
+            (TensorFlow) or a `keras.distribution.Distribution` (JAX).
+
+    Returns:
+        The resolved `Runtime`.
+
+    Raises:
+        ValueError: for an unknown name, or one that does not exist on the
+            running backend (e.g. `"mirrored"` under JAX).
+    """
+    backend = keras.backend.backend()
+    if isinstance(distribution, keras.distribution.Distribution):
+        if backend != "jax":
+            raise ValueError(
+                "A keras.distribution.Distribution is supported here on JAX "
+                'only; on TensorFlow use distribution="mirrored". '
+                f"Received: {distribution!r} with backend {backend!r}"
+            )
+        batch_axis = distribution.device_mesh.axis_names.index(
+            distribution.batch_dim_name
+        )
+        return Runtime(
+            "custom",
+            distribution.device_mesh.shape[batch_axis],
+            distribution=distribution,
+        )
+    if not isinstance(distribution, str):
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            if isinstance(distribution, tf.distribute.Strategy):
+                return Runtime(
+                    "custom",
+                    distribution.num_replicas_in_sync,
+                    strategy=distribution,
+                )
+        raise ValueError(
+            f"Argument `distribution` must be one of {list(DISTRIBUTIONS)} "
+            "or a strategy/distribution object of the running backend. "
+            f"Received: distribution={distribution!r}"
+        )
+    if distribution not in DISTRIBUTIONS:
+        raise ValueError(
+            f"Argument `distribution` must be one of {list(DISTRIBUTIONS)}. "
+            f"Received: distribution={distribution!r}"
+        )
+    if distribution in _BACKEND_OF and _BACKEND_OF[distribution] != backend:
+        other = "mirrored" if backend == "tensorflow" else "data_parallel"
+        raise ValueError(
+            f'distribution="{distribution}" needs the '
+            f"{_BACKEND_OF[distribution]} backend; on {backend} use "
+            f'"{other}" (or "auto"). Received: distribution={distribution!r}'
+        )
+    if distribution == "multi_worker_mirrored":
+        validate_tf_config()
+        import tensorflow as tf
+
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        return Runtime(distribution, strategy.num_replicas_in_sync, strategy)
+    if backend == "tensorflow":
+        devices = _tf_devices()
+        if distribution == "auto":
+            distribution = "mirrored" if len(devices) > 1 else "none"
+        if distribution == "none":
+            return Runtime("none")
+        import tensorflow as tf
+
+        strategy = tf.distribute.MirroredStrategy([d.name for d in devices])
+        return Runtime(distribution, strategy.num_replicas_in_sync, strategy)
+    if backend != "jax":
+        return Runtime("none")
+    devices = keras.distribution.list_devices()
+    if distribution == "auto":
+        distribution = "data_parallel" if len(devices) > 1 else "none"
+    if distribution == "none":
+        return Runtime("none")
+    if distribution == "data_parallel":
+        return Runtime(
+            distribution,
+            len(devices),
+            distribution=keras.distribution.DataParallel(devices=devices),
+        )
+    return Runtime(
+        distribution, len(devices) // 2, distribution=_model_parallel(devices)
+    )
+
+
+def _first_batch_size(data) -> int | None:
+    """The batch size of the first element of a batched `tf.data.Dataset`."""
+    element = next(iter(data.take(1)))
+    leaf = element[0] if isinstance(element, (tuple, list)) else element
+    while isinstance(leaf, dict):
+        leaf = next(iter(leaf.values()))
+    return int(leaf.shape[0])
+
+
+def check_global_batch(data, batch_size, runtime: Runtime) -> None:
+    """Raises when the global batch does not split evenly among replicas.
+
+    Array data uses `batch_size` (Keras' default 32); a `tf.data.Dataset`
+    its (first) batch. Other data (generators, `PyDataset`) is not checked.
+    """
+    if runtime.num_replicas <= 1:
+        return
+    global_batch = batch_size
+    if global_batch is None:
+        if isinstance(data, (tuple, list, np.ndarray)):
+            global_batch = 32
+        elif type(data).__module__.startswith("tensorflow"):
+            global_batch = _first_batch_size(data)
+    if global_batch is not None and global_batch % runtime.num_replicas:
+        raise ValueError(
+            f"The global batch size must be divisible by the number of "
+            f"replicas ({runtime.num_replicas} under "
+            f"distribution={runtime.name!r}). Received: global batch "
+            f"size {global_batch}"
+        )
+
+
+def check_model_placement(model: keras.Model, runtime: Runtime) -> None:
+    """Raises when `model`'s variables were not made for `runtime`.
+
+    TensorFlow: the model and every variable must have been created in
+    the strategy's scope. JAX: every variable must be laid out over the
+    distribution's devices (created while it was active).
+    """
+    if runtime.strategy is not None:
+        strategy = runtime.strategy
+        extended = strategy.extended
+        if model.distribute_strategy is not strategy or not all(
+            extended.variable_created_in_scope(v.value) for v in model.variables
+        ):
+            raise ValueError(
+                f"Model {model.name!r} was built outside the scope of the "
+                f"{type(strategy).__name__} it is trained with. Create (and "
+                "compile) it inside `build_model`, which `fit_with_growth` "
+                "calls in the scope."
+            )
+    elif runtime.distribution is not None:
+        devices = set(runtime.distribution.device_mesh.devices.flatten())
+        for variable in model.variables:
+            placed = variable.value.sharding.device_set
+            if {str(d) for d in placed} != {str(d) for d in devices}:
+                raise ValueError(
+                    f"Model {model.name!r} was built without the active "
+                    f"{type(runtime.distribution).__name__}: variable "
+                    f"{variable.path!r} lives on {len(placed)} of "
+                    f"{len(devices)} devices. Create it inside `build_model`, "
+                    "which `fit_with_growth` calls under the distribution."
+                )
