@@ -1,6 +1,13 @@
 """Growth: neuron selection, in-place growth and `GrowthCallback`."""
 
+from keras_depthhet.growth.callback import GrowthCallback
 from keras_depthhet.growth.grow import grow_model, rebuild_optimizer
 from keras_depthhet.growth.selection import plan_cost, select_neurons
 
-__all__ = ["grow_model", "plan_cost", "rebuild_optimizer", "select_neurons"]
+__all__ = [
+    "GrowthCallback",
+    "grow_model",
+    "plan_cost",
+    "rebuild_optimizer",
+    "select_neurons",
+]

@@ -1,0 +1,357 @@
+"""`GrowthCallback`: grow a model with depth heterogeneity inside `fit`."""
+
+import json
+import numbers
+import os
+
+import keras
+import numpy as np
+
+from keras_depthhet.growth.grow import grow_model
+from keras_depthhet.growth.selection import (
+    BUDGET_SPLITS,
+    CRITERIA,
+    select_neurons,
+)
+from keras_depthhet.layers import GROWTH_SCALE
+from keras_depthhet.models.vit import growable_layers
+
+BUDGET_SCHEDULES = ("constant", "lr")
+"""Accepted values of `budget_schedule`."""
+
+
+def _int_at_least(name, value, low):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or value < low
+    ):
+        kind = "a positive" if low == 1 else "a non-negative"
+        raise ValueError(
+            f"Argument `{name}` must be {kind} integer. "
+            f"Received: {name}={value!r}"
+        )
+    return int(value)
+
+
+def _positive_number(name, value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not np.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(
+            f"Argument `{name}` must be a positive number. "
+            f"Received: {name}={value!r}"
+        )
+    return value
+
+
+def _choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(
+            f"Argument `{name}` must be one of {list(choices)}. "
+            f"Received: {name}={value!r}"
+        )
+    return value
+
+
+def _learning_rate(optimizer) -> float:
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+def _initial_learning_rate(optimizer) -> float:
+    """A schedule's rate at step 0, else the optimizer's current rate."""
+    config = optimizer.get_config()["learning_rate"]
+    if isinstance(config, dict):
+        schedule = keras.optimizers.schedules.deserialize(config)
+        return float(keras.ops.convert_to_numpy(schedule(0)))
+    return _learning_rate(optimizer)
+
+
+def _summary(values: np.ndarray) -> dict:
+    return {
+        "min": float(values.min()),
+        "median": float(np.median(values)),
+        "num_negative": int(np.sum(values < 0)),
+        "num_neurons": int(values.size),
+    }
+
+
+class GrowthCallback(keras.callbacks.Callback):
+    """Grows the model's `GrowableDense` layers at scheduled epochs.
+
+    A growth event runs at the end of epoch `e` (counting from 1) when
+    `e >= warmup` and `(e - warmup) % interval == 0`. It scores every
+    neuron (by default the minimum eigenvalue of its splitting matrix,
+    computed by `keras_depthhet.splitting` on `analysis_data`), chooses
+    neurons with `select_neurons` and grows them in place with
+    `grow_model`: the model computes the same function, the optimizer keeps
+    its state, and training continues in the same `fit` call. The defaults
+    are the paper's DeiT-S schedule (warm-up 50, every 30 epochs, 580,000
+    parameters per event, layer threshold 60).
+
+    With `target_params`, an event's budget is capped at the parameters
+    still missing, and no event runs once no neuron fits under the target,
+    so the model never exceeds it. With `budget_schedule="lr"` the budget
+    is scaled by the current over the initial learning rate (the rate of a
+    schedule at step 0, else the rate when training first began), as in the
+    paper authors' code.
+
+    Every epoch the callback sets `logs["num_params"]`; list it before
+    `CSVLogger`, `TensorBoard`, `ModelCheckpoint` and `BackupAndRestore`
+    so that they see this value and the grown model of the same epoch.
+    `history` holds one dict per event; with `log_path` each event is also
+    appended to that file as a JSON line.
+
+    Args:
+        interval: Positive integer, epochs between events.
+        warmup: Non-negative integer, the epoch of the first event.
+        param_budget: Positive number, the most parameters one event adds.
+        layer_threshold: Non-negative integer, the fewest eligible neurons
+            a layer needs to take part in an event.
+        scale: Scale factor `s` of the new neuron pairs.
+        target_params: Optional positive integer, the model size at which
+            growth stops.
+        analysis_data: Data the scores are computed on (anything
+            `keras_depthhet.splitting` accepts, e.g. a `tf.data.Dataset` or
+            an `(x, y)` tuple); required unless `criterion="random"`.
+        analysis_batches: Positive integer or `None` (all), the number of
+            batches of `analysis_data` used per event.
+        criterion: `"splitting"`, `"gradient_proxy"` or `"random"` (see
+            `select_neurons`).
+        budget_schedule: `"constant"` or `"lr"`.
+        budget_split: `"global"` or `"by_layer_type"`.
+        layers: Optional list of names of the `GrowableDense` layers that
+            may grow; `None` means all.
+        seed: Seed of `criterion="random"`; event `k` uses `seed + k`.
+        log_path: Optional file path for JSON lines, one per event.
+        verbose: 0 (silent) or 1 (one line per event).
+
+    Example:
+
+    ```python
+    model.fit(
+        train_ds,
+        epochs=300,
+        callbacks=[GrowthCallback(analysis_data=analysis_ds)],
+    )
+    ```
+    """
+
+    def __init__(
+        self,
+        interval: int = 30,
+        warmup: int = 50,
+        param_budget: float = 580_000,
+        layer_threshold: int = 60,
+        scale: float = GROWTH_SCALE,
+        target_params: int | None = None,
+        analysis_data=None,
+        analysis_batches: int | None = 10,
+        criterion: str = "splitting",
+        budget_schedule: str = "constant",
+        budget_split: str = "global",
+        layers: list[str] | None = None,
+        seed: int | None = None,
+        log_path: str | os.PathLike | None = None,
+        verbose: int = 1,
+    ):
+        super().__init__()
+        self.interval = _int_at_least("interval", interval, 1)
+        self.warmup = _int_at_least("warmup", warmup, 0)
+        self.param_budget = _positive_number("param_budget", param_budget)
+        self.layer_threshold = _int_at_least(
+            "layer_threshold", layer_threshold, 0
+        )
+        self.scale = float(_positive_number("scale", scale))
+        if target_params is not None:
+            target_params = _int_at_least("target_params", target_params, 1)
+        self.target_params = target_params
+        self.criterion = _choice("criterion", criterion, CRITERIA)
+        if criterion != "random" and analysis_data is None:
+            raise ValueError(
+                f'Argument `analysis_data` is required with criterion="'
+                f'{criterion}" (the scores are computed on it). '
+                f"Received: analysis_data={analysis_data!r}"
+            )
+        self.analysis_data = analysis_data
+        if analysis_batches is not None:
+            analysis_batches = _int_at_least(
+                "analysis_batches", analysis_batches, 1
+            )
+        self.analysis_batches = analysis_batches
+        self.budget_schedule = _choice(
+            "budget_schedule", budget_schedule, BUDGET_SCHEDULES
+        )
+        self.budget_split = _choice("budget_split", budget_split, BUDGET_SPLITS)
+        if layers is not None and (
+            isinstance(layers, str)
+            or not all(isinstance(name, str) for name in layers)
+            or not layers
+        ):
+            raise ValueError(
+                "Argument `layers` must be None or a non-empty list of layer "
+                f"names. Received: layers={layers!r}"
+            )
+        self.layers = None if layers is None else list(layers)
+        if seed is not None:
+            seed = _int_at_least("seed", seed, 0)
+        self.seed = seed
+        self.log_path = None if log_path is None else os.fspath(log_path)
+        self.verbose = _choice("verbose", verbose, (0, 1))
+        self.history = []
+        self._initial_lr = None
+
+    # ------------------------------------------------------------ schedule
+    def is_event_epoch(self, epoch: int) -> bool:
+        """Whether an event is scheduled after epoch `epoch` (from 1)."""
+        return (
+            epoch >= self.warmup and (epoch - self.warmup) % self.interval == 0
+        )
+
+    def _growable(self):
+        layers = growable_layers(self.model)
+        if self.layers is not None:
+            known = {layer.name for layer in layers}
+            unknown = [name for name in self.layers if name not in known]
+            if unknown:
+                raise ValueError(
+                    "Argument `layers` names layers that are not GrowableDense "
+                    f"layers of the model: {unknown}. Known: {sorted(known)}"
+                )
+            layers = [layer for layer in layers if layer.name in self.layers]
+        return layers
+
+    def on_train_begin(self, logs=None):
+        layers = self._growable()
+        if not layers:
+            raise ValueError(
+                "`GrowthCallback` needs a model with GrowableDense layers "
+                "(e.g. built with `keras_depthhet.models.vit`). Received: "
+                f"model {self.model.name!r} without any."
+            )
+        if self.budget_schedule == "lr" and self._initial_lr is None:
+            self._initial_lr = _initial_learning_rate(self.model.optimizer)
+
+    # -------------------------------------------------------------- scores
+    def compute_scores(self) -> dict[str, np.ndarray]:
+        """Per-neuron scores of the growable layers for one event.
+
+        Subclasses may override this to supply other scores (most negative
+        grows first, negative means eligible). `criterion="random"` uses
+        only the scores' lengths.
+
+        Returns:
+            `{layer_name: 1-D array of length units}` in layer order.
+        """
+        names = [layer.name for layer in self._growable()]
+        if self.criterion == "random":
+            return {
+                layer.name: np.zeros(layer.units) for layer in self._growable()
+            }
+        from keras_depthhet import splitting
+
+        if self.criterion == "splitting":
+            scores = splitting.splitting_eigenvalues(
+                self.model,
+                self.analysis_data,
+                num_batches=self.analysis_batches,
+                layers=names,
+                verbose=0,
+            )
+        else:
+            scores = splitting.gradient_proxy(
+                self.model,
+                self.analysis_data,
+                num_batches=self.analysis_batches,
+                layers=names,
+            )
+        return {name: np.asarray(scores[name]) for name in names}
+
+    # --------------------------------------------------------------- event
+    def _budget(self, params: int) -> float:
+        budget = float(self.param_budget)
+        if self.budget_schedule == "lr":
+            current = _learning_rate(self.model.optimizer)
+            budget *= current / self._initial_lr
+        if self.target_params is not None:
+            budget = min(budget, self.target_params - params)
+        return budget
+
+    def _target_reached(self, params: int, costs: dict) -> bool:
+        return (
+            self.target_params is not None
+            and params + min(costs.values()) > self.target_params
+        )
+
+    def _grow(self, epoch: int) -> dict | None:
+        layers = self._growable()
+        costs = {layer.name: layer.growth_cost(1) for layer in layers}
+        params_before = self.model.count_params()
+        if self._target_reached(params_before, costs):
+            return None
+        budget = self._budget(params_before)
+        scores = self.compute_scores()
+        plan = {}
+        if budget >= min(costs.values()):
+            seed = None if self.seed is None else self.seed + len(self.history)
+            plan = select_neurons(
+                scores,
+                costs,
+                param_budget=budget,
+                layer_threshold=self.layer_threshold,
+                criterion=self.criterion,
+                budget_split=self.budget_split,
+                seed=seed,
+            )
+        added = grow_model(self.model, plan, scale=self.scale)
+        event = {
+            "epoch": epoch,
+            "params_before": int(params_before),
+            "params_after": int(self.model.count_params()),
+            "params_added": int(added),
+            "budget": float(budget),
+            "neurons": {name: len(idx) for name, idx in plan.items()},
+            "total_grown": {layer.name: layer.num_grown for layer in layers},
+            "criterion": self.criterion,
+        }
+        if self.criterion != "random":
+            event["scores"] = {
+                name: _summary(values) for name, values in scores.items()
+            }
+        return event
+
+    def _report(self, event: dict) -> None:
+        self.history.append(event)
+        if self.log_path is not None:
+            with open(self.log_path, "a") as f:
+                f.write(json.dumps(event) + "\n")
+        if not self.verbose:
+            return
+        epoch = event["epoch"]
+        if not event["neurons"]:
+            print(
+                f"GrowthCallback: epoch {epoch}: no neuron eligible within "
+                f"budget {event['budget']:,.0f}; no growth."
+            )
+            return
+        line = (
+            f"GrowthCallback: epoch {epoch}: grew "
+            f"{sum(event['neurons'].values())} neurons in "
+            f"{len(event['neurons'])} layers, parameters "
+            f"{event['params_before']:,} -> {event['params_after']:,}"
+        )
+        if "scores" in event:
+            lowest = min(s["min"] for s in event["scores"].values())
+            line += f", lowest score {lowest:.3g}"
+        print(line + ".")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.is_event_epoch(epoch + 1):
+            event = self._grow(epoch + 1)
+            if event is not None:
+                self._report(event)
+        if logs is not None:
+            logs["num_params"] = int(self.model.count_params())
