@@ -12,9 +12,9 @@ def get_config() -> dict:
             --config training/configs/digits_tiny_uniform.py \
             --workdir runs/digits_tiny_uniform
 
-    Hardware: 2 CPU cores, either backend; about two minutes.
+    Hardware: 2 CPU cores, either backend; about 1.5 minutes.
 
-    Expected result: 35,530 parameters throughout and a top-1 on the 360
-    held-out digits in the same range as `digits_tiny` (roughly 90-95 %).
+    Expected result: 39,242 parameters throughout and about 95-96 % top-1
+    on the 360 held-out digits (95.8 % measured with 50 epochs).
     """
     return uniform_counterpart(digits_tiny.get_config())
