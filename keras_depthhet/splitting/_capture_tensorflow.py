@@ -1,0 +1,89 @@
+"""TensorFlow capture of each hooked layer's input, pre-activation and g.
+
+The analysis hook asks the enclosing `tf.GradientTape` to watch every hooked
+layer's output tensor; `tape.gradient` then gives `dL/d(output)` directly.
+The step is one `tf.function`.
+"""
+
+from collections.abc import Callable
+
+import tensorflow as tf
+
+
+def derivative(fn: Callable, z, order: int):
+    """Elementwise `order`-th derivative of the elementwise `fn` at `z`."""
+    if order == 0:
+        return fn(z)
+    with tf.GradientTape() as tape:
+        tape.watch(z)
+        lower = derivative(fn, z, order - 1)
+    return tape.gradient(lower, z)
+
+
+def input_shapes(model, layers, x) -> dict[str, tuple]:
+    """Each layer's input shape for `x` (one eager forward pass)."""
+    shapes = {}
+
+    def hook(layer, inputs, preactivation, outputs):
+        shapes[layer.name] = tuple(inputs.shape)
+        return outputs
+
+    for layer in layers:
+        layer.set_analysis_hook(hook)
+    try:
+        model(x, training=False)
+    finally:
+        for layer in layers:
+            layer.set_analysis_hook(None)
+    return shapes
+
+
+def make_step(model, layers, loss_fn: Callable, transform: Callable):
+    """Builds `step(x, y, sample_weight, scale) -> (terms, finite)`.
+
+    `terms[name]` is `transform(layer, x, z', g, derivative)` for the loss
+    `loss_fn(y, model(x), sample_weight) * scale`; `finite[name]` says
+    whether all of those terms are finite.
+    """
+    names = [layer.name for layer in layers]
+    by_name = {layer.name: layer for layer in layers}
+
+    @tf.function
+    def traced(x, y, sample_weight, scale):
+        captured = {}
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+
+            def hook(layer, inputs, preactivation, outputs):
+                tape.watch(outputs)
+                captured[layer.name] = (inputs, preactivation, outputs)
+                return outputs
+
+            for layer in layers:
+                layer.set_analysis_hook(hook)
+            try:
+                y_pred = model(x, training=False)
+            finally:
+                for layer in layers:
+                    layer.set_analysis_hook(None)
+            loss = tf.cast(loss_fn(y, y_pred, sample_weight), "float32")
+            loss = loss * scale
+        grads = tape.gradient(
+            loss,
+            [captured[name][2] for name in names],
+            unconnected_gradients=tf.UnconnectedGradients.ZERO,
+        )
+        terms, finite = {}, {}
+        for name, grad in zip(names, grads):
+            inputs, z, _ = captured[name]
+            terms[name] = transform(by_name[name], inputs, z, grad, derivative)
+            finite[name] = tf.reduce_all(
+                tf.stack(
+                    [tf.reduce_all(tf.math.is_finite(t)) for t in terms[name]]
+                )
+            )
+        return terms, finite
+
+    def step(x, y, sample_weight, scale):
+        return traced(x, y, sample_weight, tf.constant(scale, "float32"))
+
+    return step

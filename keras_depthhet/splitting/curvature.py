@@ -1,0 +1,92 @@
+"""Per-token quantities of the splitting matrix, written once in `keras.ops`.
+
+The backend capture modules call `splitting_terms` and `proxy_terms` inside
+their traced functions with the captured layer input `x`, grown
+pre-activation `z'` and output gradient `g`, and pass their own elementwise
+`derivative(fn, z, order)` for activations without a closed form here.
+"""
+
+import math
+from collections.abc import Callable
+
+import keras
+from keras import ops
+
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def gelu_first_derivative(z):
+    """d/dz of the exact GELU `z * Phi(z)`: `Phi(z) + z * phi(z)`."""
+    pdf = _INV_SQRT_2PI * ops.exp(-0.5 * z * z)
+    cdf = 0.5 * (1.0 + ops.erf(z / math.sqrt(2.0)))
+    return cdf + z * pdf
+
+
+def gelu_second_derivative(z):
+    """d2/dz2 of the exact GELU: `phi(z) * (2 - z**2)`.
+
+    From `GELU' = Phi + z phi` and `phi' = -z phi`.
+    """
+    return _INV_SQRT_2PI * ops.exp(-0.5 * z * z) * (2.0 - z * z)
+
+
+def _is_linear(layer) -> bool:
+    act = layer.activation
+    return act is None or act is keras.activations.linear
+
+
+def _is_exact_gelu(layer) -> bool:
+    return layer.activation is keras.activations.gelu
+
+
+def splitting_sigma_second(layer, z, derivative: Callable):
+    """`sigma''(z')` of ARCHITECTURE.md for `layer`.
+
+    `sigma` is the layer's activation, or the exact GELU (the activation
+    that growth introduces) when the layer is linear.
+    """
+    if _is_linear(layer) or _is_exact_gelu(layer):
+        return gelu_second_derivative(z)
+    return derivative(layer.activation, z, 2)
+
+
+def activation_first(layer, z, derivative: Callable):
+    """`act'(z')`, so that `dL/dz' = g * act'(z')` (1 for linear layers)."""
+    if _is_linear(layer):
+        return ops.ones_like(z)
+    if _is_exact_gelu(layer):
+        return gelu_first_derivative(z)
+    return derivative(layer.activation, z, 1)
+
+
+def _flatten_tokens(tensor):
+    """(..., k) -> (tokens, k) in float32."""
+    return ops.cast(ops.reshape(tensor, (-1, tensor.shape[-1])), "float32")
+
+
+def splitting_terms(layer, x, z, g, derivative: Callable):
+    """Returns `(x~, c)`: `(M, d+1)` inputs with a ones column and `(M, n)`.
+
+    `S_i = sum_t c[t, i] x~[t] x~[t]^T`; without bias `x~ = x`. `M` is the
+    number of tokens of the batch.
+    """
+    x2 = _flatten_tokens(x)
+    if layer.use_bias:
+        x2 = ops.concatenate([x2, ops.ones_like(x2[:, :1])], axis=1)
+    z32 = ops.cast(z, "float32")
+    c = ops.cast(g, "float32") * splitting_sigma_second(layer, z32, derivative)
+    return x2, _flatten_tokens(c)
+
+
+def proxy_terms(layer, x, z, g, derivative: Callable):
+    """Returns `(r,)` with `r[i]` the sum of row `i` of `[dL/dW; dL/db]^T`.
+
+    `dL/dW[:, i] = sum_t x[t] delta[t, i]` with `delta = dL/dz'`, so the sum
+    over the row is `sum_t (sum_a x[t, a] + 1) * delta[t, i]` (no `+ 1`
+    without bias).
+    """
+    x2 = _flatten_tokens(x)
+    z32 = ops.cast(z, "float32")
+    delta = ops.cast(g, "float32") * activation_first(layer, z32, derivative)
+    row_sums = ops.sum(x2, axis=1) + (1.0 if layer.use_bias else 0.0)
+    return (ops.matmul(row_sums[None, :], _flatten_tokens(delta))[0],)

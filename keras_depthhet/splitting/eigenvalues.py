@@ -1,0 +1,286 @@
+"""`splitting_eigenvalues`: lambda_min of every neuron's splitting matrix."""
+
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_depthhet.splitting import capture, eigen
+from keras_depthhet.splitting.curvature import splitting_terms
+from keras_depthhet.utils.keras_internals import sync_trainer_state
+
+METHODS = ("auto", "dense", "matrix_free")
+"""Accepted values of `method`."""
+
+DEFAULT_MEMORY_BUDGET = 4 * 2**30
+"""Bytes the analysis may hold at once for its matrices or captures."""
+
+
+@dataclass
+class _LayerPlan:
+    layer: object
+    method: str
+    tokens: int
+    bytes: int
+
+
+def _check_method(method) -> str:
+    if method not in METHODS:
+        raise ValueError(
+            f"Argument `method` must be one of {list(METHODS)}. "
+            f"Received: method={method!r}"
+        )
+    return method
+
+
+def _check_tol(tol) -> float:
+    if (
+        isinstance(tol, bool)
+        or not isinstance(tol, (int, float, np.floating))
+        or not 0 < tol < 1
+    ):
+        raise ValueError(
+            f"Argument `tol` must be a number in (0, 1). Received: tol={tol!r}"
+        )
+    return float(tol)
+
+
+def _plan_layer(layer, tokens, method, max_iter, budget) -> _LayerPlan:
+    dim = layer.input_dim + int(layer.use_bias)
+    units = layer.units
+    sizes = {
+        "dense": eigen.dense_bytes(units, dim),
+        "matrix_free": eigen.matrix_free_bytes(tokens, units, dim, max_iter),
+    }
+    if method == "auto":
+        fits = [m for m in ("dense", "matrix_free") if sizes[m] <= budget]
+        cost = {
+            "dense": eigen.dense_flops(tokens, units, dim),
+            "matrix_free": eigen.matrix_free_flops(tokens, units, dim),
+        }
+        method = min(fits or sizes, key=lambda m: (cost[m], m))
+    if sizes[method] > budget:
+        raise ValueError(
+            f"Layer {layer.name!r} needs about {sizes[method] / 2**30:.2f} GiB "
+            f"with method={method!r} ({tokens} tokens, {units} units, "
+            f"input size {dim}), more than `memory_budget` "
+            f"({budget / 2**30:.2f} GiB). Analyse fewer batches, choose "
+            "another method or raise the budget. "
+            f"Received: memory_budget={budget}"
+        )
+    return _LayerPlan(layer, method, tokens, sizes[method])
+
+
+def _groups(plans: list[_LayerPlan], budget: int) -> list[list[_LayerPlan]]:
+    """Consecutive layers packed so that each group fits the budget."""
+    groups, current, used = [], [], 0
+    for plan in plans:
+        if current and used + plan.bytes > budget:
+            groups.append(current)
+            current, used = [], 0
+        current.append(plan)
+        used += plan.bytes
+    groups.append(current)
+    return groups
+
+
+def splitting_eigenvalues(
+    model: keras.Model,
+    data,
+    *,
+    loss=None,
+    num_batches: int | None = None,
+    layers: Sequence[str] | None = None,
+    method: str = "auto",
+    tol: float = 1e-3,
+    max_iter: int = 300,
+    return_vectors: bool = False,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    verbose: int = 0,
+    return_info: bool = False,
+):
+    """Smallest eigenvalue of every output neuron's splitting matrix.
+
+    For each chosen `GrowableDense` layer and output neuron `i` this
+    computes `lambda_min(S_i)` with (ARCHITECTURE.md)
+    `S_i = sum_{b,t} g[b,t,i] sigma''(z'[b,t,i]) x~[b,t] x~[b,t]^T`,
+    `x~ = [x; 1]` (`x~ = x` without bias), `z'` the grown pre-activation,
+    `sigma` the layer's activation (the exact GELU for linear layers) and
+    `g` the gradient of `L` with respect to the layer's output. `L` is the
+    mean loss over all analysed samples: each batch's loss (the Keras
+    batch mean, sample weights included) is weighted by its number of
+    samples over the total.
+
+    The inputs `x` and gradients `g` are captured with the backend's own
+    autodiff in inference mode (`training=False`: no dropout or drop
+    path). The model's weights, optimizer and structure are not changed,
+    and no hook stays installed.
+
+    Solvers: `"dense"` forms every `S_i` (`units * (d+1)**2` floats) batch
+    by batch and calls a symmetric eigen-solver in float64;
+    `"matrix_free"` runs a batched Lanczos iteration over all neurons of a
+    layer with products `S_i v` as two matmuls over the captured inputs
+    (`tokens * (d+1 + units)` floats held per layer). `"auto"` takes, per
+    layer, the one with fewer flops among those that fit `memory_budget`.
+    Layers are processed in groups that fit the budget together; each
+    group costs one forward and backward pass over the batches.
+
+    Args:
+        model: A built Keras model with `GrowableDense` layers.
+        data: A `tf.data.Dataset`, a `keras.utils.PyDataset` or any
+            iterable of `(x, y)` or `(x, y, sample_weight)` batches
+            (NumPy arrays or tensors).
+        loss: A Keras `Loss`, loss name or function `(y_true, y_pred)`;
+            `None` uses the model's compiled loss.
+        num_batches: Most batches to read from `data` (None: all).
+        layers: Names of the growable layers to analyse (None: all).
+        method: `"auto"`, `"dense"` or `"matrix_free"`.
+        tol: Relative accuracy of each `lambda_min` for `"matrix_free"`.
+        max_iter: Most Lanczos steps per neuron for `"matrix_free"`.
+        return_vectors: Also return the eigenvectors.
+        memory_budget: Bytes the analysis may hold at once (default 4 GiB).
+        verbose: 0 silent, 1 one line per layer.
+        return_info: Also return per-layer solver information.
+
+    Returns:
+        `{layer_name: values}` with `values` a float64 array `(units,)`, in
+        layer order. With `return_vectors=True` each entry is a tuple
+        `(values, vectors)` with `vectors` `(units, d+1)` (`(units, d)`
+        without bias): row `i` is a unit eigenvector of `S_i` for
+        `values[i]`, the bias component last. With `return_info=True` the
+        result is `(eigenvalues, info)`, `info[name]` a dict with
+        `method`, `steps` (Lanczos steps per neuron, 0 for dense),
+        `converged` and `seconds` (solve time), plus `info["capture"]`
+        with the capture time and number of groups.
+
+    Raises:
+        ValueError: on a bad argument, empty data, a model without
+            growable layers, unknown layer names, a layer that does not
+            fit `memory_budget`, or non-finite gradients (naming the layer
+            and the batch).
+
+    Example:
+
+    ```python
+    model = vit(image_size=8, patch_size=4, num_channels=1, num_classes=10,
+                dim=16, depth=2, num_heads=2)
+    x = np.random.rand(16, 8, 8, 1).astype("float32")
+    y = np.random.randint(0, 10, 16)
+    values = splitting_eigenvalues(
+        model, [(x, y)],
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    values["block_0_mlp_fc1"].shape  # (32,)
+    ```
+    """
+    method = _check_method(method)
+    tol = _check_tol(tol)
+    max_iter = capture.check_positive_int("max_iter", max_iter, False)
+    memory_budget = capture.check_positive_int(
+        "memory_budget", memory_budget, False
+    )
+    chosen = capture.select_layers(model, layers)
+    loss_fn = capture.resolve_loss(model, loss)
+    batches = capture.read_batches(data, num_batches)
+    total = sum(batch.size for batch in batches)
+    sync_trainer_state(model)
+    per_sample = capture.tokens_per_sample(model, chosen, batches[0])
+    plans = [
+        _plan_layer(
+            layer,
+            total * per_sample[layer.name],
+            method,
+            max_iter,
+            memory_budget,
+        )
+        for layer in chosen
+    ]
+    results, info = {}, {}
+    capture_seconds = 0.0
+    groups = _groups(plans, memory_budget)
+    for group in groups:
+        start = time.perf_counter()
+        stores = _capture_group(model, group, loss_fn, batches, total)
+        capture_seconds += time.perf_counter() - start
+        for plan in group:
+            name = plan.layer.name
+            start = time.perf_counter()
+            results[name], info[name] = _solve(
+                plan, stores.pop(name), tol, max_iter, return_vectors
+            )
+            info[name]["seconds"] = time.perf_counter() - start
+            if verbose:
+                print(
+                    f"{name}: {plan.method}, "
+                    f"{int(info[name]['steps'].max())} steps, "
+                    f"{info[name]['seconds']:.2f}s"
+                )
+    info["capture"] = {"seconds": capture_seconds, "groups": len(groups)}
+    ordered = {layer.name: results[layer.name] for layer in chosen}
+    return (ordered, info) if return_info else ordered
+
+
+def _capture_group(model, group, loss_fn, batches, total) -> dict:
+    """Captures the group's layers over all batches.
+
+    Dense layers keep only their running float64 sum of `S_i`; matrix-free
+    layers keep their concatenated `(X~, C)`.
+    """
+    methods = {plan.layer.name: plan.method for plan in group}
+
+    def transform(layer, x, z, g, derivative):
+        x_tilde, c = splitting_terms(layer, x, z, g, derivative)
+        if methods[layer.name] == "dense":
+            return (eigen.batch_matrices(x_tilde, c),)
+        return x_tilde, c
+
+    step = capture.make_step(
+        model, [plan.layer for plan in group], loss_fn, transform
+    )
+    stores = {name: None for name in methods}
+    pieces = {name: [] for name in methods}
+    for index, batch in enumerate(batches):
+        terms = capture.run_step(step, batch, index, batch.size / total)
+        for name, arrays in terms.items():
+            arrays = [ops.convert_to_numpy(a) for a in arrays]
+            if methods[name] == "dense":
+                matrices = arrays[0].astype("float64")
+                if stores[name] is not None:
+                    matrices += stores[name]
+                stores[name] = matrices
+            else:
+                pieces[name].append(arrays)
+        del terms
+    for name, parts in pieces.items():
+        if parts:
+            xs, cs = zip(*parts)
+            parts.clear()
+            stores[name] = (np.concatenate(xs), np.concatenate(cs))
+    return stores
+
+
+def _solve(plan, store, tol, max_iter, return_vectors):
+    units = plan.layer.units
+    if plan.method == "dense":
+        found = eigen.dense_min_eigen(store, return_vectors)
+        values, vectors = found if return_vectors else (found, None)
+        steps = np.zeros(units, dtype="int64")
+        converged = np.ones(units, dtype=bool)
+    else:
+        x, c = store
+        values, vectors, steps, converged = eigen.lanczos_min_eigen(
+            x, c, tol=tol, max_iter=max_iter, return_vectors=return_vectors
+        )
+        if not converged.all():
+            warnings.warn(
+                f"Layer {plan.layer.name!r}: {int((~converged).sum())} of "
+                f"{units} neurons did not reach tol={tol} in "
+                f"max_iter={max_iter} Lanczos steps; their values are the "
+                "best estimates found.",
+                stacklevel=3,
+            )
+    info = {"method": plan.method, "steps": steps, "converged": converged}
+    return ((values, vectors) if return_vectors else values), info
