@@ -21,7 +21,7 @@ def test_mlp_gelu_layer(rng, method):
     model = helpers.mlp()
     xs, ys = _batches(rng, [16], (6,))
     values = splitting_eigenvalues(
-        model, list(zip(xs, ys)), loss="mse", method=method
+        model, list(zip(xs, ys, strict=True)), loss="mse", method=method
     )
     assert list(values) == ["grow"]
     assert values["grow"].shape == (5,)
@@ -37,7 +37,7 @@ def test_tokens_with_linear_layer(rng, method):
     model = helpers.token_model()
     xs, ys = _batches(rng, [8], (4, 6))
     values = splitting_eigenvalues(
-        model, list(zip(xs, ys)), loss="mse", method=method
+        model, list(zip(xs, ys, strict=True)), loss="mse", method=method
     )
     helpers.assert_eigenvalues_close(
         values["qkv"], helpers.reference_tokens(model, xs, ys)
@@ -53,7 +53,7 @@ def test_grown_layer(rng, method):
     helpers.randomise_growth(layer, rng)
     xs, ys = _batches(rng, [8], (4, 6))
     values = splitting_eigenvalues(
-        model, list(zip(xs, ys)), loss="mse", method=method
+        model, list(zip(xs, ys, strict=True)), loss="mse", method=method
     )
     helpers.assert_eigenvalues_close(
         values["qkv"], helpers.reference_tokens(model, xs, ys)
@@ -69,7 +69,7 @@ def test_grown_gelu_layer_without_bias(rng, method):
     xs, ys = _batches(rng, [16], (6,))
     values, vectors = splitting_eigenvalues(
         model,
-        list(zip(xs, ys)),
+        list(zip(xs, ys, strict=True)),
         loss="mse",
         method=method,
         return_vectors=True,
@@ -92,7 +92,7 @@ def test_unequal_batches_give_the_mean_loss(rng, method):
     model = helpers.mlp()
     xs, ys = _batches(rng, [7, 3, 11], (6,))
     values = splitting_eigenvalues(
-        model, list(zip(xs, ys)), loss="mse", method=method
+        model, list(zip(xs, ys, strict=True)), loss="mse", method=method
     )
     helpers.assert_eigenvalues_close(
         values["grow"], helpers.reference_mlp(model, xs, ys)
@@ -125,7 +125,9 @@ def test_compiled_loss_is_the_default(rng):
     model = helpers.mlp()
     model.compile(loss=keras.losses.MeanSquaredError())
     xs, ys = _batches(rng, [16], (6,))
-    values = splitting_eigenvalues(model, list(zip(xs, ys)), method="dense")
+    values = splitting_eigenvalues(
+        model, list(zip(xs, ys, strict=True)), method="dense"
+    )
     helpers.assert_eigenvalues_close(
         values["grow"], helpers.reference_mlp(model, xs, ys)
     )
@@ -136,7 +138,7 @@ def test_loss_function_is_reduced_like_keras(rng):
     xs, ys = _batches(rng, [16], (6,))
     from_function = splitting_eigenvalues(
         model,
-        list(zip(xs, ys)),
+        list(zip(xs, ys, strict=True)),
         loss=keras.losses.mean_squared_error,
         method="dense",
     )
@@ -149,7 +151,11 @@ def test_num_batches_limits_reading(rng):
     model = helpers.mlp()
     xs, ys = _batches(rng, [5, 5, 5], (6,))
     values = splitting_eigenvalues(
-        model, list(zip(xs, ys)), loss="mse", num_batches=2, method="dense"
+        model,
+        list(zip(xs, ys, strict=True)),
+        loss="mse",
+        num_batches=2,
+        method="dense",
     )
     helpers.assert_eigenvalues_close(
         values["grow"], helpers.reference_mlp(model, xs[:2], ys[:2])
