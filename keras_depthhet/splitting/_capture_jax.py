@@ -112,8 +112,13 @@ def make_step(model, layers, loss_fn: Callable, transform: Callable):
 
     def step(x, y, sample_weight, scale):
         trainable, non_trainable = _values(model)
-        return jitted(
+        terms, finite = jitted(
             trainable, non_trainable, x, y, sample_weight, jnp.float32(scale)
+        )
+        # jit returns dicts sorted by key; restore the layer order.
+        return (
+            {name: terms[name] for name in by_name},
+            {name: finite[name] for name in by_name},
         )
 
     return step

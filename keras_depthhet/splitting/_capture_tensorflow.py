@@ -73,7 +73,7 @@ def make_step(model, layers, loss_fn: Callable, transform: Callable):
             unconnected_gradients=tf.UnconnectedGradients.ZERO,
         )
         terms, finite = {}, {}
-        for name, grad in zip(names, grads):
+        for name, grad in zip(names, grads, strict=True):
             inputs, z, _ = captured[name]
             terms[name] = transform(by_name[name], inputs, z, grad, derivative)
             finite[name] = tf.reduce_all(

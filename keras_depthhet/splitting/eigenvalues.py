@@ -256,7 +256,7 @@ def _capture_group(model, group, loss_fn, batches, total) -> dict:
         del terms
     for name, parts in pieces.items():
         if parts:
-            xs, cs = zip(*parts)
+            xs, cs = zip(*parts, strict=True)
             parts.clear()
             stores[name] = (np.concatenate(xs), np.concatenate(cs))
     return stores

@@ -8,7 +8,7 @@ import numpy as np
 
 
 def _as_layers(name: str, eigenvalues) -> dict[str, np.ndarray]:
-    """`{layer: values}` from a dict (values or `(values, vectors)`) or array."""
+    """`{layer: values}` from a dict (of values or pairs) or one array."""
     if isinstance(eigenvalues, Mapping):
         items = eigenvalues.items()
     else:

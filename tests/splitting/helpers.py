@@ -7,7 +7,7 @@ of the library's capture and solvers.
 
 import keras
 import numpy as np
-from scipy.special import erf
+from scipy.special import erf  # noqa: F401 (used by the tests too)
 
 from keras_depthhet.layers import GrowableDense
 

@@ -1,0 +1,102 @@
+"""Bad input to the splitting analysis gets a Keras-style ValueError."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_depthhet.splitting import gradient_proxy, splitting_eigenvalues
+from tests.growth.helpers import random_data, tiny_vit
+
+LOSS = "sparse_categorical_crossentropy"
+
+
+@pytest.fixture
+def model():
+    return tiny_vit()
+
+
+@pytest.fixture
+def data():
+    x, y = random_data(8)
+    return [(x, y)]
+
+
+@pytest.mark.parametrize("analyse", [splitting_eigenvalues, gradient_proxy])
+def test_empty_data(model, analyse):
+    with pytest.raises(ValueError, match="at least one batch"):
+        analyse(model, [], loss=LOSS)
+
+
+def test_model_without_growable_layers(data):
+    plain = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten()])
+    with pytest.raises(ValueError, match="at least one `GrowableDense`"):
+        splitting_eigenvalues(plain, data, loss=LOSS)
+
+
+@pytest.mark.parametrize("analyse", [splitting_eigenvalues, gradient_proxy])
+def test_unknown_layer_names(model, data, analyse):
+    with pytest.raises(ValueError, match=r"nope.*block_0_attn_qkv"):
+        analyse(model, data, loss=LOSS, layers=["block_0_mlp_fc1", "nope"])
+
+
+def test_layers_must_be_a_list_of_names(model, data):
+    with pytest.raises(ValueError, match="list of layer names"):
+        splitting_eigenvalues(model, data, loss=LOSS, layers="block_0_mlp_fc1")
+
+
+def test_non_finite_gradients_name_layer_and_batch(model):
+    x, y = random_data(8)
+    bad = x.copy()
+    bad[0] = np.inf
+    data = [(x, y), (bad, y)]
+    with pytest.raises(
+        ValueError, match=r"layer 'block_0_attn_qkv' at batch 1"
+    ):
+        splitting_eigenvalues(model, data, loss=LOSS)
+    with pytest.raises(ValueError, match="at batch 1"):
+        gradient_proxy(model, data, loss=LOSS)
+
+
+def test_unknown_method(model, data):
+    with pytest.raises(ValueError, match="Received: method='eig'"):
+        splitting_eigenvalues(model, data, loss=LOSS, method="eig")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"tol": 0.0}, "tol"),
+        ({"max_iter": 0}, "max_iter"),
+        ({"num_batches": 0}, "num_batches"),
+        ({"memory_budget": -1}, "memory_budget"),
+    ],
+)
+def test_bad_numbers(model, data, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        splitting_eigenvalues(model, data, loss=LOSS, **kwargs)
+
+
+def test_uncompiled_model_needs_a_loss(model, data):
+    with pytest.raises(ValueError, match="`loss` is required"):
+        splitting_eigenvalues(model, data)
+
+
+def test_unknown_loss_name(model, data):
+    with pytest.raises(ValueError, match="not a known Keras loss"):
+        splitting_eigenvalues(model, data, loss="no_such_loss")
+
+
+def test_batches_must_be_tuples(model):
+    x, _ = random_data(8)
+    with pytest.raises(
+        ValueError, match=r"\(x, y\) or \(x, y, sample_weight\)"
+    ):
+        splitting_eigenvalues(model, x, loss=LOSS)
+
+
+def test_unbuilt_model():
+    from tests.splitting.helpers import GrowableDense
+
+    model = keras.Sequential([GrowableDense(3)])
+    with pytest.raises(ValueError, match="must be built"):
+        splitting_eigenvalues(model, [(np.ones((2, 4)), np.ones((2, 3)))])

@@ -1,0 +1,114 @@
+"""The matrix-free (batched Lanczos) solver against dense eigen-solves."""
+
+import numpy as np
+import pytest
+
+from keras_depthhet.splitting import eigen, splitting_eigenvalues
+from tests.growth.helpers import random_data, tiny_vit
+
+
+def _problem(rng, tokens, dim, units):
+    x = rng.normal(size=(tokens, dim)).astype("float32")
+    x[:, -1] = 1.0
+    z = rng.normal(size=(tokens, units))
+    g = rng.normal(size=(tokens, units)) + 0.3 * rng.normal(size=(1, units))
+    c = (g * np.exp(-z * z / 2) * (2 - z * z) / tokens).astype("float32")
+    matrices = np.einsum(
+        "ti,ta,tb->iab", c.astype("float64"), x.astype("float64"), x
+    )
+    return x, c, matrices
+
+
+def test_lanczos_matches_dense_and_stops_converged_neurons(rng):
+    x, c, matrices = _problem(rng, 600, 97, 40)
+    values, _, steps, converged = eigen.lanczos_min_eigen(
+        x, c, tol=1e-3, max_iter=200
+    )
+    reference = eigen.dense_min_eigen(matrices)
+    np.testing.assert_allclose(values, reference, rtol=1e-3)
+    assert converged.all()
+    # Per-neuron convergence: neurons stop at different steps, well
+    # before the Krylov space is exhausted.
+    assert steps.min() < steps.max() < 97
+
+
+def test_lanczos_vectors_are_eigenvectors(rng):
+    x, c, matrices = _problem(rng, 300, 33, 10)
+    values, vectors, _, _ = eigen.lanczos_min_eigen(
+        x, c, tol=1e-4, max_iter=100, return_vectors=True
+    )
+    _, dense_vectors = eigen.dense_min_eigen(matrices, return_vectors=True)
+    overlap = np.abs(np.sum(vectors * dense_vectors, axis=1))
+    np.testing.assert_allclose(overlap, 1.0, atol=1e-3)
+
+
+def test_max_iter_bounds_the_steps_and_reports_unconverged(rng):
+    x, c, _ = _problem(rng, 600, 97, 8)
+    _, _, steps, converged = eigen.lanczos_min_eigen(x, c, tol=1e-9, max_iter=3)
+    assert steps.max() == 3
+    assert not converged.any()
+
+
+def test_zero_curvature_neuron_converges_at_once(rng):
+    x, c, _ = _problem(rng, 50, 9, 3)
+    c[:, 1] = 0.0
+    values, _, steps, converged = eigen.lanczos_min_eigen(
+        x, c, tol=1e-3, max_iter=50
+    )
+    assert values[1] == 0.0 and steps[1] == 1 and converged.all()
+
+
+@pytest.fixture
+def vit_case():
+    model = tiny_vit()
+    x, y = random_data(24)
+    return model, [(x[:12], y[:12]), (x[12:], y[12:])]
+
+
+def test_methods_agree_on_each_layers_most_negative(vit_case):
+    model, data = vit_case
+    loss = "sparse_categorical_crossentropy"
+    model.compile(loss=loss)
+    dense = splitting_eigenvalues(model, data, method="dense")
+    free, info = splitting_eigenvalues(
+        model, data, method="matrix_free", return_info=True
+    )
+    for name, values in dense.items():
+        most_negative = np.argsort(values)[:5]
+        np.testing.assert_allclose(
+            free[name][most_negative], values[most_negative], rtol=1e-3
+        )
+        assert info[name]["method"] == "matrix_free"
+        assert info[name]["steps"].max() >= 2
+
+
+def test_small_budget_splits_layers_into_groups(vit_case):
+    model, data = vit_case
+    loss = "sparse_categorical_crossentropy"
+    whole, info = splitting_eigenvalues(
+        model, data, loss=loss, method="matrix_free", return_info=True
+    )
+    assert info["capture"]["groups"] == 1
+    budget = 2 * eigen.matrix_free_bytes(24 * 5, 48, 17, 300)
+    grouped, info = splitting_eigenvalues(
+        model,
+        data,
+        loss=loss,
+        method="matrix_free",
+        memory_budget=budget,
+        return_info=True,
+    )
+    assert info["capture"]["groups"] > 1
+    for name in whole:
+        np.testing.assert_allclose(grouped[name], whole[name], rtol=1e-5)
+
+
+def test_auto_picks_dense_for_small_layers_and_respects_budget(vit_case):
+    model, data = vit_case
+    loss = "sparse_categorical_crossentropy"
+    _, info = splitting_eigenvalues(model, data, loss=loss, return_info=True)
+    assert {info[n]["method"] for n in info if n != "capture"} == {"dense"}
+    with pytest.raises(ValueError, match="memory_budget"):
+        splitting_eigenvalues(
+            model, data, loss=loss, method="dense", memory_budget=1000
+        )
