@@ -133,9 +133,9 @@ class _Continuing(keras.callbacks.Callback):
             callback.on_epoch_end(epoch, logs)
 
     def _forward(name):
-        def hook(self, *args):
+        def hook(self, *args, **kwargs):
             for callback in self.callbacks:
-                getattr(callback, name)(*args)
+                getattr(callback, name)(*args, **kwargs)
 
         hook.__name__ = name
         return hook
@@ -400,10 +400,10 @@ def fit_with_growth(
         run_callbacks = _Continuing([history, *callbacks])
         events = []
         start = initial_epoch
-        for end in [*_event_epochs(policy, start, epochs), epochs]:
+        for end in sorted({*_event_epochs(policy, start, epochs), epochs}):
             if end > start:
                 model.fit(
-                    train_data,
+                    **_fit_inputs(train_data),
                     validation_data=val_data,
                     epochs=end,
                     initial_epoch=start,
@@ -420,15 +420,23 @@ def fit_with_growth(
                 and run_callbacks.last_epoch == end
                 and policy.is_event_epoch(end)
             ):
-                model = _grow_event(model, planner, end, run_callbacks)
-                events.append(planner.policy.history[-1])
+                model, event = _grow_event(model, planner, end, run_callbacks)
+                if event is not None:
+                    events.append(event)
             start = end
             if stopped:
                 break
         run_callbacks.finish(_last_logs(history))
-    history.model = model
+    history.set_model(model)
     model.history = history
     return GrowthRun(model, history, events, runtime)
+
+
+def _fit_inputs(data) -> dict:
+    """`model.fit`'s `x`, `y`, `sample_weight` from `(x, y[, w])` or data."""
+    if isinstance(data, tuple) and len(data) in (2, 3):
+        return dict(zip(("x", "y", "sample_weight"), data))
+    return {"x": data}
 
 
 def _last_logs(history) -> dict:
@@ -438,7 +446,7 @@ def _last_logs(history) -> dict:
 def _grow_event(model, planner: _Planner, epoch: int, run_callbacks):
     decided = planner.plan(model, epoch)
     if decided is None:
-        return model
+        return model, None
     plan, event = decided
     start = time.perf_counter()
     grown = rebuild_grown_model(model, plan, scale=planner.policy.scale)
@@ -451,4 +459,4 @@ def _grow_event(model, planner: _Planner, epoch: int, run_callbacks):
     planner.report(event)
     if grown is not model:
         run_callbacks.set_model(grown)
-    return grown
+    return grown, event

@@ -225,7 +225,10 @@ def resolve_distribution(distribution="auto") -> Runtime:
             running backend (e.g. `"mirrored"` under JAX).
     """
     backend = keras.backend.backend()
-    if isinstance(distribution, keras.distribution.Distribution):
+    if isinstance(
+        distribution,
+        (keras.distribution.DataParallel, keras.distribution.ModelParallel),
+    ):
         if backend != "jax":
             raise ValueError(
                 "A keras.distribution.Distribution is supported here on JAX "
