@@ -435,7 +435,7 @@ def fit_with_growth(
 def _fit_inputs(data) -> dict:
     """`model.fit`'s `x`, `y`, `sample_weight` from `(x, y[, w])` or data."""
     if isinstance(data, tuple) and len(data) in (2, 3):
-        return dict(zip(("x", "y", "sample_weight"), data))
+        return dict(zip(("x", "y", "sample_weight"), data, strict=False))
     return {"x": data}
 
 

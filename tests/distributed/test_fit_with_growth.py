@@ -98,19 +98,21 @@ def test_equivalent_to_in_place_growth_callback():
         verbose=0,
     )
     assert len(run.events) == 3 and len(callback.history) == 3
-    for ours, theirs in zip(run.events, callback.history):
+    for ours, theirs in zip(run.events, callback.history, strict=True):
         assert ours["neurons"] == theirs["neurons"]
         assert ours["params_after"] == theirs["params_after"]
         assert ours["total_grown"] == theirs["total_grown"]
     assert run.model.count_params() == in_place.count_params()
     for layer, other in zip(
-        growable_layers(run.model), growable_layers(in_place)
+        growable_layers(run.model), growable_layers(in_place), strict=True
     ):
         assert [r.tolist() for r in layer.growth_rounds] == [
             r.tolist() for r in other.growth_rounds
         ]
     for epoch in (1, 2):
-        for ours, theirs in zip(functional.states[epoch], seen.states[epoch]):
+        for ours, theirs in zip(
+            functional.states[epoch], seen.states[epoch], strict=True
+        ):
             assert ours.keys() == theirs.keys()
             for path in theirs:
                 np.testing.assert_allclose(
