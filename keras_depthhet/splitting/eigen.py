@@ -29,25 +29,31 @@ EXPECTED_ITERATIONS = 30
 _DENSE_EIGH_CHUNK_BYTES = 2**28
 
 
-def dense_bytes(units: int, dim: int) -> int:
-    """Bytes held while forming a layer's `units` matrices of size `dim`.
+def dense_bytes(units: int, dim: int) -> tuple[int, int]:
+    """`(kept, working)` bytes of the dense solver for one layer.
 
-    A float64 running sum plus one batch's float32 matrices on the device
-    and on the host, and the temporary block.
+    Kept through the capture: a float64 running sum of the matrices and
+    one batch's float32 matrices on the device and on the host. Working:
+    the temporary blocks of the capture and of the eigen-solve.
     """
-    return units * dim * dim * (8 + 2 * FLOAT_BYTES) + DENSE_CHUNK_BYTES
+    kept = units * dim * dim * (8 + 2 * FLOAT_BYTES)
+    return kept, DENSE_CHUNK_BYTES + _DENSE_EIGH_CHUNK_BYTES
 
 
-def matrix_free_bytes(tokens: int, units: int, dim: int, max_iter: int):
-    """Bytes held by the matrix-free solver: `X~`, `C` and the Lanczos basis.
+def matrix_free_bytes(
+    tokens: int, units: int, dim: int, max_iter: int
+) -> tuple[int, int]:
+    """`(kept, working)` bytes of the matrix-free solver for one layer.
 
-    `X~` and `C` are counted twice because they are concatenated from the
-    per-batch captures.
+    Kept through the capture: `X~` and `C`, counted twice because they are
+    concatenated from the per-batch captures. Working, while the layer is
+    solved: the Lanczos basis (at most `tokens + 1` useful steps, as `S_i`
+    has rank at most `tokens`) and copies of `C`.
     """
-    steps = min(max_iter, dim)
-    stored = 2 * tokens * (dim + units)
-    work = (steps + 4) * units * dim + 2 * tokens * units
-    return (stored + work) * FLOAT_BYTES
+    steps = min(max_iter, dim, tokens + 1)
+    kept = 2 * tokens * (dim + units) * FLOAT_BYTES
+    working = ((2 * steps + 4) * units * dim + 2 * tokens * units) * FLOAT_BYTES
+    return kept, working
 
 
 def dense_flops(tokens: int, units: int, dim: int) -> float:
@@ -162,7 +168,8 @@ def lanczos_min_eigen(
     max_steps = min(max_iter, dim)
     start = np.random.default_rng(seed).standard_normal((units, dim))
     start /= np.linalg.norm(start, axis=1, keepdims=True)
-    basis = np.zeros((units, max_steps, dim), dtype="float32")
+    # The basis grows by doubling: most neurons stop after a few dozen steps.
+    basis = np.zeros((units, min(max_steps, 32), dim), dtype="float32")
     basis[:, 0] = start
     alphas = np.zeros((units, max_steps))
     betas = np.zeros((units, max_steps))
@@ -213,10 +220,16 @@ def lanczos_min_eigen(
                 if keep.size == 0:
                     break
                 active = active[keep]
-                basis = basis[keep]
+                basis = basis[keep, : max(k + 2, 32)]
                 active_c = active_c[:, keep]
                 w, beta, anorm = w[keep], beta[keep], anorm[keep]
         if k + 1 < max_steps:
+            if k + 1 == basis.shape[1]:
+                grown = min(2 * basis.shape[1], max_steps)
+                basis = np.concatenate(
+                    [basis, np.zeros_like(basis[:, : grown - basis.shape[1]])],
+                    axis=1,
+                )
             inverse = np.where(beta > 0, 1.0 / np.maximum(beta, 1e-30), 0.0)
             basis[:, k + 1] = w * inverse[:, None].astype("float32")
         beta_prev = beta

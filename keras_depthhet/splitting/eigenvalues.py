@@ -25,7 +25,8 @@ class _LayerPlan:
     layer: object
     method: str
     tokens: int
-    bytes: int
+    kept: int
+    working: int
 
 
 def _check_method(method) -> str:
@@ -57,33 +58,41 @@ def _plan_layer(layer, tokens, method, max_iter, budget) -> _LayerPlan:
         "matrix_free": eigen.matrix_free_bytes(tokens, units, dim, max_iter),
     }
     if method == "auto":
-        fits = [m for m in ("dense", "matrix_free") if sizes[m] <= budget]
+        fits = [m for m in sizes if sum(sizes[m]) <= budget]
         cost = {
             "dense": eigen.dense_flops(tokens, units, dim),
             "matrix_free": eigen.matrix_free_flops(tokens, units, dim),
         }
         method = min(fits or sizes, key=lambda m: (cost[m], m))
-    if sizes[method] > budget:
+    kept, working = sizes[method]
+    if kept + working > budget:
         raise ValueError(
-            f"Layer {layer.name!r} needs about {sizes[method] / 2**30:.2f} GiB "
-            f"with method={method!r} ({tokens} tokens, {units} units, "
-            f"input size {dim}), more than `memory_budget` "
-            f"({budget / 2**30:.2f} GiB). Analyse fewer batches, choose "
-            "another method or raise the budget. "
+            f"Layer {layer.name!r} needs about "
+            f"{(kept + working) / 2**30:.2f} GiB with method={method!r} "
+            f"({tokens} tokens, {units} units, input size {dim}), more than "
+            f"`memory_budget` ({budget / 2**30:.2f} GiB). Analyse fewer "
+            "batches, choose another method or raise the budget. "
             f"Received: memory_budget={budget}"
         )
-    return _LayerPlan(layer, method, tokens, sizes[method])
+    return _LayerPlan(layer, method, tokens, kept, working)
 
 
 def _groups(plans: list[_LayerPlan], budget: int) -> list[list[_LayerPlan]]:
-    """Consecutive layers packed so that each group fits the budget."""
-    groups, current, used = [], [], 0
+    """Consecutive layers packed so that each group fits the budget.
+
+    A group keeps all its layers' captures at once but solves its layers
+    one by one, so it needs their kept bytes plus the largest working set.
+    """
+    groups, current = [], []
     for plan in plans:
-        if current and used + plan.bytes > budget:
+        candidate = current + [plan]
+        need = sum(p.kept for p in candidate) + max(
+            p.working for p in candidate
+        )
+        if current and need > budget:
             groups.append(current)
-            current, used = [], 0
-        current.append(plan)
-        used += plan.bytes
+            candidate = [plan]
+        current = candidate
     groups.append(current)
     return groups
 
