@@ -9,8 +9,8 @@ Usage:
 
     python -m benchmarks.growth_event_cost [--quick]
 
-`--quick` (about two minutes per backend on 2 CPU cores) uses 32x32 inputs for the reduced
-DeiT-S; the full run uses 224x224. Results go to
+`--quick` (about two minutes per backend on 2 CPU cores) uses 32x32
+inputs for the reduced DeiT-S; the full run uses 224x224. Results go to
 `benchmarks/results/growth_event_cost.md`.
 """
 
