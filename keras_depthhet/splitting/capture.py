@@ -219,9 +219,37 @@ def tokens_per_sample(model, layers, batch: Batch) -> dict[str, int]:
     return {name: int(np.prod(shape[:-1])) for name, shape in shapes.items()}
 
 
-def make_step(model, layers, loss_fn: Callable, transform: Callable):
-    """The backend's capture step; see `_capture_jax.make_step`."""
-    return _backend_module().make_step(model, layers, loss_fn, transform)
+_CACHE_ATTRIBUTE = "_keras_depthhet_splitting_steps"
+
+
+def make_step(model, layers, loss, transform: Callable, kind: tuple):
+    """The backend's capture step (see `_capture_jax.make_step`), cached.
+
+    A step is reused while the model's variables (paths and shapes), the
+    layers, the loss and the `kind` of `transform` are the same, so
+    repeated analyses of an unchanged model skip tracing and compilation;
+    growth changes the variables and so makes a new step. The cache lives
+    on the model (set past Keras' attribute tracking), so it goes with it.
+    """
+    if loss is None:
+        loss = model.loss
+    key = (
+        keras.backend.backend(),
+        tuple(layer.name for layer in layers),
+        kind,
+        tuple((v.path, tuple(v.shape)) for v in model.weights),
+    )
+    cache = model.__dict__.get(_CACHE_ATTRIBUTE)
+    if cache is None:
+        cache = {}
+        object.__setattr__(model, _CACHE_ATTRIBUTE, cache)
+    cached = cache.get(key)
+    if cached is not None and (cached[0] is loss or cached[0] == loss):
+        return cached[1]
+    loss_fn = resolve_loss(model, loss)
+    step = _backend_module().make_step(model, layers, loss_fn, transform)
+    cache[key] = (loss, step)
+    return step
 
 
 def run_step(step, batch: Batch, index: int, scale: float) -> dict:

@@ -192,7 +192,7 @@ def splitting_eigenvalues(
         "memory_budget", memory_budget, False
     )
     chosen = capture.select_layers(model, layers)
-    loss_fn = capture.resolve_loss(model, loss)
+    capture.resolve_loss(model, loss)  # fails before any data is read
     batches = capture.read_batches(data, num_batches)
     total = sum(batch.size for batch in batches)
     sync_trainer_state(model)
@@ -212,7 +212,7 @@ def splitting_eigenvalues(
     groups = _groups(plans, memory_budget)
     for group in groups:
         start = time.perf_counter()
-        stores = _capture_group(model, group, loss_fn, batches, total)
+        stores = _capture_group(model, group, loss, batches, total)
         capture_seconds += time.perf_counter() - start
         for plan in group:
             name = plan.layer.name
@@ -232,7 +232,7 @@ def splitting_eigenvalues(
     return (ordered, info) if return_info else ordered
 
 
-def _capture_group(model, group, loss_fn, batches, total) -> dict:
+def _capture_group(model, group, loss, batches, total) -> dict:
     """Captures the group's layers over all batches.
 
     Dense layers keep only their running float64 sum of `S_i`; matrix-free
@@ -246,8 +246,9 @@ def _capture_group(model, group, loss_fn, batches, total) -> dict:
             return (eigen.batch_matrices(x_tilde, c),)
         return x_tilde, c
 
+    kind = ("splitting", tuple(sorted(methods.items())))
     step = capture.make_step(
-        model, [plan.layer for plan in group], loss_fn, transform
+        model, [plan.layer for plan in group], loss, transform, kind
     )
     stores = {name: None for name in methods}
     pieces = {name: [] for name in methods}

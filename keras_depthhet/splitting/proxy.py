@@ -46,11 +46,11 @@ def gradient_proxy(
         ValueError: on the same bad input as `splitting_eigenvalues`.
     """
     chosen = capture.select_layers(model, layers)
-    loss_fn = capture.resolve_loss(model, loss)
+    capture.resolve_loss(model, loss)  # fails before any data is read
     batches = capture.read_batches(data, num_batches)
     total = sum(batch.size for batch in batches)
     sync_trainer_state(model)
-    step = capture.make_step(model, chosen, loss_fn, proxy_terms)
+    step = capture.make_step(model, chosen, loss, proxy_terms, ("proxy",))
     sums = {layer.name: np.zeros(layer.units) for layer in chosen}
     for index, batch in enumerate(batches):
         terms = capture.run_step(step, batch, index, batch.size / total)

@@ -1,0 +1,30 @@
+"""Capture steps are reused for an unchanged model and remade after growth."""
+
+import keras
+import numpy as np
+
+from keras_depthhet.models.vit import growable_layers
+from keras_depthhet.splitting import splitting_eigenvalues
+from tests.growth.helpers import random_data, tiny_vit
+
+
+def test_growth_makes_a_new_step():
+    model = tiny_vit()
+    x, y = random_data(16)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    first = splitting_eigenvalues(model, [(x, y)], loss=loss)
+    again = splitting_eigenvalues(model, [(x, y)], loss=loss)
+    for name, values in first.items():
+        np.testing.assert_array_equal(again[name], values)
+    fc1 = growable_layers(model)[2]
+    fc1.grow([0, 1])
+    for variable in fc1.weights:
+        if "growth_" in variable.path:
+            variable.assign(np.full(variable.shape, 0.3, "float32"))
+    grown = splitting_eigenvalues(model, [(x, y)], loss=loss)
+    rebuilt = keras.models.clone_model(model)
+    rebuilt.set_weights(model.get_weights())
+    expected = splitting_eigenvalues(rebuilt, [(x, y)], loss=loss)
+    for name, values in expected.items():
+        np.testing.assert_allclose(grown[name], values, rtol=1e-5)
+    assert not np.allclose(grown[fc1.name], first[fc1.name])
