@@ -1,8 +1,9 @@
 """Input checks, data reading, loss resolution and the backend dispatch.
 
-Everything here is backend-neutral except `make_step`, which picks the one
-small module per backend (`_capture_jax`, `_capture_tensorflow`) that runs
-the forward and backward pass with that backend's own autodiff.
+Everything here is backend-neutral; `make_step` and `tokens_per_sample`
+call the one small module per backend (`_capture_jax`,
+`_capture_tensorflow`) that traces or runs the model with that backend's
+own autodiff.
 """
 
 import numbers
