@@ -9,6 +9,7 @@ from keras_depthhet.layers import (
     PositionEmbedding,
     TransformerBlock,
 )
+from keras_depthhet.models.flops import count_flops
 from keras_depthhet.models.vit import (
     DEIT_PRESETS,
     deit_base,
@@ -27,6 +28,7 @@ __all__ = [
     "PatchEmbedding",
     "PositionEmbedding",
     "TransformerBlock",
+    "count_flops",
     "deit_base",
     "deit_small",
     "deit_tiny",
