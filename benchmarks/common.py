@@ -52,52 +52,14 @@ def best_time(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
     return min(times)
 
 
-def write_result(name: str, markdown: str) -> Path:
-    """Writes `results/NAME.md` (included by docs/benchmarks.md)."""
-    RESULTS_DIR.mkdir(exist_ok=True)
-    path = RESULTS_DIR / f"{name}.md"
+def write_result(name: str, markdown: str, quick: bool = False) -> Path:
+    """Writes `results/NAME.md` (included by docs/benchmarks.md).
+
+    Quick (smoke-test) results go to `results/quick/NAME.md` instead, which
+    git ignores, so that `--quick` runs never replace the published tables.
+    """
+    directory = RESULTS_DIR / "quick" if quick else RESULTS_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.md"
     path.write_text(markdown)
     return path
-
-
-def grad_step_fn(layer, x) -> Callable[[], object]:
-    """A jitted fwd+bwd of `layer` at `x`: gradients for weights and input.
-
-    The upstream gradient is a fixed random tensor, so the step costs what a
-    layer costs inside training (forward, weight and input gradients).
-    """
-    import keras
-    import numpy as np
-
-    y = layer(x)
-    cotangent = np.random.default_rng(0).normal(size=y.shape).astype(x.dtype)
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        trainable = [v.value for v in layer.trainable_variables]
-        non_trainable = [v.value for v in layer.non_trainable_variables]
-
-        def loss(weights, inputs):
-            out, _ = layer.stateless_call(weights, non_trainable, inputs)
-            return (out * cotangent).sum()
-
-        step = jax.jit(jax.grad(loss, argnums=(0, 1)))
-        x_dev = jax.numpy.asarray(x)
-        return lambda: jax.block_until_ready(step(trainable, x_dev))
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        x_tf = tf.constant(x)
-        c_tf = tf.constant(cotangent)
-
-        @tf.function(jit_compile=True)
-        def step(inputs):
-            with tf.GradientTape() as tape:
-                tape.watch(inputs)
-                out = layer(inputs)
-                loss = tf.reduce_sum(out * c_tf)
-            return tape.gradient(loss, [inputs, *layer.trainable_variables])
-
-        return lambda: [t.numpy() for t in step(x_tf)]
-    raise ValueError(f"Unsupported backend: {backend}")

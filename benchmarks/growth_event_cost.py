@@ -150,7 +150,7 @@ def main() -> None:
         + "\n".join(lines)
         + "\n"
     )
-    path = write_result("growth_event_cost", markdown)
+    path = write_result("growth_event_cost", markdown, quick=args.quick)
     print(markdown)
     print(f"written to {path}")
 
