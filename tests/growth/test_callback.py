@@ -65,6 +65,7 @@ def test_events_history_logs_and_standard_callbacks(tmp_path, capsys):
         keras.callbacks.ModelCheckpoint(tmp_path / "model.keras"),
         keras.callbacks.CSVLogger(str(csv_path)),
         keras.callbacks.ReduceLROnPlateau(monitor="loss", patience=1),
+        keras.callbacks.TensorBoard(log_dir=str(tmp_path / "tensorboard")),
     ]
     history = model.fit(
         x, y, batch_size=16, epochs=5, callbacks=callbacks, verbose=0
@@ -101,6 +102,23 @@ def test_events_history_logs_and_standard_callbacks(tmp_path, capsys):
     # The checkpoint of the last epoch is the grown model.
     restored = keras.saving.load_model(tmp_path / "model.keras")
     assert restored.count_params() == params
+    # TensorBoard logged one run with the parameter count of every epoch.
+    assert _tensorboard_scalars(tmp_path / "tensorboard" / "train") == {
+        epoch: float(n) for epoch, n in enumerate(expected)
+    }
+
+
+def _tensorboard_scalars(log_dir, tag="epoch_num_params"):
+    import tensorflow as tf
+
+    files = sorted(log_dir.glob("events.out.tfevents.*"))
+    assert len(files) == 1, files
+    scalars = {}
+    for event in tf.compat.v1.train.summary_iterator(str(files[0])):
+        for value in event.summary.value:
+            if value.tag == tag:
+                scalars[event.step] = float(tf.make_ndarray(value.tensor))
+    return scalars
 
 
 def test_hand_made_scores_choose_eligible_neurons_of_taking_part_layers():
