@@ -31,12 +31,20 @@ one seed and writes only
 `benchmarks/results/quick/replication.md`. Run directories go to a
 temporary directory (deleted at the end) unless `--out DIR` is given.
 The backend is the one Keras is configured with (`KERAS_BACKEND`).
+
+`--mnist DIR` runs the main comparison (not the ablations) on the MNIST
+test set instead: the 10,000 images of `t10k-images-idx3-ubyte.gz` and
+`t10k-labels-idx1-ubyte.gz` in DIR, split 8,000 / 2,000 (stratified, by
+seed), with the same tiny ViT on 7x7-pixel patches (16 tokens, as on
+the digits) and the same schedule; it writes
+`benchmarks/results/replication_mnist.md` (about 25 minutes).
 """
 
 import argparse
 import contextlib
 import copy
 import datetime
+import gzip
 import io
 import json
 import math
@@ -85,11 +93,102 @@ MAIN_VARIANTS = (
 
 
 # ------------------------------------------------------------------ configs
-def base_config(quick: bool) -> dict:
-    """`digits_tiny`; in quick mode one block, 2 short epochs, one event."""
+MNIST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+MNIST_TEST = 2_000
+"""Held-out images of the MNIST split (the other 8,000 train)."""
+
+
+def read_idx(path: Path):
+    """A gzip-compressed IDX file (MNIST's format) as a NumPy array."""
+    import numpy as np
+
+    with gzip.open(path, "rb") as file:
+        data = file.read()
+    if data[:2] != b"\0\0" or data[2] != 8:
+        raise ValueError(f"{str(path)!r} is not an unsigned-byte IDX file.")
+    rank = data[3]
+    shape = np.frombuffer(data, ">u4", count=rank, offset=4).astype(int)
+    return np.frombuffer(data, "u1", offset=4 + 4 * rank).reshape(shape)
+
+
+def load_mnist(directory: str | Path, seed: int):
+    """The MNIST test set split 8,000 / 2,000 (stratified by `seed`).
+
+    Returns a `training.data.Splits` (images float32 in [0, 255], shape
+    28x28x1; int32 labels), as `training.data.load_splits` does.
+    """
+    import tensorflow as tf
+    from sklearn.model_selection import train_test_split
+
+    from training.data import Splits
+
+    directory = Path(directory)
+    missing = [f for f in MNIST_FILES if not (directory / f).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"--mnist {str(directory)!r} lacks {', '.join(missing)}."
+        )
+    images = read_idx(directory / MNIST_FILES[0]).astype("float32")[..., None]
+    labels = read_idx(directory / MNIST_FILES[1]).astype("int32")
+    x_train, x_test, y_train, y_test = train_test_split(
+        images,
+        labels,
+        test_size=MNIST_TEST,
+        random_state=seed,
+        stratify=labels,
+    )
+    return Splits(
+        train=tf.data.Dataset.from_tensor_slices((x_train, y_train)),
+        test=tf.data.Dataset.from_tensor_slices((x_test, y_test)),
+        num_train=len(y_train),
+        num_test=len(y_test),
+        num_classes=10,
+    )
+
+
+@contextlib.contextmanager
+def mnist_data(directory: str | Path | None):
+    """Lets `training.train.Experiment` load `dataset="mnist"` from DIR.
+
+    The trainer knows only the datasets of `training.data`; inside this
+    context its loader hands `"mnist"` configs to `load_mnist` and every
+    other config to the original loader.
+    """
+    if directory is None:
+        yield
+        return
+    import training.train as train_module
+
+    original = train_module.load_splits
+
+    def load_splits(data, num_classes, seed):
+        if data["dataset"] == "mnist":
+            return load_mnist(directory, seed)
+        return original(data, num_classes, seed)
+
+    train_module.load_splits = load_splits
+    try:
+        yield
+    finally:
+        train_module.load_splits = original
+
+
+def base_config(quick: bool, mnist: bool = False) -> dict:
+    """`digits_tiny`; in quick mode one block, 2 short epochs, one event.
+
+    With `mnist`, the same model on 28x28 MNIST images cut into 7x7
+    patches (16 tokens, as for the digits), normalised with MNIST's mean
+    and standard deviation.
+    """
     from training.config import load_config
 
     config = load_config("digits_tiny")
+    if mnist:
+        config["name"] = "mnist_tiny"
+        config["data"].update(
+            dataset="mnist", image_size=28, mean=(0.1307,), std=(0.3081,)
+        )
+        config["model"].update(image_size=28, patch_size=7)
     if quick:
         config["model"].update(depth=1)
         config["train"].update(epochs=2, warmup_epochs=1, steps_per_epoch=8)
@@ -259,12 +358,16 @@ class Runner:
         return row
 
 
-def run_names(config: dict, quick: bool) -> dict[str, tuple[str, dict]]:
+def run_names(
+    config: dict, quick: bool, ablations: bool = True
+) -> dict[str, tuple[str, dict]]:
     """Every distinct run: `{config_key: (name, config)}`, first name wins."""
     runs = {}
     named = [
         (f"main-{key}", c) for key, c in main_configs(config, quick).items()
     ]
+    if not ablations:
+        return {config_key(c): (name, c) for name, c in named}
     named += [
         (f"interval-{i}", c) for i, c in interval_configs(config, quick).items()
     ]
@@ -421,16 +524,24 @@ def report(
         "python -m benchmarks.replication"
         + (" --quick" if args.quick else "")
         + (f" --seeds {args.seeds}" if args.seeds_given else "")
+        + (f" --mnist {args.mnist}" if args.mnist else "")
         + (f" --out {args.out}" if args.out else "")
     )
     train = config["train"]
     mode = "quick (smoke run, not evidence)" if args.quick else "full"
+    if args.mnist:
+        dataset = "the MNIST test set (28x28, 7x7 patches)"
+        split = f"8,000/{MNIST_TEST:,}"
+        held_out = f"{MNIST_TEST:,} held-out images"
+    else:
+        dataset = "scikit-learn's digits"
+        split, held_out = "1,437/360", "360 held-out digits"
     text = (
-        f"Replication on scikit-learn's digits, {mode} mode: "
+        f"Replication on {dataset}, {mode} mode: "
         f"{args.seeds} seed(s) per variant (seeds 0-{args.seeds - 1}; the "
-        "seed fixes the 1,437/360 train/test split, the initialisation "
+        f"seed fixes the {split} train/test split, the initialisation "
         "and the random draws), mean ± sample standard deviation over "
-        "seeds, top-1 and top-5 on the 360 held-out digits after the last "
+        f"seeds, top-1 and top-5 on the {held_out} after the last "
         "epoch.\n\n"
         f"- Command: `{command}`\n"
         f"- Date: {started:%Y-%m-%d %H:%M} (local time); total wall time "
@@ -482,6 +593,12 @@ def parse_args(argv):
     parser.add_argument(
         "--out", help="keep the run directories in DIR (default: deleted)"
     )
+    parser.add_argument(
+        "--mnist",
+        metavar="DIR",
+        help="run the main comparison on the MNIST test set in DIR instead "
+        "(the two t10k-*-ubyte.gz files)",
+    )
     args = parser.parse_args(argv)
     args.seeds_given = args.seeds is not None
     if args.seeds is None:
@@ -496,8 +613,9 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.datetime.now()
     load_start = load_average()
     start = time.perf_counter()
-    config = base_config(args.quick)
-    runs = run_names(config, args.quick)
+    config = base_config(args.quick, mnist=bool(args.mnist))
+    ablations = not args.mnist
+    runs = run_names(config, args.quick, ablations)
     seeds = list(range(args.seeds))
     total = len(runs) * len(seeds)
     root = Path(args.out) if args.out else Path(tempfile.mkdtemp())
@@ -510,11 +628,12 @@ def main(argv: list[str] | None = None) -> int:
     runner = Runner(root, total)
     by_key = {}
     try:
-        for seed in seeds:
-            for key, (name, run_config) in runs.items():
-                by_key.setdefault(key, []).append(
-                    runner(name, run_config, seed)
-                )
+        with mnist_data(args.mnist):
+            for seed in seeds:
+                for key, (name, run_config) in runs.items():
+                    by_key.setdefault(key, []).append(
+                        runner(name, run_config, seed)
+                    )
     finally:
         if not args.out:
             shutil.rmtree(root, ignore_errors=True)
@@ -528,19 +647,23 @@ def main(argv: list[str] | None = None) -> int:
     intervals = interval_configs(config, args.quick)
     reductions = reduction_configs(config, args.quick)
     widths = {label: (a, m) for label, a, m in REDUCTIONS}
-    sections = {
-        "Main comparison": main_table(main_results),
-        "Scaling interval (same window, same target)": interval_table(
-            {i: rows(c) for i, c in intervals.items()},
-            {i: c["growth"]["param_budget"] for i, c in intervals.items()},
-        ),
-        "Base reduction (each grown to the same target)": reduction_table(
-            {label: rows(c) for label, c in reductions.items()}, widths
-        ),
-    }
+    sections = {"Main comparison": main_table(main_results)}
+    if ablations:
+        sections["Scaling interval (same window, same target)"] = (
+            interval_table(
+                {i: rows(c) for i, c in intervals.items()},
+                {i: c["growth"]["param_budget"] for i, c in intervals.items()},
+            )
+        )
+        sections["Base reduction (each grown to the same target)"] = (
+            reduction_table(
+                {label: rows(c) for label, c in reductions.items()}, widths
+            )
+        )
     seconds = time.perf_counter() - start
     markdown = report(args, config, sections, seconds, started, load_start)
-    path = write_result("replication", markdown, quick=args.quick)
+    name = "replication_mnist" if args.mnist else "replication"
+    path = write_result(name, markdown, quick=args.quick)
     print(markdown)
     print(f"Wrote {path} ({seconds:.0f} s)")
     return 0
