@@ -31,11 +31,9 @@ import time
 from collections.abc import Callable
 
 import keras
-import numpy as np
 
 from keras_depthhet.growth.callback import GrowthCallback
 from keras_depthhet.growth.rebuild import rebuild_grown_model
-from keras_depthhet.growth.selection import select_neurons
 from keras_depthhet.models.vit import growable_layers
 from training.distributed_runtime import (
     Runtime,
@@ -149,82 +147,29 @@ class _Continuing(keras.callbacks.Callback):
     del _forward
 
 
-def _initial_learning_rate(optimizer) -> float:
-    """A schedule's rate at step 0, else the optimizer's current rate."""
-    config = optimizer.get_config()["learning_rate"]
-    if isinstance(config, dict):
-        schedule = keras.optimizers.schedules.deserialize(config)
-        return float(keras.ops.convert_to_numpy(schedule(0)))
-    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-
-
 class _Planner:
-    """Decides growth plans with a `GrowthCallback`'s schedule and scores.
+    """Decides growth plans with a `GrowthCallback`'s `plan_growth`.
 
     The callback is never given to `fit` (it would grow in place); its
-    arguments, schedule (`is_event_epoch`) and scores (`compute_scores`)
-    decide, and the budget follows `GrowthCallback`'s rule (capped at
-    `target_params`, scaled by the learning rate with
-    `budget_schedule="lr"`, seed `seed + k` at event `k`).
+    schedule (`is_event_epoch`), scores and budget rule
+    (`plan_growth`) decide, and its `history` and `log_path` record.
     """
 
     def __init__(self, policy: GrowthCallback, model):
         self.policy = policy
         policy.set_model(model)
         policy.on_train_begin()  # Checks the layers before training.
-        self.initial_lr = _initial_learning_rate(model.optimizer)
 
     def plan(self, model, epoch: int):
         """`(plan, event)` for the event after `epoch`, or `None`."""
-        policy = self.policy
-        policy.set_model(model)
-        layers = [
-            layer
-            for layer in growable_layers(model)
-            if policy.layers is None or layer.name in policy.layers
-        ]
-        costs = {layer.name: layer.growth_cost(1) for layer in layers}
-        params = model.count_params()
-        target = policy.target_params
-        if target is not None and params + min(costs.values()) > target:
-            return None
-        budget = float(policy.param_budget)
-        if policy.budget_schedule == "lr":
-            current = keras.ops.convert_to_numpy(model.optimizer.learning_rate)
-            budget *= float(current) / self.initial_lr
-        if target is not None:
-            budget = min(budget, target - params)
+        self.policy.set_model(model)
         start = time.perf_counter()
-        scores = policy.compute_scores()
-        plan = {}
-        if budget >= min(costs.values()):
-            seed = policy.seed
-            plan = select_neurons(
-                scores,
-                costs,
-                param_budget=budget,
-                layer_threshold=policy.layer_threshold,
-                criterion=policy.criterion,
-                budget_split=policy.budget_split,
-                seed=None if seed is None else seed + len(policy.history),
-            )
-        event = {
-            "epoch": epoch,
-            "params_before": int(params),
-            "budget": budget,
-            "neurons": {name: len(idx) for name, idx in plan.items()},
-            "criterion": policy.criterion,
-            "seconds": {"analysis": time.perf_counter() - start},
-        }
-        if policy.criterion != "random":
-            event["scores"] = {
-                name: {
-                    "min": float(np.min(v)),
-                    "num_negative": int(np.sum(np.asarray(v) < 0)),
-                }
-                for name, v in scores.items()
-            }
-        return plan, event
+        decision = self.policy.plan_growth(epoch)
+        if decision is None:
+            return None
+        plan = decision.pop("plan")
+        decision["seconds"] = {"analysis": time.perf_counter() - start}
+        return plan, decision
 
     def report(self, event: dict) -> None:
         policy = self.policy
@@ -329,7 +274,8 @@ def fit_with_growth(
             `history`/`log_path`; never passed to `fit`).
         distribution: `"auto"`, `"none"`, `"mirrored"`,
             `"multi_worker_mirrored"`, `"data_parallel"`,
-            `"model_parallel"`, or a strategy or distribution object.
+            `"model_parallel"`, a strategy or distribution object, or a
+            `training.distributed_runtime.Runtime`.
         callbacks: Keras callbacks for the whole run.
         batch_size: Global batch size for array data (default 32).
         steps_per_epoch: As in `model.fit`.

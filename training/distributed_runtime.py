@@ -215,7 +215,8 @@ def resolve_distribution(distribution="auto") -> Runtime:
 
     Args:
         distribution: A name from `DISTRIBUTIONS`, a `tf.distribute.Strategy`
-            (TensorFlow) or a `keras.distribution.Distribution` (JAX).
+            (TensorFlow), a `keras.distribution.Distribution` (JAX), or a
+            `Runtime` resolved before (returned as it is).
 
     Returns:
         The resolved `Runtime`.
@@ -224,6 +225,8 @@ def resolve_distribution(distribution="auto") -> Runtime:
         ValueError: for an unknown name, or one that does not exist on the
             running backend (e.g. `"mirrored"` under JAX).
     """
+    if isinstance(distribution, Runtime):
+        return distribution
     backend = keras.backend.backend()
     if isinstance(
         distribution,
@@ -305,7 +308,15 @@ def resolve_distribution(distribution="auto") -> Runtime:
 
 
 def _first_batch_size(data) -> int | None:
-    """The batch size of the first element of a batched `tf.data.Dataset`."""
+    """The batch size of a batched `tf.data.Dataset`: the static one when
+    the element spec has it (no data read), else the first element's."""
+    spec = data.element_spec
+    leaf = spec[0] if isinstance(spec, (tuple, list)) else spec
+    while isinstance(leaf, dict):
+        leaf = next(iter(leaf.values()))
+    if getattr(leaf, "shape", None) is not None and leaf.shape.rank:
+        if leaf.shape[0] is not None:
+            return int(leaf.shape[0])
     element = next(iter(data.take(1)))
     leaf = element[0] if isinstance(element, (tuple, list)) else element
     while isinstance(leaf, dict):

@@ -99,6 +99,9 @@ class GrowthCallback(keras.callbacks.Callback):
     schedule at step 0, else the rate when training first began), as in the
     paper authors' code.
 
+    `plan_growth` makes an event's decision alone, without growing (what
+    `training.distributed.fit_with_growth` uses to rebuild instead).
+
     Every epoch the callback sets `logs["num_params"]`; list it before
     `CSVLogger`, `TensorBoard`, `ModelCheckpoint` and `BackupAndRestore`
     so that they see this value and the grown model of the same epoch.
@@ -286,13 +289,46 @@ class GrowthCallback(keras.callbacks.Callback):
             and params + min(costs.values()) > self.target_params
         )
 
-    def _grow(self, epoch: int) -> dict | None:
+    def plan_growth(self, epoch: int) -> dict | None:
+        """Decides the growth event after epoch `epoch`, without growing.
+
+        Scores the neurons of the current model (`compute_scores`) and
+        selects them with `select_neurons` within this event's budget
+        (`param_budget`, scaled by the learning rate with
+        `budget_schedule="lr"`, capped by `target_params`; event `k` uses
+        seed `seed + k`). The model is left untouched: `on_epoch_end`
+        grows it in place with `grow_model`, `fit_with_growth` rebuilds it
+        with `rebuild_grown_model`. The callback must have a model
+        (`set_model`) and have seen `on_train_begin`.
+
+        Args:
+            epoch: The epoch (counting from 1) whose end the event follows.
+
+        Returns:
+            `None` when no neuron fits under `target_params` (no event),
+            else a dict with `"plan"` (`{layer_name: neuron indices}`,
+            empty when nothing is eligible within the budget) and the
+            event's fields known before growth: `"epoch"`,
+            `"params_before"`, `"budget"`, `"neurons"` (count per layer),
+            `"criterion"` and, unless `criterion="random"`, `"scores"`
+            (per layer: min, median, number negative, number of neurons).
+
+        Example:
+
+        ```python
+        grower.set_model(model)
+        grower.on_train_begin()
+        decision = grower.plan_growth(epoch=10)
+        if decision is not None:
+            grow_model(model, decision["plan"], scale=grower.scale)
+        ```
+        """
         layers = self._growable()
         costs = {layer.name: layer.growth_cost(1) for layer in layers}
-        params_before = self.model.count_params()
-        if self._target_reached(params_before, costs):
+        params = self.model.count_params()
+        if self._target_reached(params, costs):
             return None
-        budget = self._budget(params_before)
+        budget = self._budget(params)
         scores = self.compute_scores()
         plan = {}
         if budget >= min(costs.values()):
@@ -306,22 +342,35 @@ class GrowthCallback(keras.callbacks.Callback):
                 budget_split=self.budget_split,
                 seed=seed,
             )
-        added = grow_model(self.model, plan, scale=self.scale)
-        event = {
-            "epoch": epoch,
-            "params_before": int(params_before),
-            "params_after": int(self.model.count_params()),
-            "params_added": int(added),
+        decision = {
+            "plan": plan,
+            "epoch": int(epoch),
+            "params_before": int(params),
             "budget": float(budget),
             "neurons": {name: len(idx) for name, idx in plan.items()},
-            "total_grown": {layer.name: layer.num_grown for layer in layers},
             "criterion": self.criterion,
         }
         if self.criterion != "random":
-            event["scores"] = {
-                name: _summary(values) for name, values in scores.items()
+            decision["scores"] = {
+                name: _summary(np.asarray(values))
+                for name, values in scores.items()
             }
-        return event
+        return decision
+
+    def _grow(self, epoch: int) -> dict | None:
+        decision = self.plan_growth(epoch)
+        if decision is None:
+            return None
+        plan = decision.pop("plan")
+        added = grow_model(self.model, plan, scale=self.scale)
+        return {
+            **decision,
+            "params_after": int(self.model.count_params()),
+            "params_added": int(added),
+            "total_grown": {
+                layer.name: layer.num_grown for layer in self._growable()
+            },
+        }
 
     def _report(self, event: dict) -> None:
         self.history.append(event)

@@ -120,6 +120,29 @@ def test_equivalent_to_in_place_growth_callback():
                 )
 
 
+def test_plan_growth_decides_without_growing():
+    model = build()
+    grower = WeightScores(**GROWTH, seed=0)
+    grower.set_model(model)
+    grower.on_train_begin()
+    before = values_by_path(model.variables)
+    decision = grower.plan_growth(4)
+    assert values_by_path(model.variables).keys() == before.keys()
+    assert grower.history == []
+    assert decision["epoch"] == 4 and decision["budget"] == 150
+    assert decision["params_before"] == model.count_params()
+    assert decision["neurons"] == {
+        name: len(indices) for name, indices in decision["plan"].items()
+    }
+    assert set(decision["scores"]) == {
+        layer.name for layer in growable_layers(model)
+    }
+    target = WeightScores(**GROWTH, target_params=model.count_params())
+    target.set_model(model)
+    target.on_train_begin()
+    assert target.plan_growth(4) is None
+
+
 def test_callbacks_and_history_continue_as_one_run(tmp_path):
     x, y = random_data()
     log = tmp_path / "log.csv"
