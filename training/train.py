@@ -11,9 +11,18 @@ training (config file and keys, the model's arguments, the dataset, the
 optional packages, the work directory) is checked before the work
 directory is created; a failure then prints one line on stderr and exits
 with status 2.
+
+The config's `distribution` chooses the runtime (see
+`training.distributed_runtime`). With one device and `"auto"` (or with
+`"none"`) the model trains in one `model.fit` with `GrowthCallback`
+growing it in place; any other runtime (`"auto"` with several devices
+picks TensorFlow's MirroredStrategy or JAX's DataParallel) builds the
+model in the runtime's scope and trains with `fit_with_growth`, which
+rebuilds the model at each growth event. Both leave the same files.
 """
 
 import argparse
+import csv
 import dataclasses
 import datetime
 import os
@@ -34,6 +43,11 @@ from training.data import (  # noqa: E402
     DataNotPreparedError,
     MissingDependencyError,
     load_splits,
+)
+from training.distributed import fit_with_growth  # noqa: E402
+from training.distributed_runtime import (  # noqa: E402
+    check_global_batch,
+    resolve_distribution,
 )
 
 DEFAULT_CONFIG = "digits_tiny"
@@ -84,11 +98,46 @@ def _score_recording_callback_class():
     return ScoreRecordingGrowthCallback
 
 
+def _show_grown_sizes(recorder: results.MetricsRecorder, events) -> None:
+    """Rewrites `metrics.csv` with each event epoch's grown size.
+
+    `fit_with_growth` grows between `fit` segments, after the event
+    epoch's row was written; in-place growth happens before it. This
+    makes the two paths' files alike.
+    """
+    grown = {event["epoch"]: event["params_after"] for event in events}
+    if not grown or not recorder.rows:
+        return
+    for row in recorder.rows:
+        row["num_params"] = grown.get(row["epoch"], row["num_params"])
+    columns = list(dict.fromkeys(k for r in recorder.rows for k in r))
+    with recorder.path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, columns)
+        writer.writeheader()
+        writer.writerows(recorder.rows)
+
+
+def _check_last_eval_batch(num_test: int, batch_size: int, runtime) -> None:
+    """JAX's `keras.distribution` splits every batch evenly among the
+    replicas, the last (partial) evaluation batch included; TensorFlow's
+    strategies take uneven batches."""
+    last = num_test % batch_size
+    if runtime.distribution is not None and last % runtime.num_replicas:
+        raise ValueError(
+            f"The {num_test} evaluation images in batches of {batch_size} "
+            f"end with a batch of {last}, which does not split among the "
+            f"{runtime.num_replicas} replicas of "
+            f"distribution={runtime.name!r}; choose another "
+            "train.batch_size or data.test_fraction. Received: "
+            f"train.batch_size={batch_size}"
+        )
+
+
 class Experiment:
     """A checked experiment: config, data, model and callbacks, ready to fit.
 
-    Building one validates everything and touches no file; `run()` then
-    creates the work directory and trains.
+    Building one validates everything (the distribution included) and
+    touches no file; `run()` then creates the work directory and trains.
 
     Args:
         config: A config dict (see `training/configs/common.py`).
@@ -103,23 +152,36 @@ class Experiment:
         check_workdir(self.workdir, overwrite)
         keras.utils.set_random_seed(config["seed"])
         model_config = config["model"]
+        train = config["train"]
+        self.runtime = resolve_distribution(config["distribution"])
+        # The training data are batched by `batch_size`: the global batch.
+        check_global_batch(None, train["batch_size"], self.runtime)
         self.splits = load_splits(
             config["data"], model_config["num_classes"], config["seed"]
         )
-        self.model = vit(**model_config, name=config["name"])
-        train = config["train"]
+        _check_last_eval_batch(
+            self.splits.num_test, train["batch_size"], self.runtime
+        )
         self.steps = recipe.steps_per_epoch(train, self.splits.num_train)
         self.train_data = recipe.train_dataset(self.splits, config)
         self.eval_data = recipe.eval_dataset(self.splits, config)
         self.growth = self._growth_callback() if self._grows else None
-        self.model.compile(
-            optimizer=recipe.make_optimizer(train, self.steps),
-            loss=recipe.make_loss(train),
-            metrics=[
-                keras.metrics.CategoricalAccuracy(name="accuracy"),
-                keras.metrics.TopKCategoricalAccuracy(5, name="top5"),
-            ],
-        )
+        with self.runtime.scope():
+            self.model = vit(**model_config, name=config["name"])
+            self.model.compile(
+                optimizer=recipe.make_optimizer(train, self.steps),
+                loss=recipe.make_loss(train),
+                metrics=[
+                    keras.metrics.CategoricalAccuracy(name="accuracy"),
+                    keras.metrics.TopKCategoricalAccuracy(5, name="top5"),
+                ],
+            )
+
+    @property
+    def distributed(self) -> bool:
+        """Whether training goes through `fit_with_growth` (a runtime
+        other than `"none"`)."""
+        return self.runtime.name != "none"
 
     @property
     def _grows(self) -> bool:
@@ -163,21 +225,17 @@ class Experiment:
         base_params = self.model.count_params()
         base_flops = count_flops(self.model)
         recorder = results.MetricsRecorder(self.workdir / "metrics.csv")
-        callbacks = [c for c in (self.growth, recorder) if c is not None]
-        self.model.fit(
-            self.train_data,
-            epochs=self.config["train"]["epochs"],
-            steps_per_epoch=self.steps,
-            validation_data=self.eval_data,
-            callbacks=callbacks,
-            shuffle=False,
-            verbose=2 if os.environ.get("CI") else "auto",
-        )
-        scores = self.model.evaluate(
-            self.eval_data, return_dict=True, verbose=0
-        )
+        with self.runtime.scope():
+            if self.distributed:
+                self._fit_with_growth(recorder)
+            else:
+                self._fit_in_place(recorder)
+            scores = self.model.evaluate(
+                self.eval_data, return_dict=True, verbose=0
+            )
         self.model.save(self.workdir / "model.keras")
         events = list(self.growth.history) if self.growth else []
+        _show_grown_sizes(recorder, events)
         results.write_json(self.workdir / "growth_events.json", events)
         plots = [self.workdir / "params.png", self.workdir / "curves.png"]
         results.plot_params(recorder.rows, events, plots[0])
@@ -195,6 +253,10 @@ class Experiment:
             count_flops(self.model),
             scores,
         )
+        row.update(
+            distribution=self.runtime.name,
+            replicas=self.runtime.num_replicas,
+        )
         results.write_summary(self.workdir, row, plots)
         row.update(
             workdir=str(self.workdir),
@@ -202,6 +264,37 @@ class Experiment:
             seconds=time.perf_counter() - start,
         )
         return row
+
+    def _fit_in_place(self, recorder) -> None:
+        callbacks = [c for c in (self.growth, recorder) if c is not None]
+        self.model.fit(
+            self.train_data,
+            epochs=self.config["train"]["epochs"],
+            steps_per_epoch=self.steps,
+            validation_data=self.eval_data,
+            callbacks=callbacks,
+            shuffle=False,
+            verbose=_fit_verbosity(),
+        )
+
+    def _fit_with_growth(self, recorder) -> None:
+        run = fit_with_growth(
+            lambda: self.model,
+            self.train_data,
+            self.eval_data,
+            epochs=self.config["train"]["epochs"],
+            growth=self.growth,
+            distribution=self.runtime,
+            callbacks=[recorder],
+            steps_per_epoch=self.steps,
+            shuffle=False,
+            verbose=_fit_verbosity(),
+        )
+        self.model = run.model
+
+
+def _fit_verbosity():
+    return 2 if os.environ.get("CI") else "auto"
 
 
 def parse_args(argv):

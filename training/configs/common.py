@@ -9,6 +9,15 @@ None, tuples, lists), so it prints, diffs and saves as JSON. The sections:
 - `augment`: the DeiT augmentations, each switchable (`training.recipe`).
 - `growth`: `GrowthCallback` arguments; `enabled=False` trains the model
   as built (the uniform counterparts).
+
+One top-level value is not a section: `distribution`, the runtime
+(`training.distributed_runtime.DISTRIBUTIONS`). `"auto"` (the default)
+trains on one device as usual, and with several visible devices uses
+TensorFlow's MirroredStrategy or JAX's `keras.distribution.DataParallel`
+through `training.distributed.fit_with_growth`; `"none"` forces one
+device; `"mirrored"` and `"multi_worker_mirrored"` (TensorFlow),
+`"data_parallel"` and `"model_parallel"` (JAX) ask for one runtime. The
+global batch `train.batch_size` must divide by the number of replicas.
 """
 
 import copy
@@ -28,6 +37,7 @@ def base_config() -> dict:
     return {
         "name": "base",
         "seed": 0,
+        "distribution": "auto",
         "data": {
             "dataset": "imagenet100",
             "data_dir": None,
