@@ -1,0 +1,78 @@
+"""`python -m benchmarks.run_all`: the script list, the runs, failures."""
+
+import subprocess
+import sys
+
+from benchmarks import common, run_all
+
+
+def test_every_benchmark_script_is_listed_and_exists():
+    helpers = {"__init__", "common", "run_all"}
+    scripts = {
+        path.stem
+        for path in (run_all.REPO_ROOT / "benchmarks").glob("*.py")
+        if path.stem not in helpers
+    }
+    assert scripts == set(run_all.BENCHMARKS)
+    assert run_all.missing_scripts(run_all.BENCHMARKS) == []
+
+
+def _fake_runs(monkeypatch, failing=()):
+    commands = []
+
+    def fake_run(command, **kwargs):
+        commands.append(command)
+        name = command[2].removeprefix("benchmarks.")
+        return subprocess.CompletedProcess(command, 1 if name in failing else 0)
+
+    monkeypatch.setattr(run_all.subprocess, "run", fake_run)
+    monkeypatch.setattr(run_all, "missing_scripts", lambda names: [])
+    return commands
+
+
+def test_runs_each_selected_script_in_order_and_summarises(monkeypatch, capsys):
+    commands = _fake_runs(monkeypatch)
+    argv = ["--quick", "--only", "growth_event_cost", "splitting_cost"]
+    assert run_all.main(argv) == 0
+    assert commands == [
+        [sys.executable, "-m", "benchmarks.splitting_cost", "--quick"],
+        [sys.executable, "-m", "benchmarks.growth_event_cost", "--quick"],
+    ]
+    out = capsys.readouterr().out
+    assert "summary (quick" in out and "| growth_event_cost | ok |" in out
+
+
+def test_full_mode_runs_all_without_quick(monkeypatch):
+    commands = _fake_runs(monkeypatch)
+    assert run_all.main([]) == 0
+    assert [c[2:] for c in commands] == [
+        [f"benchmarks.{name}"] for name in run_all.BENCHMARKS
+    ]
+
+
+def test_a_failure_runs_the_rest_and_exits_1(monkeypatch, capsys):
+    commands = _fake_runs(monkeypatch, failing={"splitting_cost"})
+    assert run_all.main(["--quick"]) == 1
+    assert len(commands) == len(run_all.BENCHMARKS)
+    captured = capsys.readouterr()
+    assert "| splitting_cost | failed (exit 1) |" in captured.out
+    assert "failed: splitting_cost" in captured.err
+
+
+def test_missing_script_fails_before_running_anything(
+    monkeypatch, tmp_path, capsys
+):
+    commands = []
+    monkeypatch.setattr(run_all.subprocess, "run", commands.append)
+    monkeypatch.setattr(run_all, "REPO_ROOT", tmp_path)
+    assert run_all.main(["--quick", "--only", "splitting_cost"]) == 2
+    assert commands == []
+    assert "benchmarks/splitting_cost.py" in capsys.readouterr().err
+
+
+def test_quick_results_never_replace_published_tables(monkeypatch, tmp_path):
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    path = common.write_result("table", "quick\n", quick=True)
+    assert path == tmp_path / "quick" / "table.md"
+    assert not (tmp_path / "table.md").exists()
+    assert common.write_result("table", "full\n") == tmp_path / "table.md"
