@@ -61,13 +61,25 @@ def _learning_rate(optimizer) -> float:
     return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
 
-def _initial_learning_rate(optimizer) -> float:
-    """A schedule's rate at step 0, else the optimizer's current rate."""
+def _peak_learning_rate(optimizer, initial: float) -> float:
+    """The highest rate up to the optimizer's current step.
+
+    For a schedule, its rate sampled at up to 257 evenly spaced steps from
+    0 to the current iteration (so a warm-up ramp does not make the rate at
+    step 0 the reference); otherwise the larger of `initial` (the rate
+    when training began) and the current rate.
+    """
+    current = _learning_rate(optimizer)
     config = optimizer.get_config()["learning_rate"]
-    if isinstance(config, dict):
-        schedule = keras.optimizers.schedules.deserialize(config)
-        return float(keras.ops.convert_to_numpy(schedule(0)))
-    return _learning_rate(optimizer)
+    if not isinstance(config, dict):
+        return max(initial, current)
+    schedule = keras.optimizers.schedules.deserialize(config)
+    step = int(keras.ops.convert_to_numpy(optimizer.iterations))
+    steps = np.unique(np.linspace(0, step, num=min(step + 1, 257)).round())
+    rates = [
+        float(keras.ops.convert_to_numpy(schedule(int(s)))) for s in steps
+    ]
+    return max(rates + [current])
 
 
 def _summary(values: np.ndarray) -> dict:
@@ -95,9 +107,12 @@ class GrowthCallback(keras.callbacks.Callback):
     With `target_params`, an event's budget is capped at the parameters
     still missing, and no event runs once no neuron fits under the target,
     so the model never exceeds it. With `budget_schedule="lr"` the budget
-    is scaled by the current over the initial learning rate (the rate of a
-    schedule at step 0, else the rate when training first began), as in the
-    paper authors' code.
+    is scaled by the current learning rate over the highest rate so far (of
+    a schedule, sampled from step 0 to the current step; else the rate when
+    training began, or a later higher one), so that, as in the paper
+    authors' code, events late in a decaying schedule add less. Using the
+    peak rather than the first rate keeps a warm-up ramp (e.g. the DeiT
+    recipe's 1e-6 start) from inflating the budget.
 
     `plan_growth` makes an event's decision alone, without growing (what
     `training.distributed.fit_with_growth` uses to rebuild instead).
@@ -110,7 +125,9 @@ class GrowthCallback(keras.callbacks.Callback):
 
     Args:
         interval: Positive integer, epochs between events.
-        warmup: Non-negative integer, the epoch of the first event.
+        warmup: Non-negative integer, the epoch after which the first
+            event runs (with `warmup=0`, the first event follows epoch
+            `interval`).
         param_budget: Positive number, the most parameters one event adds.
         layer_threshold: Non-negative integer, the fewest eligible neurons
             a layer needs to take part in an event.
@@ -236,7 +253,7 @@ class GrowthCallback(keras.callbacks.Callback):
                 f"model {self.model.name!r} without any."
             )
         if self.budget_schedule == "lr" and self._initial_lr is None:
-            self._initial_lr = _initial_learning_rate(self.model.optimizer)
+            self._initial_lr = _learning_rate(self.model.optimizer)
 
     # -------------------------------------------------------------- scores
     def compute_scores(self) -> dict[str, np.ndarray]:
@@ -277,8 +294,11 @@ class GrowthCallback(keras.callbacks.Callback):
     def _budget(self, params: int) -> float:
         budget = float(self.param_budget)
         if self.budget_schedule == "lr":
-            current = _learning_rate(self.model.optimizer)
-            budget *= current / self._initial_lr
+            optimizer = self.model.optimizer
+            if self._initial_lr is None:  # plan_growth before any fit
+                self._initial_lr = _learning_rate(optimizer)
+            peak = _peak_learning_rate(optimizer, self._initial_lr)
+            budget *= _learning_rate(optimizer) / peak
         if self.target_params is not None:
             budget = min(budget, self.target_params - params)
         return budget

@@ -204,6 +204,30 @@ def test_lr_budget_schedule_scales_the_budget():
     assert [e["budget"] for e in grower.history] == pytest.approx([256, 64])
 
 
+def test_lr_budget_schedule_is_relative_to_the_peak_after_warm_up():
+    x, y = random_data()
+    # 2 steps per epoch; linear warm-up from 1e-6 to 1e-3 over 2 steps,
+    # then cosine decay to 0 over 4 steps.
+    schedule = keras.optimizers.schedules.CosineDecay(
+        1e-6, 4, alpha=0.0, warmup_target=1e-3, warmup_steps=2
+    )
+    model = compiled_tiny_vit(keras.optimizers.Adam(schedule))
+    grower = GrowthCallback(
+        warmup=2,
+        interval=1,
+        param_budget=1024,
+        layer_threshold=0,
+        criterion="random",
+        budget_schedule="lr",
+    )
+    model.fit(x, y, batch_size=16, epochs=3, callbacks=[grower], verbose=0)
+    # Events after steps 4 and 6: cos decay at 2/4 and 4/4 of the way.
+    expected = [1024 * 0.5 * (1 + np.cos(np.pi * k / 4)) for k in (2, 4)]
+    budgets = [e["budget"] for e in grower.history]
+    assert budgets[0] == pytest.approx(expected[0], rel=1e-4)
+    assert len(budgets) == 1 or budgets[1] < 1
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
