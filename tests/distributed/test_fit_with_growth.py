@@ -239,14 +239,19 @@ def test_strategy_of_the_other_backend_is_rejected(backend):
         fit_with_growth(build, random_data(), epochs=1, distribution=other)
 
 
-def test_tensorflow_model_built_outside_strategy_scope():
-    if keras.backend.backend() != "tensorflow":
-        pytest.skip("JAX placement is checked in test_multi_device.py")
-    import tensorflow as tf
+# Strategy scopes exist only on TensorFlow; JAX placement under
+# `keras.distribution` is checked in test_multi_device.py.
+if keras.backend.backend() == "tensorflow":
 
-    outside = build()
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
-    with pytest.raises(ValueError, match="outside the scope"):
-        fit_with_growth(
-            lambda: outside, random_data(), epochs=1, distribution=strategy
-        )
+    def test_tensorflow_model_built_outside_strategy_scope():
+        import tensorflow as tf
+
+        outside = build()
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+        with pytest.raises(ValueError, match="outside the scope"):
+            fit_with_growth(
+                lambda: outside,
+                random_data(),
+                epochs=1,
+                distribution=strategy,
+            )
