@@ -69,6 +69,9 @@ DeiT-S's 21.7M (Table 1); the growing variants here stop at the same
 fraction of the uniform tiny ViT.
 """
 
+LAYER_TYPES = ("qkv", "proj", "fc1", "fc2")
+"""Growable layer types of a transformer block, as in the layer names."""
+
 GROWTH_WINDOW_END = 26
 """Last growth epoch of the full schedule (events after 8, 17 and 26)."""
 
@@ -343,9 +346,15 @@ class Runner:
         seconds = time.perf_counter() - start
         (workdir / "fit.log").write_text(log.getvalue())
         events = json.loads((workdir / "growth_events.json").read_text())
+        grown = dict.fromkeys(LAYER_TYPES, 0)
+        for layer, neurons in (
+            events[-1]["total_grown"] if events else {}
+        ).items():
+            grown[layer.rsplit("_", 1)[-1]] += neurons
         row.update(
             seconds=seconds,
             events=[e["epoch"] for e in events if e.get("params_added")],
+            grown=grown,
         )
         self.done[key] = row
         print(
@@ -396,14 +405,30 @@ def count(values: list[float]) -> str:
 
 
 def mflops(rows: list[dict]) -> str:
-    values = [1e3 * r["final_gflops"] for r in rows]
-    return mean_std(values, 3) if len(set(values)) > 1 else f"{values[0]:.3f}"
+    """Final MFLOPs per image; the spread only when it shows at 3 digits."""
+    text = mean_std([1e3 * r["final_gflops"] for r in rows], 3)
+    return text.removesuffix(" ± 0.000")
 
 
 def events_cell(rows: list[dict]) -> str:
-    lists = {tuple(r["events"]) for r in rows}
-    text = "; ".join(", ".join(map(str, e)) or "-" for e in sorted(lists))
+    """Event epochs of all seeds, and those of only some seeds."""
+    sets = [set(r["events"]) for r in rows]
+    common = sorted(set.intersection(*sets))
+    text = ", ".join(map(str, common)) or "-"
+    for epoch in sorted(set.union(*sets) - set(common)):
+        seeds = sum(epoch in s for s in sets)
+        text += f" (+{epoch} in {seeds} of {len(rows)} seeds)"
     return text
+
+
+def grown_cell(rows: list[dict]) -> str:
+    """Neurons grown per layer type, mean over seeds (all blocks summed)."""
+    if not any(sum(r["grown"].values()) for r in rows):
+        return "-"
+    return " / ".join(
+        f"{statistics.fmean(r['grown'][t] for r in rows):.0f}"
+        for t in LAYER_TYPES
+    )
 
 
 def per_seed(rows: list[dict]) -> str:
@@ -414,9 +439,10 @@ def main_table(results: dict[str, list[dict]]) -> str:
     uniform = results.get("b")
     lines = [
         "| Variant | Base params | Final params | MFLOPs / image "
-        "| Growth after epochs | Top-1 (%) | Top-5 (%) "
-        "| Top-1 minus (b), paired | Top-1 per seed |",
-        "|---|---:|---:|---:|---|---:|---:|---:|---|",
+        "| Growth after epochs | Neurons grown (qkv / proj / fc1 / fc2) "
+        "| Top-1 (%) | Top-5 (%) | Top-1 minus (b), paired "
+        "| Top-1 per seed |",
+        "|---|---:|---:|---:|---|---|---:|---:|---:|---|",
     ]
     labels = dict(MAIN_VARIANTS)
     for key, rows in results.items():
@@ -431,7 +457,7 @@ def main_table(results: dict[str, list[dict]]) -> str:
         lines.append(
             f"| ({key}) {labels[key]} | {rows[0]['base_params']:,} "
             f"| {count([r['final_params'] for r in rows])} | {mflops(rows)} "
-            f"| {events_cell(rows)} "
+            f"| {events_cell(rows)} | {grown_cell(rows)} "
             f"| {mean_std([r['top1'] for r in rows])} "
             f"| {mean_std([r['top5'] for r in rows])} | {delta} "
             f"| {per_seed(rows)} |"
@@ -442,14 +468,16 @@ def main_table(results: dict[str, list[dict]]) -> str:
 def interval_table(results: dict[int, list[dict]], budgets) -> str:
     lines = [
         "| Interval (epochs) | Growth after epochs | Budget per event "
-        "| Final params | MFLOPs / image | Top-1 (%) | Top-5 (%) "
+        "| Final params | MFLOPs / image "
+        "| Neurons grown (qkv / proj / fc1 / fc2) | Top-1 (%) | Top-5 (%) "
         "| Top-1 per seed |",
-        "|---:|---|---:|---:|---:|---:|---:|---|",
+        "|---:|---|---:|---:|---:|---|---:|---:|---|",
     ]
     for interval, rows in results.items():
         lines.append(
             f"| {interval} | {events_cell(rows)} | {budgets[interval]:,} "
             f"| {count([r['final_params'] for r in rows])} | {mflops(rows)} "
+            f"| {grown_cell(rows)} "
             f"| {mean_std([r['top1'] for r in rows])} "
             f"| {mean_std([r['top5'] for r in rows])} | {per_seed(rows)} |"
         )
@@ -460,15 +488,16 @@ def reduction_table(results: dict[str, list[dict]], widths) -> str:
     lines = [
         "| Halved in the base | Widths (attention, MLP) | Base params "
         "| Final params | MFLOPs / image | Growth after epochs "
+        "| Neurons grown (qkv / proj / fc1 / fc2) "
         "| Top-1 (%) | Top-5 (%) | Top-1 per seed |",
-        "|---|---|---:|---:|---:|---|---:|---:|---|",
+        "|---|---|---:|---:|---:|---|---|---:|---:|---|",
     ]
     for label, rows in results.items():
         attention, mlp = widths[label]
         lines.append(
             f"| {label} | {attention}, {mlp} | {rows[0]['base_params']:,} "
             f"| {count([r['final_params'] for r in rows])} | {mflops(rows)} "
-            f"| {events_cell(rows)} "
+            f"| {events_cell(rows)} | {grown_cell(rows)} "
             f"| {mean_std([r['top1'] for r in rows])} "
             f"| {mean_std([r['top5'] for r in rows])} | {per_seed(rows)} |"
         )
@@ -564,9 +593,13 @@ def report(
         "19.4M / 21.7M); each event's budget is the parameters to add "
         "divided by the number of events in the growth window, plus the "
         "largest cost of one neuron, capped by the target\n"
-        "- MFLOPs / image: multiply-adds counted as 2 FLOPs "
-        "(`keras_depthhet.models.flops.count_flops`) of the final model; "
-        "1 MFLOP = 0.001 GFLOPs\n"
+        "- MFLOPs / image: forward FLOPs of the final model for one image, "
+        "one multiply-add counted as one FLOP (the DeiT convention of "
+        "`keras_depthhet.models.flops.count_flops`); 1 MFLOP = 0.001 "
+        "GFLOPs\n"
+        "- Neurons grown: neurons chosen by the growth events, summed over "
+        "the blocks, per layer type, mean over seeds (the base has 48 / 32 "
+        "/ 64 / 32 neurons of each type per block at halved widths)\n"
     )
     for title, table in sections.items():
         text += f"\n#### {title}\n\n{table}"

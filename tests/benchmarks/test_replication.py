@@ -105,6 +105,7 @@ def _row(top1, final_params=34_800, events=(8, 17, 26)):
         "top1": top1,
         "top5": 99.5,
         "events": list(events),
+        "grown": {"qkv": 90, "proj": 30, "fc1": 80, "fc2": 15},
     }
 
 
@@ -122,6 +123,13 @@ def test_tables_show_mean_std_paired_difference_and_seeds():
     assert "34,817 (34,800-34,850)" in grown
     assert "| 0.33 ± 1.15 |" in grown  # per-seed 1, 1, -1
     assert "95.0, 96.0, 94.0" in grown
-    assert "| 8, 17, 26 |" in grown
+    assert "| 8, 17, 26 | 90 / 30 / 80 / 15 |" in grown
+    assert "| 0.462 |" in grown
     assert "| 94.67 ± 0.58 |" in uniform
     assert replication.mean_std([93.0]) == "93.00"
+
+
+def test_event_epochs_of_only_some_seeds_are_marked():
+    rows = [_row(95.0, events=(8, 14)), _row(95.0, events=(8, 14, 20))]
+    assert replication.events_cell(rows) == "8, 14 (+20 in 1 of 2 seeds)"
+    assert replication.events_cell([_row(95.0, events=())]) == "-"
