@@ -142,15 +142,45 @@ def _to_numpy(tree):
     )
 
 
+ARRAY_BATCH_SIZE = 32
+"""Batch size into which an `(x, y)` tuple of arrays is cut (Keras's)."""
+
+
+def _is_array_tuple(data) -> bool:
+    """Whether `data` is `(x, y)` or `(x, y, sample_weight)` of arrays."""
+    return (
+        isinstance(data, tuple)
+        and len(data) in (2, 3)
+        and all(
+            len(getattr(part, "shape", ())) >= 1
+            for part in data
+            if part is not None
+        )
+    )
+
+
+def _array_batches(data):
+    parts = _to_numpy(data)
+    size = len(parts[0])
+    for start in range(0, size, ARRAY_BATCH_SIZE):
+        yield tuple(
+            None if p is None else p[start : start + ARRAY_BATCH_SIZE]
+            for p in parts
+        )
+
+
 def _iterate(data):
+    if _is_array_tuple(data):
+        return _array_batches(data)
     if isinstance(data, keras.utils.PyDataset):
         return (data[i] for i in range(len(data)))
     try:
         return iter(data)
     except TypeError:
         raise ValueError(
-            "Argument `data` must be a tf.data.Dataset, a keras PyDataset or "
-            "an iterable of (x, y) or (x, y, sample_weight) batches. "
+            "Argument `data` must be a tf.data.Dataset, a keras PyDataset, "
+            "an (x, y) tuple of arrays or an iterable of (x, y) or "
+            "(x, y, sample_weight) batches. "
             f"Received: data of type {type(data).__name__}"
         ) from None
 

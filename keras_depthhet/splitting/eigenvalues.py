@@ -150,9 +150,10 @@ def splitting_eigenvalues(
 
     Args:
         model: A built Keras model with `GrowableDense` layers.
-        data: A `tf.data.Dataset`, a `keras.utils.PyDataset` or any
+        data: A `tf.data.Dataset`, a `keras.utils.PyDataset`, any
             iterable of `(x, y)` or `(x, y, sample_weight)` batches
-            (NumPy arrays or tensors).
+            (NumPy arrays or tensors), or one such tuple of whole arrays,
+            cut into batches of 32 (like `model.fit`'s default).
         loss: A Keras `Loss`, loss name or function `(y_true, y_pred)`;
             `None` uses the model's compiled loss.
         num_batches: Most batches to read from `data` (None: all).

@@ -100,3 +100,32 @@ def test_unbuilt_model():
     model = keras.Sequential([GrowableDense(3)])
     with pytest.raises(ValueError, match="must be built"):
         splitting_eigenvalues(model, [(np.ones((2, 4)), np.ones((2, 3)))])
+
+
+def test_tuple_of_arrays_is_read_as_batches_of_32(model):
+    x, y = random_data(80)
+    whole = splitting_eigenvalues(model, (x, y), loss=LOSS, method="dense")
+    as_batches = splitting_eigenvalues(
+        model,
+        [(x[i : i + 32], y[i : i + 32]) for i in (0, 32, 64)],
+        loss=LOSS,
+        method="dense",
+    )
+    one_batch = splitting_eigenvalues(
+        model, [(x, y)], loss=LOSS, method="dense"
+    )
+    for name, values in whole.items():
+        np.testing.assert_array_equal(values, as_batches[name])
+        # The mean loss over all samples does not depend on the batching.
+        np.testing.assert_allclose(
+            values, one_batch[name], rtol=1e-3, atol=1e-6
+        )
+    # Only the first of the three batches.
+    first = splitting_eigenvalues(
+        model, (x, y), loss=LOSS, num_batches=1, method="dense"
+    )
+    head = splitting_eigenvalues(
+        model, [(x[:32], y[:32])], loss=LOSS, method="dense"
+    )
+    for name, values in first.items():
+        np.testing.assert_array_equal(values, head[name])
