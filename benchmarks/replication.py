@@ -24,7 +24,7 @@ Usage:
     KERAS_BACKEND=tensorflow python -m benchmarks.replication \
         [--quick] [--seeds N] [--out DIR]
 
-The full mode (27 runs, about half an hour on a shared 2-core CPU) writes
+The full mode (27 runs, 22-26 minutes on a shared 2-core CPU) writes
 `benchmarks/results/replication.md`. `--quick` (a smoke run of under a
 minute) trains two variants of a one-block model for 2 short epochs with
 one seed and writes only
