@@ -37,7 +37,7 @@ test set instead: the 10,000 images of `t10k-images-idx3-ubyte.gz` and
 `t10k-labels-idx1-ubyte.gz` in DIR, split 8,000 / 2,000 (stratified, by
 seed), with the same tiny ViT on 7x7-pixel patches (16 tokens, as on
 the digits) and the same schedule; it writes
-`benchmarks/results/replication_mnist.md` (about 25 minutes).
+`benchmarks/results/replication_mnist.md` (about 28 minutes).
 """
 
 import argparse
