@@ -215,8 +215,6 @@ def floor_of(row: dict, method: dict) -> float:
 
 def _markdown(per_backend: dict, quick: bool) -> str:
     lines = [
-        "# Cost of splitting eigenvalues",
-        "",
         "Time of `splitting_eigenvalues` over N batches divided by the time "
         "of N jitted training steps (fwd + bwd + Adam) on the same batches, "
         "same process, shared 2-core CPU (timings are noisy). `first` "
