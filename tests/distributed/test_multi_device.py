@@ -44,7 +44,7 @@ class LossProbe(keras.callbacks.Callback):
 growth = dict(interval=2, warmup=1, param_budget=150, layer_threshold=0,
               criterion="random", seed=0, verbose=0)
 results = {}
-for name in ("none", DISTRIBUTED):
+for name in ("none", *DISTRIBUTED):
     probe = LossProbe()
     run = fit_with_growth(build, (x, y), epochs=4, growth=growth,
                           distribution=name, callbacks=[probe],
@@ -64,43 +64,51 @@ for label, kwargs in (
     ("placement", dict(build_model=lambda m=build(): m, batch_size=8)),
 ):
     try:
-        fit_with_growth(train_data=(x, y), epochs=1, distribution=DISTRIBUTED,
-                        verbose=0, **kwargs)
+        fit_with_growth(train_data=(x, y), epochs=1,
+                        distribution=DISTRIBUTED[0], verbose=0, **kwargs)
         errors[label] = None
     except ValueError as error:
         errors[label] = str(error)
 print(json.dumps(dict(results=results, errors=errors)))
 """
 
+JAX_TWO_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+# Runtimes, each with its number of data-parallel replicas on 2 devices
+# (ModelParallel's mesh is (batch=1, model=2): kernels split by neuron).
 CASES = {
-    "jax": (
-        "data_parallel",
-        {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
-    ),
-    "tensorflow": ("mirrored", {}),
+    "jax": ({"data_parallel": 2, "model_parallel": 1}, JAX_TWO_DEVICES),
+    "tensorflow": ({"mirrored": 2}, {}),
 }
 
 
 def test_two_devices_grow_like_one(backend):
     # The child runs on the suite's own backend; the suite runs once per
     # backend, so both runtimes are covered without running either twice.
-    distributed, env = CASES[backend]
+    runtimes, env = CASES[backend]
     out = run_python(
-        CHILD.replace("DISTRIBUTED", repr(distributed)),
+        CHILD.replace("DISTRIBUTED", repr(tuple(runtimes))),
         backend=backend,
         env=env,
     )
-    single, multi = out["results"]["none"], out["results"][distributed]
-    assert single["replicas"] == 1 and multi["replicas"] == 2
-    assert multi["events"] == single["events"] == [1, 3]
-    assert multi["params"] == single["params"]
+    single = out["results"]["none"]
+    assert single["replicas"] == 1
+    assert single["events"] == [1, 3]
     # No step runs between an epoch's end and the next one's start, so
     # across an event (a rebuild) the fixed-batch loss must not move.
-    assert single["jump"] < 1e-5 and multi["jump"] < 1e-5
-    assert abs(multi["loss"] - single["loss"]) < 1e-4
-    for path, value in single["weights"].items():
-        np.testing.assert_allclose(
-            multi["weights"][path], value, atol=1e-4, err_msg=path
-        )
+    assert single["jump"] < 1e-5
+    for name, replicas in runtimes.items():
+        multi = out["results"][name]
+        assert multi["replicas"] == replicas, name
+        assert multi["events"] == single["events"], name
+        assert multi["params"] == single["params"], name
+        assert multi["jump"] < 1e-5, name
+        assert abs(multi["loss"] - single["loss"]) < 1e-4, name
+        for path, value in single["weights"].items():
+            np.testing.assert_allclose(
+                multi["weights"][path],
+                value,
+                atol=1e-4,
+                err_msg=f"{name}: {path}",
+            )
     assert "divisible by the number of replicas" in out["errors"]["batch"]
     assert "build_model" in out["errors"]["placement"]
