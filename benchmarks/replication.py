@@ -120,10 +120,7 @@ def load_mnist(directory: str | Path, seed: int):
     Returns a `training.data.Splits` (images float32 in [0, 255], shape
     28x28x1; int32 labels), as `training.data.load_splits` does.
     """
-    import tensorflow as tf
-    from sklearn.model_selection import train_test_split
-
-    from training.data import Splits
+    from training.data import array_splits
 
     directory = Path(directory)
     missing = [f for f in MNIST_FILES if not (directory / f).is_file()]
@@ -133,20 +130,7 @@ def load_mnist(directory: str | Path, seed: int):
         )
     images = read_idx(directory / MNIST_FILES[0]).astype("float32")[..., None]
     labels = read_idx(directory / MNIST_FILES[1]).astype("int32")
-    x_train, x_test, y_train, y_test = train_test_split(
-        images,
-        labels,
-        test_size=MNIST_TEST,
-        random_state=seed,
-        stratify=labels,
-    )
-    return Splits(
-        train=tf.data.Dataset.from_tensor_slices((x_train, y_train)),
-        test=tf.data.Dataset.from_tensor_slices((x_test, y_test)),
-        num_train=len(y_train),
-        num_test=len(y_test),
-        num_classes=10,
-    )
+    return array_splits(images, labels, 10, MNIST_TEST, seed)
 
 
 @contextlib.contextmanager

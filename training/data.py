@@ -70,14 +70,29 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Splits:
     scaled to 0-255.
     """
     datasets = require("sklearn.datasets", "The digits dataset")
-    model_selection = require("sklearn.model_selection", "The digits dataset")
     digits = datasets.load_digits()
     images = (digits.images * (255.0 / 16.0)).astype("float32")[..., None]
     labels = digits.target.astype("int32")
+    return array_splits(images, labels, 10, test_fraction, seed)
+
+
+def array_splits(
+    images, labels, num_classes: int, test_size: float | int, seed: int
+) -> Splits:
+    """In-memory arrays split into stratified train and test sets.
+
+    Args:
+        images: Array `(N, height, width, channels)`.
+        labels: Integer array `(N,)` in `[0, num_classes)`.
+        num_classes: Number of classes.
+        test_size: Fraction (float) or number (int) of test images.
+        seed: Fixes the split.
+    """
+    model_selection = require("sklearn.model_selection", "Splitting arrays")
     x_train, x_test, y_train, y_test = model_selection.train_test_split(
         images,
         labels,
-        test_size=test_fraction,
+        test_size=test_size,
         random_state=seed,
         stratify=labels,
     )
@@ -86,7 +101,7 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Splits:
         test=tf.data.Dataset.from_tensor_slices((x_test, y_test)),
         num_train=len(y_train),
         num_test=len(y_test),
-        num_classes=10,
+        num_classes=num_classes,
     )
 
 
