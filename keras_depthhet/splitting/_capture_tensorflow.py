@@ -48,7 +48,7 @@ def make_step(model, layers, loss_fn: Callable, transform: Callable):
     names = [layer.name for layer in layers]
     by_name = {layer.name: layer for layer in layers}
 
-    @tf.function
+    @tf.function(jit_compile=True)
     def traced(x, y, sample_weight, scale):
         captured = {}
         with tf.GradientTape(watch_accessed_variables=False) as tape:
@@ -87,3 +87,39 @@ def make_step(model, layers, loss_fn: Callable, transform: Callable):
         return traced(x, y, sample_weight, tf.constant(scale, "float32"))
 
     return step
+
+
+class LanczosProducts:
+    """The Lanczos products `S_i v_i`, run as TensorFlow matmuls.
+
+    Same role as `eigen.NumpyProducts`: `((v X~^T) * C^T) X~` for the
+    active neurons, `keep` drops the done ones. TensorFlow's CPU matmuls
+    (oneDNN) run these products faster than NumPy's BLAS, and keeping
+    every product in TensorFlow leaves NumPy's BLAS threads idle, which
+    would otherwise contend with TensorFlow's for the cores.
+    """
+
+    def __init__(self, x, c):
+        self._x = tf.constant(x, "float32")
+        self._rows = tf.transpose(tf.constant(c, "float32"))
+
+    def __call__(self, v):
+        projected = tf.matmul(v, self._x, transpose_b=True)
+        return tf.matmul(projected * self._rows, self._x).numpy()
+
+    def keep(self, index):
+        self._rows = tf.gather(self._rows, index)
+
+
+MIN_PRODUCT_FLOPS = 2e8
+"""Flops of one full-width product below which NumPy runs the products.
+
+For small layers the cost of an eager TensorFlow call outweighs its
+faster matmuls."""
+
+
+def lanczos_products(x, c):
+    """Products for `eigen.lanczos_min_eigen` (see `LanczosProducts`)."""
+    if 4.0 * x.shape[0] * x.shape[1] * c.shape[1] < MIN_PRODUCT_FLOPS:
+        return None
+    return LanczosProducts(x, c)

@@ -250,6 +250,11 @@ def tokens_per_sample(model, layers, batch: Batch) -> dict[str, int]:
     return {name: int(np.prod(shape[:-1])) for name, shape in shapes.items()}
 
 
+def lanczos_products(x, c):
+    """The backend's products for the Lanczos solver, or None (NumPy)."""
+    return _backend_module().lanczos_products(x, c)
+
+
 _CACHE_ATTRIBUTE = "_keras_depthhet_splitting_steps"
 
 

@@ -26,7 +26,24 @@ DENSE_CHUNK_BYTES = 2**28
 EXPECTED_ITERATIONS = 30
 """Lanczos steps assumed when choosing a solver by cost (typical at 1e-3)."""
 
+CALL_FLOPS = 1e5
+"""Flops of matmul that cost about as much time as one NumPy call.
+
+The convergence check after a Lanczos step makes about `50 * k` NumPy
+calls on short vectors (`k` the step), whatever the problem size, while
+the step's products cost `4 * N * D * m` flops. Checks are spaced so that
+their cost stays near that of the steps between them: every step for the
+layers of a DeiT, every few steps for a tiny model, where the products
+take microseconds.
+"""
+
+MAX_CHECK_INTERVAL = 4
+"""Most Lanczos steps between two convergence checks."""
+
 _DENSE_EIGH_CHUNK_BYTES = 2**28
+
+_TINY = np.finfo("float64").tiny
+_PIVOT_MIN = 1e-290
 
 
 def dense_bytes(units: int, dim: int) -> tuple[int, int]:
@@ -109,15 +126,32 @@ def dense_min_eigen(matrices: np.ndarray, return_vectors: bool = False):
     return (values, vectors) if return_vectors else values
 
 
-def _matvec(x, c, v):
-    """`S_i v_i` for every row `i` of `v` (`(m, D)`): two matmuls."""
-    projected = x @ v.T
-    projected *= c
-    return projected.T @ x
+class NumpyProducts:
+    """The products `S_i v_i` of the active neurons, with NumPy's BLAS.
+
+    Holds `X~` `(N, D)` and `C` transposed, `(m, N)`; a product for the
+    active neurons' vectors `v` `(m, D)` is two matmuls,
+    `((v X~^T) * C^T) X~` (`4 * N * D * m` flops). `keep` drops the
+    neurons that are done, moving the rows of the others up in place.
+    """
+
+    def __init__(self, x, c):
+        self.x = np.asarray(x, dtype="float32")
+        self.rows = np.array(np.asarray(c).T, dtype="float32", order="C")
+
+    def __call__(self, v):
+        projected = v @ self.x.T
+        projected *= self.rows
+        return projected @ self.x
+
+    def keep(self, index):
+        """Keeps the active neurons at positions `index` (ascending)."""
+        self.rows[: index.size] = self.rows[index]
+        self.rows = self.rows[: index.size]
 
 
 def _ritz(alphas, betas, steps):
-    """Ritz values and the vectors' coordinates, per active neuron."""
+    """All Ritz values and vectors' coordinates, per neuron (dense eigh)."""
     count = alphas.shape[0]
     tri = np.zeros((count, steps, steps))
     diag = np.arange(steps)
@@ -128,6 +162,159 @@ def _ritz(alphas, betas, steps):
     return np.linalg.eigh(tri)
 
 
+def _laguerre_terms(a, b2, x):
+    """The log-derivatives of `det(T - x I)` for Laguerre's method.
+
+    `a` `(k, m)` holds the diagonals and `b2` `(k - 1, m)` the squared
+    off-diagonals of `m` tridiagonal matrices `T`, one per column. The
+    pivots of the `LDL^T` factorisation of `T - x I` follow
+    `d_j = a_j - x - b_{j-1}**2 / d_{j-1}`; with `r_j = d_j' / d_j` and
+    `s_j = d_j'' / d_j` (derivatives in `x`), `det = prod_j d_j` gives
+    `G = sum_i 1 / (x - theta_i) = sum_j r_j` and
+    `H = sum_i 1 / (x - theta_i)**2 = sum_j (r_j**2 - s_j)`. Also returns
+    whether every pivot is positive (`x` left of every eigenvalue).
+    """
+    shifted = a - x
+    size = a.shape[0]
+    pivots = np.empty_like(shifted)
+    ratios = np.empty_like(shifted)
+    curvatures = np.empty_like(shifted)
+    d = pivots[0] = shifted[0]
+    r = ratios[0] = -1.0 / d
+    s = curvatures[0] = 0.0
+    for j in range(1, size):
+        u = b2[j - 1] / d
+        d = pivots[j] = shifted[j] - u
+        u /= d
+        s = curvatures[j] = u * (s - 2.0 * r * r)
+        r = ratios[j] = u * r - 1.0 / d
+    g = ratios.sum(axis=0)
+    ratios *= ratios
+    ratios -= curvatures
+    return g, ratios.sum(axis=0), (pivots > 0).all(axis=0)
+
+
+def _last_coordinate(a, b, theta):
+    """Squared last coordinate of the unit eigenvectors for `theta`.
+
+    The twisted factorisation of `T - theta I` (Dhillon and Parlett): the
+    top-down pivots `D+` and bottom-up pivots `D-` meet at the row `r`
+    where `|D+_r + D-_r - (a_r - theta)|` is smallest, the eigenvector is
+    `1` there, and moving away from `r` it is the product of the ratios
+    `-b / D`, which are taken in logs (so tiny coordinates are resolved
+    and nothing overflows). `a` `(k, m)`, `b` `(k - 1, m)` as in
+    `_laguerre_terms`.
+    """
+    size = a.shape[0]
+    shifted = a - theta
+    b2 = b * b
+    plus = np.empty_like(shifted)
+    minus = np.empty_like(shifted)
+    plus[0] = shifted[0]
+    for j in range(1, size):
+        plus[j] = shifted[j] - b2[j - 1] / _nonzero(plus[j - 1])
+    minus[-1] = shifted[-1]
+    for j in range(size - 2, -1, -1):
+        minus[j] = shifted[j] - b2[j] / _nonzero(minus[j + 1])
+    twist = np.argmin(np.abs(plus + minus - shifted), axis=0)
+    log_b = np.log(b)
+    # up[j]: log|y_j / y_r| summed from the top, for j < r.
+    up = np.zeros_like(shifted)
+    up[1:] = np.cumsum(log_b - np.log(np.abs(_nonzero(plus[:-1]))), axis=0)
+    down = np.zeros_like(shifted)
+    down[1:] = np.cumsum(log_b - np.log(np.abs(_nonzero(minus[1:]))), axis=0)
+    rows = np.arange(size)[:, None]
+    columns = np.arange(shifted.shape[1])
+    log_y = np.where(
+        rows < twist,
+        up[twist, columns] - up,
+        np.where(rows > twist, down - down[twist, columns], 0.0),
+    )
+    log_y2 = 2.0 * log_y
+    peak = log_y2.max(axis=0)
+    total = np.log(np.exp(log_y2 - peak).sum(axis=0)) + peak
+    return np.nan_to_num(np.exp(log_y2[-1] - total))
+
+
+def _nonzero(pivot):
+    """`pivot` with exact or underflowing zeros moved off zero."""
+    return np.where(np.abs(pivot) < _PIVOT_MIN, _PIVOT_MIN, pivot)
+
+
+def smallest_ritz(alphas, betas, guess=None, max_iter: int = 50):
+    """Smallest eigenvalue of each symmetric tridiagonal matrix.
+
+    Laguerre's method on `det(T - x I)` from a point left of every
+    eigenvalue: for a polynomial with real roots it moves monotonically
+    right and converges cubically to the smallest root without passing
+    it, so every evaluation sees positive pivots. `O(k)` work per matrix
+    and iteration, vectorised over the matrices (a dense `eigh` is
+    `O(k**3)`).
+
+    Args:
+        alphas: `(m, k)` diagonals.
+        betas: `(m, k - 1)` off-diagonals.
+        guess: Optional `(m,)` starting points, used where they are left
+            of every eigenvalue (NaN or a point that is not: Gershgorin's
+            lower bound is used instead).
+        max_iter: Most Laguerre iterations.
+
+    Returns:
+        `theta (m,)`, the smallest eigenvalues, and `last (m,)`, the
+        squared last component of their unit eigenvectors (for
+        unreduced matrices, with every off-diagonal non-zero, as Lanczos
+        makes them).
+    """
+    a = np.ascontiguousarray(np.asarray(alphas, dtype="float64").T)
+    b = np.abs(np.asarray(betas, dtype="float64").T)
+    size, count = a.shape
+    radius = np.zeros_like(a)
+    radius[:-1] += b
+    radius[1:] += b
+    scale = (np.abs(a) + radius).max(axis=0)
+    zero = scale == 0  # a zero matrix: theta = 0
+    scale = np.maximum(scale, _TINY)
+    lower = (a - radius).min(axis=0) - 1e-3 * scale
+    if guess is None:
+        guessed, x = np.zeros(count, dtype=bool), lower
+    else:
+        guess = np.asarray(guess, dtype="float64")
+        guessed = np.isfinite(guess) & (guess > lower)
+        x = np.where(guessed, guess, lower)
+    b2 = b * b
+    # Convergence is cubic: a step of 1e-9 leaves an error near 1e-27.
+    close = 1e-9 * scale
+    theta = np.zeros(count)
+    last = np.full(count, 1.0 if size == 1 else 0.0)
+    todo = np.flatnonzero(~zero)
+    x = x[todo]
+    guessed = guessed[todo]
+    for _ in range(max_iter if todo.size else 0):
+        with np.errstate(all="ignore"):
+            g, h, left = _laguerre_terms(a[:, todo], b2[:, todo], x)
+            root = np.sqrt(np.maximum((size - 1) * (size * h - g * g), 0.0))
+            moved = x - size / (g - root)
+        # A guess right of an eigenvalue restarts from Gershgorin's bound.
+        # An exact split (beta = 0) can later put x on an eigenvalue of a
+        # leading block (a zero pivot): x is then that eigenvalue.
+        restart = ~left & guessed
+        stuck = ~restart & (~left | ~np.isfinite(moved))
+        moved = np.where(stuck, x, np.where(restart, lower[todo], moved))
+        theta[todo] = moved
+        done = stuck | (~restart & (np.abs(moved - x) <= close[todo]))
+        if done.all():
+            break
+        todo, x = todo[~done], moved[~done]
+        guessed = np.zeros(todo.size, dtype=bool)
+    solved = np.flatnonzero(~zero)
+    if size > 1 and solved.size:
+        with np.errstate(all="ignore"):
+            last[solved] = _last_coordinate(
+                a[:, solved], b[:, solved], theta[solved]
+            )
+    return theta, last
+
+
 def lanczos_min_eigen(
     x: np.ndarray,
     c: np.ndarray,
@@ -136,19 +323,22 @@ def lanczos_min_eigen(
     max_iter: int,
     return_vectors: bool = False,
     seed: int = 0,
+    products=None,
 ):
     """`lambda_min(S_i)` for every neuron by batched Lanczos.
 
     Each neuron runs its own Lanczos recurrence (with full
     re-orthogonalisation, needed in float32) from a seeded random start,
     all in lockstep, so that every step is two large matmuls. After step
-    `k` the smallest Ritz value `theta` of a neuron has the error estimate
-    `min(r, r**2 / gap)`, `r` the residual norm of its Ritz vector and
-    `gap` the distance to the next Ritz value; the neuron is done when
-    that is at most `tol * max(|theta|, 1e-3 * max|Ritz values|)` (so a
-    neuron whose curvature is negligible next to its own scale stops
-    early), when its Krylov space is exhausted, or after
-    `min(max_iter, D)` steps. Done neurons leave the matmuls.
+    `k` the smallest Ritz value `theta` of a neuron (`smallest_ritz`,
+    `O(k)` per neuron) has the error bound `r`, the residual norm of its
+    Ritz vector (`beta_k` times the vector's last coordinate); the neuron
+    is done when `r <= tol * max(|theta|, 1e-3 * ||T||)`, `||T||` a bound
+    on the norm of its tridiagonal matrix (the largest
+    `|alpha_j| + beta_{j-1} + beta_j`), so a neuron whose curvature is
+    negligible next to its own scale stops early; or when its Krylov
+    space is exhausted, or after `min(max_iter, D)` steps. Done neurons
+    leave the matmuls.
 
     Args:
         x: `(N, D)` float32 array `X~`.
@@ -157,16 +347,23 @@ def lanczos_min_eigen(
         max_iter: Most Lanczos steps per neuron.
         return_vectors: Whether to also return the Ritz vectors.
         seed: Seed of the start vectors.
+        products: The products `S_i v_i`, a `NumpyProducts` (the
+            default) or an object with the same `__call__` and `keep`
+            (the TensorFlow backend's runs the wide products in
+            TensorFlow).
 
     Returns:
         `(values (n,), vectors (n, D) or None, steps (n,) int,
         converged (n,) bool)`.
     """
-    x = np.asarray(x, dtype="float32")
+    if products is None:
+        products = NumpyProducts(x, c)
     dim = x.shape[1]
     units = c.shape[1]
     max_steps = min(max_iter, dim)
-    start = np.random.default_rng(seed).standard_normal((units, dim))
+    start = np.random.default_rng(seed).standard_normal(
+        (units, dim), dtype="float32"
+    )
     start /= np.linalg.norm(start, axis=1, keepdims=True)
     # The basis grows by doubling: most neurons stop after a few dozen steps.
     basis = np.zeros((units, min(max_steps, 32), dim), dtype="float32")
@@ -176,14 +373,17 @@ def lanczos_min_eigen(
     beta_prev = np.zeros(units)
     anorm = np.zeros(units)
     active = np.arange(units)
-    active_c = np.asarray(c, dtype="float32")
     values = np.zeros(units)
     vectors = np.zeros((units, dim)) if return_vectors else None
     steps = np.zeros(units, dtype="int64")
     converged = np.zeros(units, dtype=bool)
+    ritz = np.full(units, np.nan)
+    drop = np.zeros(units)
+    tokens = x.shape[0]
+    pending, since = 0.0, 0
     for k in range(max_steps):
         q = basis[:, k]
-        w = _matvec(x, active_c, q)
+        w = products(q)
         alpha = np.einsum("md,md->m", w, q, dtype="float64")
         w -= alpha[:, None].astype("float32") * q
         if k:
@@ -197,31 +397,48 @@ def lanczos_min_eigen(
         anorm = np.maximum(anorm, np.abs(alpha) + beta + beta_prev)
         exhausted = beta <= 1e-6 * anorm
         last = k + 1 == max_steps
-        if k < 32 or k % 4 == 3 or last or exhausted.any():
-            theta, y = _ritz(alphas[active], betas[active], k + 1)
-            residual = beta * np.abs(y[:, -1, 0])
-            error = residual
-            scale = np.maximum(
-                np.abs(theta[:, 0]), 1e-3 * np.abs(theta).max(axis=1)
+        width = active.size
+        pending += 4.0 * tokens * dim * width + 20 * CALL_FLOPS
+        since += 1
+        check_cost = CALL_FLOPS * 50 * (k + 1) * (1 + width / 1000)
+        if (
+            pending >= check_cost
+            or since == MAX_CHECK_INTERVAL
+            or last
+            or exhausted.any()
+        ):
+            pending, since = 0.0, 0
+            # The smallest Ritz value only decreases: start just left of
+            # the last one, by twice its last decrease.
+            guess = ritz[active] - 2 * drop[active] - 1e-6 * anorm
+            theta, last_sq = smallest_ritz(
+                alphas[active, : k + 1], betas[active, :k], guess
             )
+            drop[active] = ritz[active] - theta
+            ritz[active] = theta
+            error = beta * np.sqrt(last_sq)
+            scale = np.maximum(np.abs(theta), 1e-3 * anorm)
             ok = (error <= tol * scale) | exhausted
             done = ok | last
             if done.any():
                 chosen = active[done]
-                values[chosen] = theta[done, 0]
+                values[chosen] = theta[done]
                 steps[chosen] = k + 1
                 converged[chosen] = ok[done]
                 if return_vectors:
+                    _, y = _ritz(alphas[chosen], betas[chosen], k + 1)
                     vectors[chosen] = np.matmul(
-                        y[done, :, :1].transpose(0, 2, 1),
+                        y[:, :, :1].transpose(0, 2, 1),
                         basis[done, : k + 1],
                     )[:, 0]
                 keep = np.flatnonzero(~done)
                 if keep.size == 0:
                     break
                 active = active[keep]
-                basis = basis[keep, : max(k + 2, 32)]
-                active_c = active_c[:, keep]
+                # Compacted in place: only the steps in use are moved.
+                basis[: keep.size, : k + 1] = basis[keep, : k + 1]
+                basis = basis[: keep.size]
+                products.keep(keep)
                 w, beta, anorm = w[keep], beta[keep], anorm[keep]
         if k + 1 < max_steps:
             if k + 1 == basis.shape[1]:

@@ -293,7 +293,12 @@ def _solve(plan, store, tol, max_iter, return_vectors):
     else:
         x, c = store
         values, vectors, steps, converged = eigen.lanczos_min_eigen(
-            x, c, tol=tol, max_iter=max_iter, return_vectors=return_vectors
+            x,
+            c,
+            tol=tol,
+            max_iter=max_iter,
+            return_vectors=return_vectors,
+            products=capture.lanczos_products(x, c),
         )
         if not converged.all():
             warnings.warn(

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_depthhet.splitting import eigen, splitting_eigenvalues
+from keras_depthhet.splitting import capture, eigen, splitting_eigenvalues
 from tests.growth.helpers import random_data, tiny_vit
 
 
@@ -20,6 +20,46 @@ def _problem(rng, tokens, dim, units):
     return x, c, matrices
 
 
+def _tridiagonals(rng, count, size):
+    alphas = rng.normal(size=(count, size))
+    betas = np.abs(rng.normal(size=(count, size - 1)))
+    alphas[1::5] *= 1e-6  # small scale
+    betas[1::5] *= 1e-6
+    betas[2::5, : size // 2] = 0.0  # exact splits
+    betas[3::5] *= 1e-7  # nearly split
+    alphas[4::10] = 0.0  # the zero matrix
+    betas[4::10] = 0.0
+    matrices = np.zeros((count, size, size))
+    diagonal, off = np.arange(size), np.arange(size - 1)
+    matrices[:, diagonal, diagonal] = alphas
+    matrices[:, off, off + 1] = betas
+    matrices[:, off + 1, off] = betas
+    return alphas, betas, matrices
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 40, 150])
+def test_smallest_ritz_matches_dense_eigh(rng, size):
+    alphas, betas, matrices = _tridiagonals(rng, 60, size)
+    values, vectors = np.linalg.eigh(matrices)
+    scale = np.abs(values).max(axis=1) + 1e-300
+    theta, last = eigen.smallest_ritz(alphas, betas)
+    np.testing.assert_array_less(np.abs(theta - values[:, 0]), 1e-12 * scale)
+    # The last eigenvector coordinate, for unreduced matrices (as Lanczos
+    # makes them) where the eigenvalue is simple.
+    gap = values[:, 1] - values[:, 0] if size > 1 else scale
+    simple = (gap > 1e-6 * scale) & (betas != 0).all(axis=1)
+    np.testing.assert_allclose(
+        np.sqrt(last[simple]), np.abs(vectors[simple, -1, 0]), atol=1e-6
+    )
+    # Guesses left of the smallest eigenvalue are used, others ignored.
+    spread = np.abs(rng.normal(size=60)) * scale
+    for guess in (values[:, 0] - spread, values[:, 0] + spread):
+        guessed, _ = eigen.smallest_ritz(alphas, betas, guess)
+        np.testing.assert_array_less(
+            np.abs(guessed - values[:, 0]), 1e-12 * scale
+        )
+
+
 def test_lanczos_matches_dense_and_stops_converged_neurons(rng):
     x, c, matrices = _problem(rng, 600, 97, 40)
     values, _, steps, converged = eigen.lanczos_min_eigen(
@@ -31,6 +71,46 @@ def test_lanczos_matches_dense_and_stops_converged_neurons(rng):
     # Per-neuron convergence: neurons stop at different steps, well
     # before the Krylov space is exhausted.
     assert steps.min() < steps.max() < 97
+
+
+def test_tensorflow_products_match_the_formula_and_numpy(rng):
+    # Pure TensorFlow code, tested under either Keras backend.
+    from keras_depthhet.splitting import _capture_tensorflow
+
+    x, c, matrices = _problem(rng, 300, 33, 40)
+    products = _capture_tensorflow.LanczosProducts(x, c)
+    v = rng.normal(size=(40, 33)).astype("float32")
+    expected = np.einsum("iab,ib->ia", matrices, v)
+    np.testing.assert_allclose(products(v), expected, rtol=1e-4, atol=1e-6)
+    kept = np.array([1, 5, 6, 30])
+    products.keep(kept)
+    np.testing.assert_allclose(
+        products(v[kept]), expected[kept], rtol=1e-4, atol=1e-6
+    )
+    values, _, _, _ = eigen.lanczos_min_eigen(
+        x,
+        c,
+        tol=1e-4,
+        max_iter=100,
+        products=_capture_tensorflow.LanczosProducts(x, c),
+    )
+    numpy_values, _, _, _ = eigen.lanczos_min_eigen(
+        x, c, tol=1e-4, max_iter=100
+    )
+    np.testing.assert_allclose(values, numpy_values, rtol=1e-4)
+    np.testing.assert_allclose(values, eigen.dense_min_eigen(matrices), 1e-3)
+
+
+def test_products_follow_the_backend_and_size(rng):
+    x, c, _ = _problem(rng, 50, 9, 3)
+    small = capture.lanczos_products(x, c)
+    assert small is None  # tiny: NumPy on every backend
+    x, c, _ = _problem(rng, 4000, 129, 400)
+    large = capture.lanczos_products(x, c)
+    if keras.backend.backend() == "tensorflow":
+        assert large is not None
+    else:
+        assert large is None
 
 
 def test_lanczos_vectors_are_eigenvectors(rng):
