@@ -99,9 +99,11 @@ class LanczosProducts:
     would otherwise contend with TensorFlow's for the cores.
     """
 
+    numpy_blas = False
+
     def __init__(self, x, c):
-        self._x = tf.constant(x, "float32")
-        self._rows = tf.transpose(tf.constant(c, "float32"))
+        self._x = tf.convert_to_tensor(x, "float32")
+        self._rows = tf.transpose(tf.convert_to_tensor(c, "float32"))
 
     def __call__(self, v):
         projected = tf.matmul(v, self._x, transpose_b=True)

@@ -135,6 +135,9 @@ class NumpyProducts:
     neurons that are done, moving the rows of the others up in place.
     """
 
+    numpy_blas = True
+    """Whether the products run on NumPy's BLAS (and its threads)."""
+
     def __init__(self, x, c):
         self.x = np.asarray(x, dtype="float32")
         self.rows = np.array(np.asarray(c).T, dtype="float32", order="C")
@@ -241,9 +244,23 @@ def _nonzero(pivot):
     return np.where(np.abs(pivot) < _PIVOT_MIN, _PIVOT_MIN, pivot)
 
 
-def smallest_ritz(alphas, betas, guess=None, max_iter: int = 50):
+def _dense_is_cheaper(count: int, size: int) -> bool:
+    """Whether a batched dense `eigh` beats the Laguerre iteration.
+
+    Measured costs on a CPU, in microseconds: dense about
+    `count * (1 + 0.04 * size**2)`, Laguerre about
+    `size * (30 + 0.12 * count)` (a NumPy call per row and iteration), so
+    dense wins for a few matrices (a solve's last neurons) or short ones.
+    """
+    return count * (1 + 0.04 * size**2) < size * (30 + 0.12 * count)
+
+
+def smallest_ritz(
+    alphas, betas, guess=None, max_iter: int = 50, allow_dense: bool = True
+):
     """Smallest eigenvalue of each symmetric tridiagonal matrix.
 
+    For a few matrices or short ones, a batched dense `eigh`; otherwise
     Laguerre's method on `det(T - x I)` from a point left of every
     eigenvalue: for a polynomial with real roots it moves monotonically
     right and converges cubically to the smallest root without passing
@@ -258,6 +275,8 @@ def smallest_ritz(alphas, betas, guess=None, max_iter: int = 50):
             of every eigenvalue (NaN or a point that is not: Gershgorin's
             lower bound is used instead).
         max_iter: Most Laguerre iterations.
+        allow_dense: Whether the dense `eigh` (LAPACK, on NumPy's BLAS
+            threads) may be used.
 
     Returns:
         `theta (m,)`, the smallest eigenvalues, and `last (m,)`, the
@@ -265,9 +284,12 @@ def smallest_ritz(alphas, betas, guess=None, max_iter: int = 50):
         unreduced matrices, with every off-diagonal non-zero, as Lanczos
         makes them).
     """
+    count, size = np.shape(alphas)
+    if allow_dense and _dense_is_cheaper(count, size):
+        values, vectors = _ritz(alphas, betas, size)
+        return values[:, 0], vectors[:, -1, 0] ** 2
     a = np.ascontiguousarray(np.asarray(alphas, dtype="float64").T)
     b = np.abs(np.asarray(betas, dtype="float64").T)
-    size, count = a.shape
     radius = np.zeros_like(a)
     radius[:-1] += b
     radius[1:] += b
@@ -348,9 +370,10 @@ def lanczos_min_eigen(
         return_vectors: Whether to also return the Ritz vectors.
         seed: Seed of the start vectors.
         products: The products `S_i v_i`, a `NumpyProducts` (the
-            default) or an object with the same `__call__` and `keep`
-            (the TensorFlow backend's runs the wide products in
-            TensorFlow).
+            default) or an object with the same `__call__`, `keep` and
+            `numpy_blas` (the TensorFlow backend's runs them in
+            TensorFlow; the checks then keep off NumPy's BLAS, whose
+            spinning threads would slow TensorFlow's).
 
     Returns:
         `(values (n,), vectors (n, D) or None, steps (n,) int,
@@ -412,7 +435,10 @@ def lanczos_min_eigen(
             # the last one, by twice its last decrease.
             guess = ritz[active] - 2 * drop[active] - 1e-6 * anorm
             theta, last_sq = smallest_ritz(
-                alphas[active, : k + 1], betas[active, :k], guess
+                alphas[active, : k + 1],
+                betas[active, :k],
+                guess,
+                allow_dense=products.numpy_blas,
             )
             drop[active] = ritz[active] - theta
             ritz[active] = theta

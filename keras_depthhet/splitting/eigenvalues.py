@@ -266,21 +266,26 @@ def _capture_group(model, group, loss, batches, total) -> dict:
     for index, batch in enumerate(batches):
         terms = capture.run_step(step, batch, index, batch.size / total)
         for name, arrays in terms.items():
-            arrays = [ops.convert_to_numpy(a) for a in arrays]
             if methods[name] == "dense":
-                matrices = arrays[0].astype("float64")
+                matrices = ops.convert_to_numpy(arrays[0]).astype("float64")
                 if stores[name] is not None:
                     matrices += stores[name]
                 stores[name] = matrices
             else:
+                # Kept as backend tensors: the solver's products take
+                # them as they are (TensorFlow) or as NumPy arrays.
                 pieces[name].append(arrays)
         del terms
     for name, parts in pieces.items():
         if parts:
             xs, cs = zip(*parts, strict=True)
             parts.clear()
-            stores[name] = (np.concatenate(xs), np.concatenate(cs))
+            stores[name] = (_joined(xs), _joined(cs))
     return stores
+
+
+def _joined(tensors):
+    return tensors[0] if len(tensors) == 1 else ops.concatenate(tensors)
 
 
 def _solve(plan, store, tol, max_iter, return_vectors):

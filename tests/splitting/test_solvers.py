@@ -37,8 +37,10 @@ def _tridiagonals(rng, count, size):
     return alphas, betas, matrices
 
 
+@pytest.mark.parametrize("dense", [False, True])
 @pytest.mark.parametrize("size", [1, 2, 7, 40, 150])
-def test_smallest_ritz_matches_dense_eigh(rng, size):
+def test_smallest_ritz_matches_dense_eigh(rng, size, dense, monkeypatch):
+    monkeypatch.setattr(eigen, "_dense_is_cheaper", lambda *_: dense)
     alphas, betas, matrices = _tridiagonals(rng, 60, size)
     values, vectors = np.linalg.eigh(matrices)
     scale = np.abs(values).max(axis=1) + 1e-300
