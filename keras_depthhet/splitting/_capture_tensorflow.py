@@ -95,11 +95,10 @@ class LanczosProducts:
     Same role as `eigen.NumpyProducts`: `((v X~^T) * C^T) X~` for the
     active neurons, `keep` drops the done ones. TensorFlow's CPU matmuls
     (oneDNN) run these products faster than NumPy's BLAS, and keeping
-    every product in TensorFlow leaves NumPy's BLAS threads idle, which
-    would otherwise contend with TensorFlow's for the cores.
+    every product, and the small eigen-solves of the convergence checks,
+    in TensorFlow leaves NumPy's BLAS threads idle, which would otherwise
+    contend with TensorFlow's for the cores.
     """
-
-    numpy_blas = False
 
     def __init__(self, x, c):
         self._x = tf.convert_to_tensor(x, "float32")
@@ -111,6 +110,11 @@ class LanczosProducts:
 
     def keep(self, index):
         self._rows = tf.gather(self._rows, index)
+
+    @staticmethod
+    def eigh(matrices):
+        values, vectors = tf.linalg.eigh(tf.constant(matrices))
+        return values.numpy(), vectors.numpy()
 
 
 MIN_PRODUCT_FLOPS = 2e8

@@ -12,8 +12,10 @@ weights `g * sigma''(z')`. Two solvers share that form:
 
 Each batch's matrices are formed inside the backend's traced capture step
 (`keras.ops`) and summed on the host in float64; the eigen-solves run in
-NumPy (float64 for the dense and tridiagonal problems, float32 BLAS for the
-Lanczos products, which need no compilation per shape).
+NumPy (float64 for the dense and tridiagonal problems). The Lanczos
+products are float32 matmuls: NumPy's BLAS (`NumpyProducts`, no compilation
+per shape as the active width shrinks) or, on the TensorFlow backend for
+large layers, TensorFlow's.
 """
 
 import numpy as np
@@ -135,9 +137,6 @@ class NumpyProducts:
     neurons that are done, moving the rows of the others up in place.
     """
 
-    numpy_blas = True
-    """Whether the products run on NumPy's BLAS (and its threads)."""
-
     def __init__(self, x, c):
         self.x = np.asarray(x, dtype="float32")
         self.rows = np.array(np.asarray(c).T, dtype="float32", order="C")
@@ -152,8 +151,13 @@ class NumpyProducts:
         self.rows[: index.size] = self.rows[index]
         self.rows = self.rows[: index.size]
 
+    @staticmethod
+    def eigh(matrices):
+        """Batched symmetric eigen-solve for the convergence checks."""
+        return np.linalg.eigh(matrices)
 
-def _ritz(alphas, betas, steps):
+
+def _ritz(alphas, betas, steps, eigh=np.linalg.eigh):
     """All Ritz values and vectors' coordinates, per neuron (dense eigh)."""
     count = alphas.shape[0]
     tri = np.zeros((count, steps, steps))
@@ -162,7 +166,7 @@ def _ritz(alphas, betas, steps):
     off = np.arange(steps - 1)
     tri[:, off, off + 1] = betas[:, : steps - 1]
     tri[:, off + 1, off] = betas[:, : steps - 1]
-    return np.linalg.eigh(tri)
+    return eigh(tri)
 
 
 def _laguerre_terms(a, b2, x):
@@ -256,7 +260,7 @@ def _dense_is_cheaper(count: int, size: int) -> bool:
 
 
 def smallest_ritz(
-    alphas, betas, guess=None, max_iter: int = 50, allow_dense: bool = True
+    alphas, betas, guess=None, max_iter: int = 50, eigh=np.linalg.eigh
 ):
     """Smallest eigenvalue of each symmetric tridiagonal matrix.
 
@@ -275,8 +279,7 @@ def smallest_ritz(
             of every eigenvalue (NaN or a point that is not: Gershgorin's
             lower bound is used instead).
         max_iter: Most Laguerre iterations.
-        allow_dense: Whether the dense `eigh` (LAPACK, on NumPy's BLAS
-            threads) may be used.
+        eigh: The batched symmetric eigen-solver of the dense path.
 
     Returns:
         `theta (m,)`, the smallest eigenvalues, and `last (m,)`, the
@@ -285,8 +288,8 @@ def smallest_ritz(
         makes them).
     """
     count, size = np.shape(alphas)
-    if allow_dense and _dense_is_cheaper(count, size):
-        values, vectors = _ritz(alphas, betas, size)
+    if _dense_is_cheaper(count, size):
+        values, vectors = _ritz(alphas, betas, size, eigh)
         return values[:, 0], vectors[:, -1, 0] ** 2
     a = np.ascontiguousarray(np.asarray(alphas, dtype="float64").T)
     b = np.abs(np.asarray(betas, dtype="float64").T)
@@ -371,9 +374,9 @@ def lanczos_min_eigen(
         seed: Seed of the start vectors.
         products: The products `S_i v_i`, a `NumpyProducts` (the
             default) or an object with the same `__call__`, `keep` and
-            `numpy_blas` (the TensorFlow backend's runs them in
-            TensorFlow; the checks then keep off NumPy's BLAS, whose
-            spinning threads would slow TensorFlow's).
+            `eigh` (the TensorFlow backend's runs all three in
+            TensorFlow: NumPy's BLAS threads, left spinning after a call,
+            would slow TensorFlow's).
 
     Returns:
         `(values (n,), vectors (n, D) or None, steps (n,) int,
@@ -438,7 +441,7 @@ def lanczos_min_eigen(
                 alphas[active, : k + 1],
                 betas[active, :k],
                 guess,
-                allow_dense=products.numpy_blas,
+                eigh=products.eigh,
             )
             drop[active] = ritz[active] - theta
             ritz[active] = theta
@@ -452,7 +455,9 @@ def lanczos_min_eigen(
                 steps[chosen] = k + 1
                 converged[chosen] = ok[done]
                 if return_vectors:
-                    _, y = _ritz(alphas[chosen], betas[chosen], k + 1)
+                    _, y = _ritz(
+                        alphas[chosen], betas[chosen], k + 1, products.eigh
+                    )
                     vectors[chosen] = np.matmul(
                         y[:, :, :1].transpose(0, 2, 1),
                         basis[done, : k + 1],

@@ -133,7 +133,9 @@ def splitting_eigenvalues(
     by batch and calls a symmetric eigen-solver in float64;
     `"matrix_free"` runs a batched Lanczos iteration over all neurons of a
     layer with products `S_i v` as two matmuls over the captured inputs
-    (`tokens * (d+1 + units)` floats held per layer). `"auto"` takes, per
+    (`tokens * (d+1 + units)` floats held per layer; on TensorFlow the
+    products of large layers run as TensorFlow matmuls, otherwise on
+    NumPy's BLAS). `"auto"` takes, per
     layer, the one with fewer flops among those that fit `memory_budget`.
     Layers are processed in groups that fit the budget together; each
     group costs one forward and backward pass over the batches.
