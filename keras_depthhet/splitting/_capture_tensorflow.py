@@ -2,7 +2,8 @@
 
 The analysis hook asks the enclosing `tf.GradientTape` to watch every hooked
 layer's output tensor; `tape.gradient` then gives `dL/d(output)` directly.
-The step is one `tf.function`.
+The step is one `tf.function`, compiled with XLA when the model's
+`jit_compile` is on.
 """
 
 from collections.abc import Callable
@@ -48,7 +49,9 @@ def make_step(model, layers, loss_fn: Callable, transform: Callable):
     names = [layer.name for layer in layers]
     by_name = {layer.name: layer for layer in layers}
 
-    @tf.function(jit_compile=True)
+    # XLA when the model trains with it (`model.jit_compile`, as Keras
+    # resolves it: off for "auto" on a CPU-only machine).
+    @tf.function(jit_compile=bool(getattr(model, "jit_compile", False)))
     def traced(x, y, sample_weight, scale):
         captured = {}
         with tf.GradientTape(watch_accessed_variables=False) as tape:

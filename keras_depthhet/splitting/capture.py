@@ -274,6 +274,7 @@ def make_step(model, layers, loss, transform: Callable, kind: tuple):
         tuple(layer.name for layer in layers),
         kind,
         tuple((v.path, tuple(v.shape)) for v in model.weights),
+        bool(getattr(model, "jit_compile", False)),
     )
     cache = model.__dict__.get(_CACHE_ATTRIBUTE)
     if cache is None:

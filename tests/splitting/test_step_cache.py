@@ -28,3 +28,17 @@ def test_growth_makes_a_new_step():
     for name, values in expected.items():
         np.testing.assert_allclose(grown[name], values, rtol=1e-5)
     assert not np.allclose(grown[fc1.name], first[fc1.name])
+
+
+def test_compiling_with_xla_makes_a_new_step_with_the_same_values():
+    model = tiny_vit()
+    x, y = random_data(16)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(loss=loss, jit_compile=False)
+    plain = splitting_eigenvalues(model, [(x, y)])
+    model.compile(loss=loss, jit_compile=True)
+    compiled = splitting_eigenvalues(model, [(x, y)])
+    # One cached step per setting (XLA on TensorFlow; JAX always jits).
+    assert len(model.__dict__["_keras_depthhet_splitting_steps"]) == 2
+    for name, values in plain.items():
+        np.testing.assert_allclose(compiled[name], values, rtol=1e-3)
