@@ -367,8 +367,8 @@ def lanczos_min_eigen(
     leave the matmuls.
 
     Args:
-        x: `(N, D)` float32 array `X~`.
-        c: `(N, n)` float32 array `C`.
+        x: `(N, D)` float32 `X~`, a NumPy array or backend tensor.
+        c: `(N, n)` float32 `C`, likewise.
         tol: Relative accuracy of each `lambda_min`.
         max_iter: Most Lanczos steps per neuron.
         return_vectors: Whether to also return the Ritz vectors.
