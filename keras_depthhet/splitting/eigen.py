@@ -32,8 +32,10 @@ CALL_FLOPS = 1e5
 """Flops of matmul that cost about as much time as one NumPy call.
 
 The convergence check after a Lanczos step makes about `50 * k` NumPy
-calls on short vectors (`k` the step), whatever the problem size, while
-the step's products cost `4 * N * D * m` flops. Checks are spaced so that
+calls on short vectors (`k` the step; each a little dearer for wide
+layers: `1 + m / 1000` calls' worth for `m` active neurons), whatever the
+problem size, while the step costs `4 * N * D * m` flops of products plus
+about 20 calls. Checks are spaced so that
 their cost stays near that of the steps between them: every step for the
 layers of a DeiT, every few steps for a tiny model, where the products
 take microseconds.

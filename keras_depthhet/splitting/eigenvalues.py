@@ -135,8 +135,8 @@ def splitting_eigenvalues(
     layer with products `S_i v` as two matmuls over the captured inputs
     (`tokens * (d+1 + units)` floats held per layer; on TensorFlow the
     products of large layers run as TensorFlow matmuls, otherwise on
-    NumPy's BLAS). `"auto"` takes, per
-    layer, the one with fewer flops among those that fit `memory_budget`.
+    NumPy's BLAS). `"auto"` takes, per layer, the one with fewer flops
+    among those that fit `memory_budget`.
     Layers are processed in groups that fit the budget together; each
     group costs one forward and backward pass over the batches.
 
