@@ -1,7 +1,5 @@
 """End to end: a tiny ViT grows on scikit-learn's digits by splitting."""
 
-import time
-
 import keras
 import numpy as np
 import pytest
@@ -41,10 +39,7 @@ def test_digits_grows_by_splitting_and_learns(criterion):
         criterion=criterion,
         verbose=0,
     )
-    # CPU time of this process: robust to other jobs sharing the machine.
-    start = time.process_time()
     model.fit(x, y, batch_size=64, epochs=5, callbacks=[grower], verbose=0)
-    seconds = time.process_time() - start
     grown = [e for e in grower.history if e["neurons"]]
     assert len(grown) >= 2
     assert initial + 340 < model.count_params() <= initial + 680
@@ -59,4 +54,3 @@ def test_digits_grows_by_splitting_and_learns(criterion):
         assert set(event["neurons"]) <= eligible
     _, accuracy = model.evaluate(x_test, y_test, verbose=0)
     assert accuracy > 0.5
-    assert seconds < 60
