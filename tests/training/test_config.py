@@ -1,10 +1,17 @@
-"""Config files, schema check and --set overrides."""
+"""Config files, schema and value checks, --set overrides."""
+
+import ast
+import re
 
 import pytest
 
 from training.config import (
+    DISTRIBUTION_NAMES,
+    GROWTH_CRITERIA,
+    RULES,
     ConfigError,
     apply_overrides,
+    check_config,
     load_config,
     resolve_config_path,
 )
@@ -112,4 +119,123 @@ def test_config_with_unknown_key_is_rejected(tmp_path):
         load_config(str(path))
     path.write_text("x = 1\n")
     with pytest.raises(ConfigError, match="get_config"):
+        load_config(str(path))
+
+
+def _leaves(config, prefix=""):
+    for key, value in config.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield prefix + key
+
+
+def test_every_config_value_has_a_rule():
+    assert sorted(_leaves(base_config())) == sorted(RULES)
+
+
+def test_spelled_out_choices_match_the_modules_that_use_them():
+    from keras_depthhet.growth.callback import BUDGET_SCHEDULES
+    from keras_depthhet.growth.selection import BUDGET_SPLITS, CRITERIA
+    from training.distributed_runtime import DISTRIBUTIONS
+
+    assert DISTRIBUTION_NAMES == DISTRIBUTIONS
+    assert GROWTH_CRITERIA == CRITERIA
+    growth = {"growth.budget_split": BUDGET_SPLITS}
+    growth["growth.budget_schedule"] = BUDGET_SCHEDULES
+    for key, choices in growth.items():
+        assert RULES[key].expected == f"one of {list(choices)}"
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("train.batch_size=0", "a positive integer"),
+        ("train.epochs=1.5", "a positive integer"),
+        ("train.epochs=0", "a positive integer"),
+        ("train.epochs=-1", "a positive integer"),
+        ("train.epochs=abc", "a positive integer"),
+        ("growth.enabled=no", "True or False"),
+        ("growth.enabled=1", "True or False"),
+        ("model.qkv_bias='True'", "True or False"),
+        ("train.base_lr=fast", "a number > 0"),
+        ("train.base_lr=1e999", "a number > 0"),
+        ("data.test_fraction=1.0", "a number in (0, 1)"),
+        ("growth.criterion='eigen'", "one of ['splitting'"),
+        ("growth.target_params=1.5e7", "None or a positive integer"),
+        ("augment.crop_area=(0.5,)", "a list or tuple of 2 values"),
+        ("name='../x'", "a non-empty name"),
+        ("distribution=None", "one of ['auto'"),
+    ],
+)
+def test_bad_values_name_the_key_the_value_and_what_is_expected(
+    override, expected
+):
+    key, _, text = override.partition("=")
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(load_config("digits_tiny"), [override])
+    message = str(info.value)
+    assert f"`{key}` must be {expected}" in message
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        value = text
+    assert message.endswith(f"Received: {key}={value!r}")
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("model.dim=33", "`model.dim` must be a multiple of model.num_heads"),
+        ("model.patch_size=3", "a divisor of model.image_size=8"),
+        ("data.image_size=16", "equal to model.image_size=8"),
+        ("data.mean=(0.1, 0.2)", "one value per channel"),
+        ("augment.crop_area=(0.9, 0.2)", "smallest <= largest"),
+    ],
+)
+def test_relations_between_values(override, fragment):
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        apply_overrides(load_config("digits_tiny"), [override])
+
+
+def test_good_values_of_other_types_pass():
+    config = apply_overrides(
+        load_config("digits_tiny"),
+        [
+            "train.base_lr=1",
+            "growth.param_budget=4e3",
+            "augment.crop_area=[0.2, 1]",
+            "growth.analysis_batches=None",
+        ],
+    )
+    check_config(config)
+
+
+def test_a_file_that_is_not_a_python_config_module(tmp_path):
+    with pytest.raises(ConfigError, match="not a Python config module"):
+        load_config("/etc/hostname")
+    text = tmp_path / "notes.txt"
+    text.write_text("epochs = 3\n")
+    with pytest.raises(ConfigError, match="not a Python config module"):
+        load_config(str(text))
+    broken = tmp_path / "broken.py"
+    broken.write_text("def get_config(:\n")
+    with pytest.raises(ConfigError, match="failed to import: SyntaxError"):
+        load_config(str(broken))
+    not_dict = tmp_path / "not_dict.py"
+    not_dict.write_text("def get_config():\n    return 3\n")
+    with pytest.raises(ConfigError, match="must return a dict"):
+        load_config(str(not_dict))
+
+
+def test_a_config_file_with_a_bad_value_is_refused(tmp_path):
+    path = tmp_path / "bad_value.py"
+    path.write_text(
+        "from training.configs.common import base_config\n"
+        "def get_config():\n"
+        "    c = base_config()\n"
+        "    c['growth']['enabled'] = 'yes'\n"
+        "    return c\n"
+    )
+    with pytest.raises(ConfigError, match="growth.enabled='yes'"):
         load_config(str(path))
