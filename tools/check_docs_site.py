@@ -1,0 +1,271 @@
+"""Checks the documentation site as a reader's browser shows it.
+
+Builds the site with `mkdocs build --strict`, serves it on 127.0.0.1 and
+opens every page (the home page, the GrowthCallback guide and every API
+page among them) in headless Chromium, driven by Playwright. A page fails
+when:
+
+- a formula is left as TeX: `\\(`, `\\[`, `$$` or a TeX command such as
+  `\\lambda` in the text outside code, or an `arithmatex` element without a
+  drawn `<math>` element;
+- an image is broken (not loaded, or `naturalWidth` 0);
+- the page asks for anything from another host than 127.0.0.1 (every
+  request is recorded, and those to other hosts are blocked and listed);
+- a script on the page raises;
+- the text shows a machine-specific absolute path (`/home/...`, ...);
+- at 1280 px a table or a code block needs horizontal scrolling.
+
+A full-page screenshot of every page, 1280 px wide, goes to the folder
+printed at the start (`--out`, by default a new temporary folder).
+
+    python tools/check_docs_site.py [--out DIR] [--site DIR] [--no-build]
+
+Exit status 0 when every page passes, 1 when a check fails. Where Chromium
+or Playwright is missing the script prints why and exits 0 (skipped),
+unless `--require-browser` is given, when it exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import http.server
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from urllib.parse import urlsplit
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+WIDTH = 1280
+HEIGHT = 900
+# The pages that must exist, besides every page under api/.
+REQUIRED_PAGES = ("index.html", "guides/growth-callback/index.html")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
+RAW_TEX = re.compile(r"\\[()\[\]]|\$\$|\\[A-Za-z]{2,}")
+ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:home|work|Users|root|mnt)/\S+")
+
+# Runs in the page: what a reader sees of its formulas, images and widths.
+INSPECT_PAGE = """() => {
+  const main = document.querySelector("article") || document.body;
+  const clone = main.cloneNode(true);
+  clone.querySelectorAll("pre, code, script, style, math, .headerlink")
+       .forEach((node) => node.remove());
+  const drawn = (node) => {
+    const box = node.getBoundingClientRect();
+    return box.width > 0 && box.height > 0;
+  };
+  const formulas = [...main.querySelectorAll(".arithmatex")];
+  const undrawn = formulas.filter((node) => {
+    const math = node.querySelector("math");
+    return !math || !drawn(math);
+  }).map((node) => node.textContent.trim().slice(0, 80));
+  const broken = [...document.images]
+    .filter((img) => !img.complete || img.naturalWidth === 0)
+    .map((img) => img.currentSrc || img.src);
+  const label = (node) => {
+    const row = node.querySelector("tr");
+    const text = (row || node).textContent.replace(/\\s+/g, " ").trim();
+    return text.slice(0, 70);
+  };
+  // Material scrolls wide tables in a wrapper, code blocks in themselves.
+  const wide = [...main.querySelectorAll(".md-typeset__scrollwrap, pre > code")]
+    .filter((node) => node.scrollWidth > node.clientWidth + 1)
+    .map((node) => `${node.tagName === "CODE" ? "code" : "table"} ` +
+         `${node.scrollWidth}px in ${node.clientWidth}px: ${label(node)}`);
+  return {text: clone.textContent, formulas: formulas.length, undrawn,
+          broken, wide};
+}"""
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def find_chromium(explicit: str | None) -> str | None:
+    if explicit:
+        return explicit if Path(explicit).exists() else None
+    for name in CHROMIUM_CANDIDATES:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def build_site(site: Path) -> None:
+    print(f"building the site into {site}", flush=True)
+    subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet",
+         "--site-dir", str(site)],
+        cwd=REPO_ROOT,
+        check=True,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
+
+
+def site_pages(site: Path) -> list[str]:
+    """Every page of the built site, as paths relative to its root."""
+    pages = sorted(
+        str(path.relative_to(site))
+        for path in site.rglob("index.html")
+        if "assets" not in path.relative_to(site).parts
+    )
+    api = [page for page in pages if page.startswith("api/")]
+    missing = [page for page in REQUIRED_PAGES if page not in pages]
+    if missing or not api:
+        raise SystemExit(
+            f"the built site lacks {missing or 'any API page'} under {site}"
+        )
+    return pages
+
+
+def check_page(page, url: str, shot: Path) -> list[str]:
+    """Opens one page and returns its problems (none when it passes)."""
+    page.goto(url, wait_until="networkidle")
+    page.evaluate("document.fonts.ready.then(() => true)")
+    found = page.evaluate(INSPECT_PAGE)
+    page.screenshot(path=str(shot), full_page=True)
+    problems = []
+    for match in sorted(set(RAW_TEX.findall(found["text"]))):
+        problems.append(f"raw TeX in the text: {match!r}")
+    problems += [f"formula not drawn: {tex!r}" for tex in found["undrawn"]]
+    problems += [f"broken image: {src}" for src in found["broken"]]
+    problems += [
+        f"machine-specific path in the text: {path}"
+        for path in sorted(set(ABSOLUTE_PATH.findall(found["text"])))
+    ]
+    problems += [f"needs horizontal scrolling: {item}"
+                 for item in found["wide"]]
+    return problems
+
+
+def run_checks(site: Path, out: Path, chromium: str) -> int:
+    from playwright.sync_api import sync_playwright
+
+    pages = site_pages(site)
+    handler = functools.partial(_QuietHandler, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    origin = f"http://127.0.0.1:{server.server_address[1]}"
+    print(f"serving {site} at {origin}", flush=True)
+
+    requests: list[tuple[str, str]] = []
+    current = {"page": ""}
+    page_errors: list[tuple[str, str]] = []
+
+    def route(route):
+        url = route.request.url
+        requests.append((current["page"], url))
+        if urlsplit(url).hostname == "127.0.0.1":
+            route.continue_()
+        else:
+            route.abort()
+
+    failures = 0
+    with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
+        with sync_playwright() as playwright:
+            context = playwright.chromium.launch_persistent_context(
+                profile,
+                executable_path=chromium,
+                headless=True,
+                args=list(CHROMIUM_FLAGS),
+                viewport={"width": WIDTH, "height": HEIGHT},
+                service_workers="block",
+            )
+            context.route("**/*", route)
+            browser_page = context.new_page()
+            browser_page.on(
+                "pageerror",
+                lambda error: page_errors.append((current["page"], str(error))),
+            )
+            for name in pages:
+                current["page"] = name
+                shot = out / (name.replace("/index.html", "").replace(
+                    "/", "_").replace("index.html", "home") + ".png")
+                problems = check_page(
+                    browser_page, f"{origin}/{name}", shot
+                )
+                problems += [
+                    f"request to another host: {url}"
+                    for page, url in requests
+                    if page == name and urlsplit(url).hostname != "127.0.0.1"
+                ]
+                problems += [
+                    f"script error: {error}"
+                    for page, error in page_errors if page == name
+                ]
+                status = "FAIL" if problems else "ok"
+                print(f"{status:4}  {name}  ({shot.name})", flush=True)
+                for problem in problems:
+                    print(f"      {problem}")
+                failures += bool(problems)
+            context.close()
+    server.shutdown()
+    local = sum(urlsplit(url).hostname == "127.0.0.1" for _, url in requests)
+    print(
+        f"{len(pages)} pages, {len(requests)} requests "
+        f"({len(requests) - local} to other hosts), {failures} failing; "
+        f"screenshots in {out}"
+    )
+    return 1 if failures else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--out", type=Path, help="folder for the screenshots (default: new)"
+    )
+    parser.add_argument("--site", type=Path, help="folder of the built site")
+    parser.add_argument(
+        "--no-build", action="store_true", help="use the site already in --site"
+    )
+    parser.add_argument("--chromium", help="the Chromium executable")
+    parser.add_argument(
+        "--require-browser",
+        action="store_true",
+        help="fail (exit 2) instead of skipping when no browser can run",
+    )
+    args = parser.parse_args(argv)
+
+    chromium = find_chromium(args.chromium)
+    reason = None
+    if chromium is None:
+        reason = "no Chromium executable found (apt-get install chromium)"
+    elif importlib.util.find_spec("playwright") is None:
+        reason = "Playwright for Python is missing (pip install -e .[docs])"
+    if reason:
+        print(f"check_docs_site: skipped: {reason}")
+        return 2 if args.require_browser else 0
+    if args.no_build and args.site is None:
+        parser.error("--no-build needs --site")
+
+    out = args.out or Path(tempfile.mkdtemp(prefix="docs-screenshots-"))
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"screenshots go to {out}", flush=True)
+    if args.site is None:
+        with tempfile.TemporaryDirectory(prefix="docs-site-") as site:
+            build_site(Path(site))
+            return run_checks(Path(site), out, chromium)
+    if not args.no_build:
+        build_site(args.site)
+    return run_checks(args.site, out, chromium)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
