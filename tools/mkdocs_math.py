@@ -26,21 +26,24 @@ def _to_mathml(tex: str, display: bool, page) -> str:
         )
     except math_core.LatexError as error:
         raise PluginError(
-            f"{page.file.src_uri}: cannot render the formula {tex!r}: "
-            f"{error}"
+            f"{page.file.src_uri}: cannot render the formula {tex!r}: {error}"
         ) from error
 
 
 def on_page_content(html_text: str, page, **kwargs) -> str:
     html_text = _BLOCK.sub(
-        lambda m: '<div class="arithmatex">'
-        + _to_mathml(m.group(1), True, page)
-        + "</div>",
+        lambda m: (
+            '<div class="arithmatex">'
+            + _to_mathml(m.group(1), True, page)
+            + "</div>"
+        ),
         html_text,
     )
     return _INLINE.sub(
-        lambda m: '<span class="arithmatex">'
-        + _to_mathml(m.group(1), False, page)
-        + "</span>",
+        lambda m: (
+            '<span class="arithmatex">'
+            + _to_mathml(m.group(1), False, page)
+            + "</span>"
+        ),
         html_text,
     )

@@ -1,4 +1,13 @@
-"""Growth: neuron selection, in-place growth and `GrowthCallback`."""
+"""Growth: neuron selection, in-place growth and `GrowthCallback`.
+
+`select_neurons` turns scores into a plan (a pure function: scores in,
+`{layer_name: neuron indices}` out) and `plan_cost` prices it.
+`grow_model` applies a plan in place, the only code that changes a model,
+and `rebuild_optimizer` carries the optimizer's state over to the new
+weights. `rebuild_grown_model` and `grown_config` apply a plan by building
+a new model instead, as distributed training needs. `GrowthCallback` runs
+scoring, selection and growth on a schedule inside `model.fit`.
+"""
 
 from keras_depthhet.growth.callback import GrowthCallback
 from keras_depthhet.growth.grow import grow_model, rebuild_optimizer

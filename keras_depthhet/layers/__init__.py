@@ -1,4 +1,12 @@
-"""Layers: `GrowableDense` and the ViT/DeiT building blocks."""
+"""Layers: `GrowableDense` and the ViT/DeiT building blocks.
+
+`GrowableDense` is a drop-in `keras.layers.Dense` whose output neurons can
+be given depth (`grow`); `GROWTH_SCALE` is the default scale of the new
+neurons. The ViT blocks (`Attention`, `Mlp`, `TransformerBlock` and the
+embeddings) use `GrowableDense` for their four linear layers per block,
+named `qkv`, `proj`, `fc1` and `fc2`. Every layer round-trips through
+`get_config`/`from_config` and `.keras` files, grown or not.
+"""
 
 from keras_depthhet.layers.attention import Attention
 from keras_depthhet.layers.embedding import (

@@ -1,9 +1,12 @@
 """Splitting analysis: which neurons would gain most from extra depth.
 
-`splitting_eigenvalues` computes lambda_min of every neuron's splitting
-matrix (ARCHITECTURE.md), `gradient_proxy` the rank-1 score of the paper
-authors' code, and `plot_negative_eigenvalues` draws the paper's Figure 2.
-The analysis reads a model and never changes it.
+`splitting_eigenvalues` computes the smallest eigenvalue `lambda_min` of
+every neuron's splitting matrix (defined on the Method page of the
+documentation), `gradient_proxy` the rank-1 score of the paper authors'
+code, and `plot_negative_eigenvalues` draws the paper's Figure 2. The
+analysis reads a model and never changes it; `METHODS` and
+`DEFAULT_MEMORY_BUDGET` are the accepted solvers and the default memory
+limit of `splitting_eigenvalues`.
 """
 
 from keras_depthhet.splitting.eigenvalues import (

@@ -40,7 +40,7 @@ def _is_exact_gelu(layer) -> bool:
 
 
 def splitting_sigma_second(layer, z, derivative: Callable):
-    """`sigma''(z')` of ARCHITECTURE.md for `layer`.
+    """`sigma''(z')` of the splitting matrix (see the Method page) for `layer`.
 
     `sigma` is the layer's activation, or the exact GELU (the activation
     that growth introduces) when the layer is linear.
