@@ -10,10 +10,14 @@ which `RecentBatches` keeps only in the epoch before an event. A tiny ViT
   not started (every epoch that is not followed by an event);
 - `keeping`: the same, started for the epoch (the epoch before an event).
 
-The train-step time is the epoch's time (from `on_epoch_begin` to the
-weights being ready at `on_epoch_end`, read by a callback present in all
-three) over its steps; each setting's best over the rounds, one process
-per backend. Goal: `attached / without` <= 1.02. A model this small makes
+A callback present in all three times each epoch, from `on_epoch_begin`
+to the weights being ready at `on_epoch_end`, in the process's CPU time
+and in wall time; the step time is that over the steps. Each worker runs
+on one core (its thread pools sized to it), so that its CPU time counts
+its own work rather than threads waiting on a machine shared with other
+jobs. Ratios are taken between the epochs of one round (adjacent in
+time); their median over the rounds is reported, one process per
+backend. Goal: `attached / without` <= 1.02. A model this small makes
 per-step Python costs as visible as they can be.
 
     python -m benchmarks.recent_batches_overhead [--quick]
@@ -27,10 +31,14 @@ import time
 from benchmarks.common import run_per_backend, write_result
 
 MODES = ("without", "attached", "keeping")
+CLOCKS = ("cpu", "wall")
 GOAL = 1.02
 
 
 def worker(steps: int, batch: int, rounds: int, keep: int) -> dict:
+    # Before the backend starts, so that its thread pools fit one core.
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
     import keras
     import numpy as np
 
@@ -39,7 +47,7 @@ def worker(steps: int, batch: int, rounds: int, keep: int) -> dict:
 
     class EpochTimer(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter(), time.process_time()
+            self.start = time.process_time(), time.perf_counter()
             self.functions = set()
 
         def on_train_batch_begin(self, batch, logs=None):
@@ -49,10 +57,10 @@ def worker(steps: int, batch: int, rounds: int, keep: int) -> dict:
             # JAX dispatches steps asynchronously; the updated weights are
             # ready only once every step has run.
             keras.ops.convert_to_numpy(self.model.trainable_variables[0])
-            wall, cpu = self.start
+            cpu, wall = self.start
             self.seconds = (
-                time.perf_counter() - wall,
                 time.process_time() - cpu,
+                time.perf_counter() - wall,
             )
 
     class Keeper(keras.callbacks.Callback):
@@ -122,51 +130,56 @@ def worker(steps: int, batch: int, rounds: int, keep: int) -> dict:
         for mode in MODES[index % 3 :] + MODES[: index % 3]:
             times[mode].append(epoch(mode))
     assert len(recent.batches()) == min(keep, steps)
-    times = {mode: np.array(values) for mode, values in times.items()}
-    return {
-        clock: {
-            "best_step_s": {m: float(t[:, i].min()) for m, t in times.items()},
-            "median_step_s": {
-                m: float(np.median(t[:, i])) for m, t in times.items()
+    result = {"params": model.count_params()}
+    for i, clock in enumerate(CLOCKS):
+        t = {mode: np.array(values)[:, i] for mode, values in times.items()}
+        ratios = {m: t[m] / t["without"] for m in MODES[1:]}
+        result[clock] = {
+            "best_step_s": {m: float(v.min()) for m, v in t.items()},
+            "ratio": {m: float(np.median(r)) for m, r in ratios.items()},
+            "quartiles": {
+                m: np.quantile(r, [0.25, 0.75]).tolist()
+                for m, r in ratios.items()
             },
         }
-        for i, clock in enumerate(("wall", "cpu"))
-    } | {"params": model.count_params()}
+    return result
 
 
 def _markdown(results: dict, args, seconds: float, load: tuple) -> str:
     lines = [
         "| backend | clock | without (ms/step) | attached, not started | "
-        "keeping | attached / without | keeping / without | medians: "
-        "attached / without, keeping / without |",
-        "|---|---|---|---|---|---|---|---|",
+        "keeping | attached / without | keeping / without |",
+        "|---|---|---|---|---|---|---|",
     ]
     for backend, result in results.items():
-        for clock in ("wall", "cpu"):
+        for clock in CLOCKS:
             best = result[clock]["best_step_s"]
-            median = result[clock]["median_step_s"]
+            ratio = result[clock]["ratio"]
+            spread = {
+                m: "{:.3f}-{:.3f}".format(*q)
+                for m, q in result[clock]["quartiles"].items()
+            }
             lines.append(
                 f"| {backend} | {clock} | {1e3 * best['without']:.2f} | "
                 f"{1e3 * best['attached']:.2f} | "
                 f"{1e3 * best['keeping']:.2f} | "
-                f"{best['attached'] / best['without']:.3f} | "
-                f"{best['keeping'] / best['without']:.3f} | "
-                f"{median['attached'] / median['without']:.3f}, "
-                f"{median['keeping'] / median['without']:.3f} |"
+                f"**{ratio['attached']:.3f}** ({spread['attached']}) | "
+                f"{ratio['keeping']:.3f} ({spread['keeping']}) |"
             )
     params = results["jax"]["params"]
     note = (
         f"Tiny ViT (32px, patches of 8, dim 64, depth 2, {params:,} "
         f"parameters), NumPy arrays, batch {args.batch}, {args.steps} steps "
-        f"per epoch, keeping the last {args.keep} batches; per train step, "
-        f"the best epoch of {args.rounds} rounds (medians in the last "
-        "column), in wall time and in the process's CPU time (all its "
-        "threads; less sensitive to other processes on a shared machine). "
-        f"Goal: attached / without <= {GOAL}; `attached` runs Keras's own "
-        "train function (checked every epoch), so it adds no work per step "
-        "and its ratio differs from 1 by noise only. Shared 2-core CPU, "
-        f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at "
-        "the start. Command: `python -m benchmarks.recent_batches_overhead"
+        f"per epoch, keeping the last {args.keep} batches, {args.rounds} "
+        "rounds, each worker on one core. Step times: the best epoch over "
+        "the rounds, per step. Ratios: the median over the rounds of the "
+        "ratio between the epochs of one round (quartiles in brackets). "
+        f"Goal: attached / without <= {GOAL}; `attached` trains through "
+        "Keras's own train function (checked every epoch), so it adds no "
+        "work per step and its ratio differs from 1 by noise only. Shared "
+        f"2-core CPU, load average {load[0]:.1f} / {load[1]:.1f} / "
+        f"{load[2]:.1f} at the start. Command: `python -m "
+        "benchmarks.recent_batches_overhead"
         f"{' --quick' if args.quick else ''}` ({seconds:.0f} s).\n"
     )
     return note + "\n" + "\n".join(lines) + "\n"
@@ -181,8 +194,8 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--keep", type=int, default=10)
     args = parser.parse_args(argv)
-    args.steps = args.steps or (12 if args.quick else 40)
-    args.rounds = args.rounds or (3 if args.quick else 15)
+    args.steps = args.steps or (12 if args.quick else 30)
+    args.rounds = args.rounds or (3 if args.quick else 25)
     if args.worker:
         result = worker(args.steps, args.batch, args.rounds, args.keep)
         print(json.dumps(result))
