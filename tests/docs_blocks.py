@@ -1,4 +1,4 @@
-"""The code blocks of the Markdown files, as the doc tests run them.
+"""The docs' code as the doc tests see it: Markdown blocks, API objects.
 
 Conventions, written in the Markdown just before a fenced block (blank
 lines may separate them):
@@ -23,6 +23,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import griffe
+
 from tests.subprocess_utils import REPO_ROOT
 
 RUNNABLE = {"python"}
@@ -31,6 +33,7 @@ DISPLAY = {"text"}
 _FENCE = re.compile(r"^(\s*)(`{3,})\s*([\w+-]*)")
 _NO_TEST = re.compile(r"^\s*<!--\s*no-test:(.*?)-->\s*$")
 _SETUP_OPEN = re.compile(r"^\s*<!--\s*test-setup:\s*$")
+DIRECTIVE = re.compile(r"^::: ([\w.]+)\s*$", re.M)
 
 
 @dataclass
@@ -146,3 +149,51 @@ def run_blocks(blocks: list[Block], workdir: Path) -> list[str]:
     finally:
         os.chdir(cwd)
     return printed
+
+
+def api_directives() -> list[str]:
+    """The `::: path` directives of the API pages, in page order."""
+    return [
+        target
+        for page in sorted((REPO_ROOT / "docs" / "api").glob("*.md"))
+        for target in DIRECTIVE.findall(page.read_text())
+    ]
+
+
+def api_objects(root: str) -> list:
+    """Griffe objects of the API pages' directives within package `root`."""
+    package = griffe.load(
+        root, search_paths=[str(REPO_ROOT)], resolve_aliases=True
+    )
+    found = []
+    for target in api_directives():
+        head, _, rest = target.partition(".")
+        if head == root:
+            obj = package[rest] if rest else package
+            found.append(obj.final_target if obj.is_alias else obj)
+    return found
+
+
+def shown_objects(root: str) -> list:
+    """The directives' objects and the members the API pages show of them.
+
+    mkdocstrings leaves out members without a docstring (Keras overrides
+    such as `call`), except a class's `__init__`, whose signature it shows
+    as the class's.
+    """
+    found = []
+
+    def visit(obj):
+        found.append(obj)
+        if obj.is_class:
+            for name, member in obj.members.items():
+                member = member.final_target if member.is_alias else member
+                shown = name == "__init__" or (
+                    not name.startswith("_") and member.docstring
+                )
+                if shown and (member.is_function or member.is_class):
+                    visit(member)
+
+    for obj in api_objects(root):
+        visit(obj)
+    return found

@@ -9,10 +9,15 @@ import importlib
 import inspect
 import re
 
-import griffe
 import pytest
 import yaml
 
+from tests.docs_blocks import (
+    DIRECTIVE,
+    api_directives,
+    api_objects,
+    shown_objects,
+)
 from tests.subprocess_utils import REPO_ROOT
 
 PACKAGES = (
@@ -27,20 +32,11 @@ ENTRY_POINTS = (
     "training.compare",
     "training.distributed.fit_with_growth",
 )
-_DIRECTIVE = re.compile(r"^::: ([\w.]+)\s*$", re.M)
 _CONSTANT_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
 
-def _directives() -> list[str]:
-    return [
-        target
-        for page in sorted((REPO_ROOT / "docs" / "api").glob("*.md"))
-        for target in _DIRECTIVE.findall(page.read_text())
-    ]
-
-
 def _library_directives() -> list[str]:
-    return [t for t in _directives() if t.split(".")[0] == "keras_depthhet"]
+    return [t for t in api_directives() if t.split(".")[0] == "keras_depthhet"]
 
 
 def _resolve(path: str):
@@ -66,43 +62,6 @@ def _docstring_options() -> dict:
     raise AssertionError("mkdocs.yml configures no mkdocstrings handler")
 
 
-def _targets():
-    """Griffe objects of every library directive."""
-    package = griffe.load(
-        "keras_depthhet", search_paths=[str(REPO_ROOT)], resolve_aliases=True
-    )
-    found = []
-    for target in _library_directives():
-        obj = package[target.split(".", 1)[1]] if "." in target else package
-        found.append(obj.final_target if obj.is_alias else obj)
-    return found
-
-
-def _documented():
-    """The directives' objects and the public members the pages show.
-
-    mkdocstrings leaves out members without a docstring (Keras overrides
-    such as `call`), except a class's `__init__`, whose signature it shows
-    as the class's.
-    """
-    found = []
-
-    def visit(obj):
-        found.append(obj)
-        if obj.is_class:
-            for name, member in obj.members.items():
-                member = member.final_target if member.is_alias else member
-                shown = name == "__init__" or (
-                    not name.startswith("_") and member.docstring
-                )
-                if shown and (member.is_function or member.is_class):
-                    visit(member)
-
-    for obj in _targets():
-        visit(obj)
-    return found
-
-
 @pytest.mark.parametrize("package", PACKAGES)
 def test_every_public_name_is_on_an_api_page(package):
     module = importlib.import_module(package)
@@ -117,14 +76,14 @@ def test_every_public_name_is_on_an_api_page(package):
 
 def test_training_entry_points_are_on_the_training_page():
     page = (REPO_ROOT / "docs" / "api" / "training.md").read_text()
-    targets = set(_DIRECTIVE.findall(page))
+    targets = set(DIRECTIVE.findall(page))
     assert set(ENTRY_POINTS) <= targets
 
 
 def test_documented_objects_have_docstrings():
     undocumented = [
         obj.path
-        for obj in _targets()
+        for obj in api_objects("keras_depthhet")
         if not (obj.docstring and obj.docstring.value.strip())
     ]
     assert not undocumented
@@ -133,7 +92,7 @@ def test_documented_objects_have_docstrings():
 def test_returns_sections_render_as_one_entry():
     options = _docstring_options()
     split = []
-    for obj in _documented():
+    for obj in shown_objects("keras_depthhet"):
         if not obj.docstring:
             continue
         sections = obj.docstring.parse("google", **options)
@@ -147,7 +106,7 @@ def test_signatures_show_default_values_not_constant_names():
     """`scale: float = 0.2` on the page, not `scale = GROWTH_SCALE`."""
     named = [
         f"{obj.path}({parameter.name}={parameter.default})"
-        for obj in _documented()
+        for obj in shown_objects("keras_depthhet")
         if obj.is_function
         for parameter in obj.parameters
         if parameter.default is not None

@@ -4,14 +4,22 @@ The conventions are in `tests/docs_blocks.py`. The suite runs once per
 backend, so each page's Python blocks run on JAX and on TensorFlow.
 """
 
+import contextlib
 import doctest
 import importlib
+import os
+import re
 
 import keras
 import numpy as np
 import pytest
 
-from tests.docs_blocks import markdown_blocks, marking_problems, run_blocks
+from tests.docs_blocks import (
+    markdown_blocks,
+    marking_problems,
+    run_blocks,
+    shown_objects,
+)
 from tests.subprocess_utils import REPO_ROOT
 
 DOCS = sorted((REPO_ROOT / "docs").rglob("*.md"))
@@ -91,3 +99,59 @@ def test_docstring_examples_show_what_they_print(module_name):
         keras.utils.clear_session()
         runner.run(test)
     assert runner.failures == 0, f"{runner.failures} failing examples"
+
+
+# Examples on the API pages (fenced `python` blocks of docstrings) that
+# work on a reader's own data or model, with the reason they do not run.
+EXAMPLES_NOT_RUN = {
+    "keras_depthhet.growth.callback.GrowthCallback": (
+        "fits the reader's `train_ds` for 300 epochs"
+    ),
+    "keras_depthhet.growth.callback.GrowthCallback.plan_growth": (
+        "works on the reader's `grower` and `model`"
+    ),
+    "keras_depthhet.growth.rebuild.rebuild_grown_model": (
+        "works on the reader's `model`"
+    ),
+    "training.distributed.fit_with_growth": (
+        "trains 40 epochs on the reader's data"
+    ),
+}
+_FENCED_PYTHON = re.compile(r"```python\n(.*?)```", re.S)
+
+
+def _docstring_examples() -> dict[str, str]:
+    examples = {}
+    for root in ("keras_depthhet", "training"):
+        for obj in shown_objects(root):
+            text = obj.docstring.value if obj.docstring else ""
+            blocks = _FENCED_PYTHON.findall(text)
+            if blocks:
+                examples[obj.path] = "\n".join(blocks)
+    return examples
+
+
+def test_examples_not_run_are_still_there():
+    assert set(EXAMPLES_NOT_RUN) <= set(_docstring_examples())
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(set(_docstring_examples()) - set(EXAMPLES_NOT_RUN)),
+)
+def test_docstring_example_runs(path, tmp_path):
+    module_name = path
+    while module_name:
+        module_name = module_name.rpartition(".")[0]
+        with contextlib.suppress(ModuleNotFoundError):
+            module = importlib.import_module(module_name)
+            break
+    namespace = {**_example_names(), **vars(module)}
+    code = _docstring_examples()[path]
+    keras.utils.clear_session()
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        exec(compile(code, f"{path} (docstring example)", "exec"), namespace)
+    finally:
+        os.chdir(cwd)
