@@ -81,11 +81,10 @@ def _check_single_process(model) -> None:
     elif backend == "tensorflow":
         strategy = model.distribute_strategy
         replicas = strategy.num_replicas_in_sync
+        processes = 1
         # The default strategy (one replica) has no worker device list.
-        local = replicas if replicas == 1 else len(
-            strategy.extended.worker_devices
-        )
-        processes = replicas // local
+        if replicas > 1:
+            processes = replicas // len(strategy.extended.worker_devices)
     else:
         raise ValueError(
             "`RecentBatches` supports the 'jax' and 'tensorflow' backends. "
@@ -127,18 +126,26 @@ class RecentBatches:
     Example:
 
     ```python
-    recent = RecentBatches(num_batches=4)
-    recent.attach(model)
+    model = vit(image_size=8, patch_size=4, num_channels=1, num_classes=10,
+                dim=16, depth=1, num_heads=2)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    x = np.random.rand(64, 8, 8, 1).astype("float32")
+    y = np.random.randint(0, 10, 64)
+    recent = RecentBatches(num_batches=2)
 
-    class Keep(keras.callbacks.Callback):
+    class KeepLastEpoch(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            recent.attach(self.model)
+
         def on_epoch_begin(self, epoch, logs=None):
-            recent.start()
+            if epoch == 2:
+                recent.start()
 
         def on_epoch_end(self, epoch, logs=None):
             recent.stop()
 
-    model.fit(x, y, batch_size=16, epochs=1, callbacks=[Keep()])
-    [batch.size for batch in recent.batches()]  # the last 4 batches
+    model.fit(x, y, batch_size=16, epochs=3, callbacks=[KeepLastEpoch()])
+    [batch.size for batch in recent.batches()]  # [16, 16], of epoch 3
     ```
     """
 

@@ -224,6 +224,28 @@ def test_bad_arguments():
         recent.start()
 
 
+def test_multi_worker_training_is_refused(backend, monkeypatch):
+    model = _compiled()
+    if backend == "jax":
+        import jax
+
+        monkeypatch.setattr(jax, "process_count", lambda: 2)
+    else:
+
+        class Extended:
+            worker_devices = ("/cpu:0", "/cpu:1")
+
+        class TwoWorkers:
+            num_replicas_in_sync = 4
+            extended = Extended()
+
+        monkeypatch.setattr(
+            type(model), "distribute_strategy", property(lambda m: TwoWorkers())
+        )
+    with pytest.raises(ValueError, match="2 processes"):
+        RecentBatches(2).attach(model)
+
+
 _TWO_DEVICES = """
 import json
 
