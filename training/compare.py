@@ -9,34 +9,50 @@ Trains the config (growing from the reduced model) and its uniform
 counterpart (full widths, no growth; `configs.common.uniform_counterpart`)
 on the same data with the same seed and the same overrides, one after the
 other, into `DIR/<name>` and `DIR/<name>_uniform`; then prints and saves
-`DIR/comparison.md`, a table shaped like the paper's Table 1, and lists the
-plots. With no arguments it compares on the offline default `digits_tiny`
-(about four minutes on 2 CPU cores).
+`DIR/comparison.md`, a table shaped like the paper's Table 1, and
+`DIR/comparison.png`, the two runs' test accuracy and parameters against
+epochs on the same axes, and lists the plots. With no arguments it
+compares on the offline default `digits_tiny` (see
+`docs/guides/reproducing.md` for the measured time).
+
+As with `training.train`, the arguments, the config and the work
+directory are checked before Keras is imported; `--overwrite` replaces
+only a previous comparison directory (its `run.json` says
+`training.compare`) that holds nothing but the comparison's files; a
+failure before the first epoch ends leaves no directory behind.
 """
 
 import argparse
 import datetime
-import shutil
 import sys
 import time
 from pathlib import Path
 
-from training import results
-from training.config import apply_overrides, load_config
+from training.config import ConfigError, apply_overrides, load_config
 from training.configs.common import uniform_counterpart
 from training.train import (
     DEFAULT_CONFIG,
-    USER_ERRORS,
+    RUN_FILE,
     Experiment,
+    WorkdirError,
     check_workdir,
+    create_workdir,
+    discard_workdir,
     fail,
+    user_errors,
+    write_run_file,
 )
+
+PROGRAM = "training.compare"
 
 
 def comparison_markdown(rows: list[dict]) -> str:
-    """The comparison table and, below it, each run's plots."""
+    """The comparison table and figure and, below them, each run's plots."""
+    from training import results
+
     text = "# Depth-heterogeneous growth vs uniform\n\n"
     text += results.markdown_table(rows) + "\n"
+    text += "![comparison](comparison.png)\n\n"
     for row in rows:
         text += f"## {row['name']}\n\n"
         for plot in row["plots"]:
@@ -61,32 +77,59 @@ def prepare(
         The two experiments, grown first, run into `workdir/<name>`.
     """
     workdir = Path(workdir)
-    check_workdir(workdir, overwrite)
-    if not config["growth"]["enabled"]:
-        raise ValueError(
-            "training.compare needs a growing config (growth.enabled=True); "
-            "the uniform run is derived from it."
-        )
+    check_comparison(config, workdir, overwrite)
     configs = [config, uniform_counterpart(config)]
     return [Experiment(c, workdir / c["name"], overwrite=True) for c in configs]
 
 
+def check_comparison(config: dict, workdir: Path, overwrite: bool) -> None:
+    """The checks that need no backend: a growing config, a usable
+    `workdir` (see `training.train.check_workdir`)."""
+    if not config["growth"]["enabled"]:
+        raise ConfigError(
+            "training.compare needs a growing config (growth.enabled=True); "
+            "the uniform run is derived from it."
+        )
+    check_workdir(workdir, overwrite, PROGRAM)
+
+
 def compare(experiments: list[Experiment], workdir: str | Path):
-    """Runs the prepared experiments; writes `workdir/comparison.md`.
+    """Runs the prepared experiments; writes `workdir/comparison.md` and
+    `workdir/comparison.png`.
 
     Returns:
         The summary rows (grown first) and the path of `comparison.md`.
     """
+    from training import results
+
     workdir = Path(workdir)
-    if workdir.exists():
-        shutil.rmtree(workdir)
+    created = create_workdir(workdir, PROGRAM)
     rows = []
-    for experiment in experiments:
-        row = experiment.run()
-        row["root"] = str(workdir)
-        rows.append(row)
+    try:
+        for experiment in experiments:
+            row = experiment.run()
+            row["root"] = str(workdir)
+            rows.append(row)
+    except BaseException:
+        if [entry.name for entry in workdir.iterdir()] == [RUN_FILE]:
+            discard_workdir(created)
+        else:
+            write_run_file(workdir, PROGRAM, "stopped")
+        raise
+    results.plot_comparison(
+        [
+            (
+                row["name"],
+                results.read_metrics(Path(row["workdir"]) / "metrics.csv"),
+                experiment.growth.history if experiment.growth else [],
+            )
+            for row, experiment in zip(rows, experiments, strict=True)
+        ],
+        workdir / "comparison.png",
+    )
     path = workdir / "comparison.md"
     path.write_text(comparison_markdown(rows))
+    write_run_file(workdir, PROGRAM, "finished")
     return rows, path
 
 
@@ -112,7 +155,9 @@ def parse_args(argv):
         help="parent directory (default: runs/compare-<name>-<time>)",
     )
     parser.add_argument(
-        "--overwrite", action="store_true", help="replace an existing workdir"
+        "--overwrite",
+        action="store_true",
+        help="replace an existing comparison directory of this command",
     )
     return parser.parse_args(argv)
 
@@ -125,13 +170,20 @@ def main(argv: list[str] | None = None) -> int:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         default = Path("runs") / f"compare-{config['name']}-{stamp}"
         workdir = Path(args.workdir or default)
-        experiments = prepare(config, workdir, args.overwrite)
-    except USER_ERRORS as error:
+        check_comparison(config, workdir, args.overwrite)
+    except (ConfigError, WorkdirError) as error:
         return fail(error)
+    try:
+        experiments = prepare(config, workdir, args.overwrite)
+    except user_errors() as error:
+        return fail(error)
+    from training import results
+
     rows, path = compare(experiments, workdir)
     print()
     print(results.markdown_table(rows))
     print(f"Comparison: {path}")
+    print(f"Plot (comparison): {path.parent / 'comparison.png'}")
     for row in rows:
         for plot in row["plots"]:
             print(f"Plot ({row['name']}): {plot}")

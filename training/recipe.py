@@ -12,10 +12,19 @@ degrees; keras-cv's `RandAugment` uses the timm magnitude scale that DeiT's
 `rand-m9-mstd0.5` refers to, so that one is used.
 """
 
+import dataclasses
+
 import keras
 import tensorflow as tf
 
 from training.data import Splits, require
+
+PASS_SEEDS = 1_000_000
+"""Shuffle seeds per config seed: pass `p` over the training data is
+shuffled with seed `seed * PASS_SEEDS + p`, the analysis data of the growth
+event after epoch `e` with `seed * PASS_SEEDS + PASS_SEEDS // 2 + e`, so
+that any epoch's data can be rebuilt without replaying the epochs before
+it."""
 
 
 def learning_rate(train: dict) -> float:
@@ -142,16 +151,61 @@ def _mix(augment: dict, seed: int):
     return mix
 
 
-def train_dataset(splits: Splits, config: dict) -> tf.data.Dataset:
+def _examples(splits: Splits, config: dict, start: int, stop: int):
+    """Training examples `start` to `stop` of the run, counted over passes
+    through the data, each pass shuffled with a seed of its own
+    (`PASS_SEEDS`).
+
+    The seeds are Python integers: TensorFlow cannot take a shuffle seed
+    computed in the graph while the global seed is 0. The passes are
+    concatenated as a balanced tree, so that the pipeline stays shallow
+    and only one pass is read at a time.
+    """
+    buffer = min(config["data"]["shuffle_buffer"], splits.num_train)
+    first, offset = divmod(start, splits.num_train)
+    last = -(-stop // splits.num_train)
+    seed = config["seed"] * PASS_SEEDS
+    passes = [
+        splits.train.shuffle(
+            buffer, seed=seed + index, reshuffle_each_iteration=False
+        )
+        for index in range(first, max(last, first + 1))
+    ]
+    while len(passes) > 1:
+        pairs = zip(passes[::2], passes[1::2], strict=False)
+        joined = [a.concatenate(b) for a, b in pairs]
+        passes = joined + passes[len(joined) * 2 :]
+    return passes[0].skip(offset)
+
+
+def train_dataset(
+    splits: Splits, config: dict, initial_epoch: int = 0
+) -> tf.data.Dataset:
     """Shuffled, augmented, batched, repeated training data.
 
     Yields `(images, one_hot_labels)` with normalised float32 images of
     shape `(batch, size, size, channels)`; labels are mixed when MixUp or
-    CutMix is on. Incomplete final batches are dropped.
+    CutMix is on. Batches run on across passes over the data (no partial
+    batch), for the epochs from `initial_epoch` to `train.epochs`. The
+    order of the examples is fixed by the config's seed, pass by pass, so
+    the data of a run resumed at `initial_epoch` are those an
+    uninterrupted run sees from that epoch on; random augmentations draw
+    afresh.
+
+    Args:
+        splits: The experiment's data.
+        config: The config (`data`, `augment`, `train` and `seed` are
+            read).
+        initial_epoch: Number of epochs already trained.
+
+    Returns:
+        A `tf.data.Dataset` of `(train.epochs - initial_epoch) *
+        steps_per_epoch` batches.
     """
     data, augment, train = config["data"], config["augment"], config["train"]
     seed, size = config["seed"], data["image_size"]
     num_classes = splits.num_classes
+    per_epoch = steps_per_epoch(train, splits.num_train) * train["batch_size"]
 
     def per_image(image, label):
         if augment["random_resized_crop"]:
@@ -160,9 +214,9 @@ def train_dataset(splits: Splits, config: dict) -> tf.data.Dataset:
             image = tf.image.resize(image, (size, size), method="bicubic")
         return tf.clip_by_value(image, 0.0, 255.0), label
 
-    dataset = splits.train.shuffle(
-        min(data["shuffle_buffer"], splits.num_train), seed=seed
-    ).repeat()
+    dataset = _examples(
+        splits, config, initial_epoch * per_epoch, train["epochs"] * per_epoch
+    )
     dataset = dataset.map(per_image, num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.batch(train["batch_size"], drop_remainder=True)
     layers = []
@@ -224,3 +278,22 @@ def eval_dataset(
     dataset = splits.test.map(per_image, num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.batch(batch_size or config["train"]["batch_size"])
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def analysis_dataset(splits: Splits, config: dict, epoch: int):
+    """Training images for the splitting analysis after epoch `epoch`.
+
+    Un-augmented and un-mixed (prepared as `eval_dataset` prepares test
+    images), so that the loss whose curvature is measured is the plain
+    classification loss; shuffled with a seed of this event's own, so a
+    resumed run analyses the batches an uninterrupted run would.
+    """
+    shuffled = splits.train.shuffle(
+        min(splits.num_train, 10_000),
+        seed=config["seed"] * PASS_SEEDS + PASS_SEEDS // 2 + epoch,
+        reshuffle_each_iteration=False,
+    )
+    return eval_dataset(
+        dataclasses.replace(splits, test=shuffled, num_test=splits.num_train),
+        config,
+    )

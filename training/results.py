@@ -10,12 +10,17 @@ Layout of a run directory:
 - `params.png`, `curves.png`: parameters per epoch with growth events
   marked; accuracy and loss.
 - `eigenvalues_first_event.png`, `eigenvalues_last_event.png`: Figure-2
-  style negative splitting eigenvalues at the first and last event.
+  style negative splitting eigenvalues at the first and last event, the
+  chosen neurons marked (written when the event happens).
 - `summary.json`, `summary.md`: the Table-1-shaped result.
+
+`training.compare` adds `comparison.png`: the grown and the uniform run on
+the same axes.
 """
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import keras
@@ -24,6 +29,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 SUMMARY_COLUMNS = (
     ("name", "Run"),
@@ -53,6 +59,19 @@ def write_json(path: Path, value) -> None:
     Path(path).write_text(json.dumps(to_json(value), indent=2) + "\n")
 
 
+def write_metrics(path: str | Path, rows: list[dict]) -> None:
+    """Writes `rows` as a CSV file, all at once: a run stopped while
+    writing leaves the previous file whole."""
+    path = Path(path)
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    temporary = path.with_name(path.name + ".tmp")
+    with temporary.open("w", newline="") as file:
+        writer = csv.DictWriter(file, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(temporary, path)
+
+
 class MetricsRecorder(keras.callbacks.Callback):
     """Writes `metrics.csv` after every epoch, with the parameter count.
 
@@ -62,12 +81,14 @@ class MetricsRecorder(keras.callbacks.Callback):
 
     Args:
         path: The CSV file to (re)write.
+        rows: Rows of epochs already trained (a resumed run's), kept
+            before the new ones.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, rows: list[dict] | None = None):
         super().__init__()
         self.path = Path(path)
-        self.rows: list[dict] = []
+        self.rows: list[dict] = list(rows or [])
 
     def on_epoch_end(self, epoch, logs=None):
         row = {"epoch": epoch + 1, "num_params": self.model.count_params()}
@@ -78,11 +99,74 @@ class MetricsRecorder(keras.callbacks.Callback):
             if key != "num_params":
                 row[key] = float(value)
         self.rows.append(row)
-        columns = list(dict.fromkeys(k for r in self.rows for k in r))
-        with self.path.open("w", newline="") as file:
-            writer = csv.DictWriter(file, columns)
-            writer.writeheader()
-            writer.writerows(self.rows)
+        write_metrics(self.path, self.rows)
+
+
+class GrowthLog(keras.callbacks.Callback):
+    """Prints each growth event of `policy` where a reader finds it.
+
+    The event is printed once the epoch's own line is out (at the next
+    epoch's start, or at the end of training), after a blank line and
+    starting with `>>> growth`, so that it stands out in a log of one line
+    per epoch and can be found with `grep '>>> growth'`. Give the growth
+    callback `verbose=0`.
+
+    Args:
+        policy: The `GrowthCallback` whose `history` is printed.
+    """
+
+    PREFIX = ">>> growth"
+
+    def __init__(self, policy):
+        super().__init__()
+        self.policy = policy
+        self.printed = None
+
+    def on_train_begin(self, logs=None):
+        if self.printed is None:
+            self.printed = len(self.policy.history)
+
+    def _print_new(self):
+        for event in self.policy.history[self.printed :]:
+            print(f"\n{self.PREFIX} {describe_event(event)}\n", flush=True)
+        self.printed = len(self.policy.history)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._print_new()
+
+    def on_train_end(self, logs=None):
+        self._print_new()
+
+
+def describe_event(event: dict) -> str:
+    """One line on a growth event (a `GrowthCallback.history` entry)."""
+    epoch = event["epoch"]
+    if not event["neurons"]:
+        return (
+            f"after epoch {epoch}: no neuron eligible within the budget of "
+            f"{event['budget']:,.0f} parameters; the model is unchanged."
+        )
+    line = (
+        f"after epoch {epoch}: {sum(event['neurons'].values())} neurons "
+        f"in {len(event['neurons'])} layers grew, parameters "
+        f"{event['params_before']:,} -> {event['params_after']:,}"
+    )
+    if "scores" in event:
+        lowest = min(s["min"] for s in event["scores"].values())
+        line += f" (most negative score {lowest:.3g})"
+    return line + "."
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """The rows of a `metrics.csv`: `epoch` and `num_params` as integers,
+    the other columns as floats."""
+    with Path(path).open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    whole = ("epoch", "num_params")
+    return [
+        {k: int(v) if k in whole else float(v) for k, v in row.items() if v}
+        for row in rows
+    ]
 
 
 def event_epochs(events: list[dict]) -> list[int]:
@@ -90,7 +174,17 @@ def event_epochs(events: list[dict]) -> list[int]:
     return [int(event["epoch"]) for event in events]
 
 
-def plot_params(rows: list[dict], events: list[dict], path: Path) -> None:
+def _whole_epochs(ax) -> None:
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+
+
+def _save(fig, path: Path) -> None:
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def params_figure(rows: list[dict], events: list[dict]):
     """Parameters per epoch, growth events marked by dashed lines."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
     epochs = [r["epoch"] for r in rows]
@@ -98,17 +192,21 @@ def plot_params(rows: list[dict], events: list[dict], path: Path) -> None:
     for i, epoch in enumerate(event_epochs(events)):
         label = "growth event" if i == 0 else None
         ax.axvline(epoch, color="tab:red", linestyle="--", label=label)
-    ax.set_xlabel("epoch")
+    _whole_epochs(ax)
     ax.set_ylabel("parameters")
     ax.set_title("Parameters during training")
     if events:
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
-def plot_curves(rows: list[dict], events: list[dict], path: Path) -> None:
+def plot_params(rows: list[dict], events: list[dict], path: Path) -> None:
+    """Saves `params_figure` as a PNG."""
+    _save(params_figure(rows, events), path)
+
+
+def curves_figure(rows: list[dict], events: list[dict]):
     """Accuracy and loss per epoch (train and validation), events marked."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     epochs = [r["epoch"] for r in rows]
@@ -118,12 +216,65 @@ def plot_curves(rows: list[dict], events: list[dict], path: Path) -> None:
                 ax.plot(epochs, [r.get(key) for r in rows], label=label)
         for epoch in event_epochs(events):
             ax.axvline(epoch, color="tab:red", linestyle="--", alpha=0.5)
-        ax.set_xlabel("epoch")
+        _whole_epochs(ax)
         ax.set_ylabel(metric)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
+
+
+def plot_curves(rows: list[dict], events: list[dict], path: Path) -> None:
+    """Saves `curves_figure` as a PNG."""
+    _save(curves_figure(rows, events), path)
+
+
+def comparison_figure(runs: list[tuple[str, list[dict], list[dict]]]):
+    """Test accuracy and parameters against epochs, runs on the same axes.
+
+    Args:
+        runs: `(name, metrics rows, growth events)` per run.
+
+    Returns:
+        The matplotlib figure (two panels: accuracy, parameters).
+    """
+    fig, (accuracy, params) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for index, (name, rows, events) in enumerate(runs):
+        color = f"C{index}"
+        epochs = [r["epoch"] for r in rows]
+        accuracy.plot(
+            epochs,
+            [100 * r["val_accuracy"] for r in rows],
+            color=color,
+            label=name,
+        )
+        params.plot(
+            epochs,
+            [r["num_params"] for r in rows],
+            color=color,
+            marker=".",
+            label=name,
+        )
+        for ax in (accuracy, params):
+            for i, epoch in enumerate(event_epochs(events)):
+                label = f"{name}: growth event" if i == 0 else None
+                ax.axvline(
+                    epoch, color=color, linestyle="--", alpha=0.4, label=label
+                )
+    accuracy.set_ylabel("test top-1 accuracy (%)")
+    accuracy.set_title("Test accuracy")
+    params.set_ylabel("parameters")
+    params.set_title("Model size")
+    for ax in (accuracy, params):
+        _whole_epochs(ax)
+        ax.legend(fontsize=8)
+    fig.suptitle("Growth against the uniform model, epoch by epoch")
+    fig.tight_layout()
+    return fig
+
+
+def plot_comparison(runs, path: Path) -> None:
+    """Saves `comparison_figure(runs)` as a PNG."""
+    _save(comparison_figure(runs), path)
 
 
 def summary_row(
@@ -178,27 +329,30 @@ def write_summary(workdir: Path, row: dict, plots: list[Path]) -> Path:
 
 
 def plot_event_eigenvalues(
-    first: dict | None, last: dict | None, workdir: Path
-) -> list[Path]:
-    """Figure-2 plots of the splitting eigenvalues at the first and last event.
+    scores: dict, chosen: dict, path: Path, *, run: str, epoch: int
+) -> Path:
+    """Figure-2 plot of one growth event's splitting eigenvalues.
 
     Args:
-        first: `{layer_name: lambda_min per neuron}` measured at the first
-            growth event (before it grew), or None without events.
-        last: The same at the last event.
-        workdir: Where `eigenvalues_{first,last}_event.png` go.
+        scores: `{layer_name: lambda_min per neuron}` measured at the event
+            (before it grew).
+        chosen: `{layer_name: neuron indices}` the event chose.
+        path: The PNG to write.
+        run: The run's name, for the title.
+        epoch: The epoch (from 1) at whose end the event ran.
 
     Returns:
-        The written PNG paths (none without events).
+        `path`.
     """
-    if first is None:
-        return []
-    from keras_depthhet.splitting import plot_negative_eigenvalues
+    from keras_depthhet.splitting.plot import plot_negative_eigenvalues
 
-    paths = []
-    for label, scores in (("first", first), ("last", last)):
-        path = workdir / f"eigenvalues_{label}_event.png"
-        eigenvalues = {name: np.asarray(v) for name, v in scores.items()}
-        plot_negative_eigenvalues(eigenvalues, path)
-        paths.append(path)
-    return paths
+    return plot_negative_eigenvalues(
+        {name: np.asarray(v) for name, v in scores.items()},
+        path,
+        chosen=chosen,
+        title=(
+            f"{run}: splitting eigenvalues at the growth event after epoch "
+            f"{epoch} ({sum(len(i) for i in chosen.values())} neurons "
+            "chosen, in red)"
+        ),
+    )

@@ -1,10 +1,13 @@
 """The paper's Figure 2: negative splitting eigenvalues, neuron by neuron."""
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+
+Y_LABEL = "smallest eigenvalue\n(negative ones only)"
+"""The vertical axis: each neuron's smallest splitting eigenvalue, drawn
+only where it is negative (where the neuron may be chosen)."""
 
 
 def _as_layers(name: str, eigenvalues) -> dict[str, np.ndarray]:
@@ -30,6 +33,35 @@ def _as_layers(name: str, eigenvalues) -> dict[str, np.ndarray]:
     return layers
 
 
+def _as_chosen(name: str, chosen, layers: dict) -> dict[str, np.ndarray]:
+    """`{layer: neuron indices}`, every index a neuron of its layer."""
+    if chosen is None:
+        return {}
+    if not isinstance(chosen, Mapping):
+        raise ValueError(
+            f"Argument `{name}` must be a dict of neuron indices per layer. "
+            f"Received: {name} of type {type(chosen).__name__}"
+        )
+    result = {}
+    for layer, indices in chosen.items():
+        indices = np.asarray(indices, dtype="int64").reshape(-1)
+        size = layers[layer].size if layer in layers else 0
+        if indices.size and (indices.min() < 0 or indices.max() >= size):
+            raise ValueError(
+                f"Argument `{name}` must give indices of neurons of the "
+                f"plotted layers. Received: {name}[{layer!r}]="
+                f"{indices.tolist()} for a layer of {size} neurons"
+            )
+        result[layer] = indices
+    return result
+
+
+def layer_type(name: str) -> str:
+    """The word after the last underscore of a layer name: `qkv`, `proj`,
+    `fc1`, `fc2` for the ViT's `block_{i}_attn_qkv` and so on."""
+    return name.rsplit("_", 1)[-1]
+
+
 def _import_matplotlib():
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -42,41 +74,19 @@ def _import_matplotlib():
     return Figure, FigureCanvasAgg
 
 
-def plot_negative_eigenvalues(
+def negative_eigenvalues_figure(
     eigenvalues,
-    path,
     *,
     layer: str | None = None,
     other=None,
     labels: Sequence[str] = ("first event", "last event"),
     title: str | None = None,
-) -> Path:
-    """Saves a PNG of each neuron's negative splitting eigenvalue.
-
-    As in Figure 2 of Guna et al. (2024): one bar per neuron of a layer,
-    its height `min(lambda_min, 0)`, so the neurons that growth may choose
-    stand out. With `other` (the same layers at another moment, e.g. the
-    last growth event) the two moments are drawn side by side with the
-    same vertical scale.
-
-    Args:
-        eigenvalues: `{layer_name: (units,) array}` as returned by
-            `splitting_eigenvalues` (tuples `(values, vectors)` are
-            accepted), or one 1-D array.
-        path: Where to write the PNG.
-        layer: The layer to draw; None draws every layer, in a grid.
-        other: Optional second moment, same form as `eigenvalues`.
-        labels: Titles of the two moments (the first used alone when
-            `other` is None).
-        title: Figure title.
-
-    Returns:
-        The path of the written PNG.
-
-    Raises:
-        ValueError: on empty or non-1-D values, or an unknown `layer`.
-        ImportError: when matplotlib is not installed.
-    """
+    chosen=None,
+    other_chosen=None,
+):
+    """The Figure-2 plot as a matplotlib `Figure` (see
+    `plot_negative_eigenvalues`, which saves it; the arguments are the
+    same)."""
     moments = [_as_layers("eigenvalues", eigenvalues)]
     if other is not None:
         moments.append(_as_layers("other", other))
@@ -94,37 +104,151 @@ def plot_negative_eigenvalues(
                 f"Missing: {missing}. Available: {list(moments[0])}. "
                 f"Received: layer={layer!r}"
             )
+    marks = [_as_chosen("chosen", chosen, moments[0])]
+    if other is not None:
+        marks.append(_as_chosen("other_chosen", other_chosen, moments[1]))
     Figure, FigureCanvasAgg = _import_matplotlib()
 
-    per_row = 4 if len(names) > 1 else 1
-    rows = math.ceil(len(names) / per_row)
-    columns = per_row * len(moments)
-    figure = Figure(figsize=(3.2 * columns, 2.4 * rows + 0.6))
+    columns_of = {}
+    for name in names:
+        columns_of.setdefault(layer_type(name), []).append(name)
+    rows = max(len(group) for group in columns_of.values())
+    columns = len(columns_of) * len(moments)
+    figure = Figure(figsize=(3.2 * columns, 2.4 * rows + 0.8))
     FigureCanvasAgg(figure)
     axes = figure.subplots(rows, columns, squeeze=False)
-    for index, name in enumerate(names):
-        row, col = divmod(index, per_row)
-        lowest = min(float(np.min(m[name])) for m in moments)
-        for which, moment in enumerate(moments):
-            ax = axes[row][col * len(moments) + which]
-            negative = np.minimum(moment[name], 0.0)
-            ax.bar(np.arange(negative.size), negative, width=1.0)
-            ax.set_ylim(min(lowest, -1e-12) * 1.05, 0.0)
-            count = int(np.sum(negative < 0))
-            heading = name if len(moments) == 1 else f"{name}: {labels[which]}"
-            ax.set_title(f"{heading} ({count} < 0)", fontsize=8)
-            ax.tick_params(labelsize=6)
-            ax.set_xlabel("neuron", fontsize=7)
-        axes[row][col * len(moments)].set_ylabel(
-            "min(lambda_min, 0)", fontsize=7
+    for column, group in enumerate(columns_of.values()):
+        # One vertical scale per layer type, across moments.
+        lowest = min(float(np.min(m[name])) for name in group for m in moments)
+        bottom = min(lowest, -1e-12) * 1.08
+        for row in range(rows):
+            for which in range(len(moments)):
+                ax = axes[row][column * len(moments) + which]
+                if row >= len(group):
+                    ax.set_visible(False)
+                    continue
+                _draw_layer(
+                    ax,
+                    group[row],
+                    moments[which][group[row]],
+                    marks[which].get(group[row], np.zeros(0, "int64")),
+                    None if len(moments) == 1 else labels[which],
+                )
+                ax.set_ylim(bottom, 0.0)
+                if column == 0 and which == 0:
+                    ax.set_ylabel(Y_LABEL, fontsize=7)
+    marked = any(mark.size for m in marks for mark in m.values())
+    if marked:
+        figure.legend(
+            *_legend_entry(axes), loc="lower center", fontsize=8, frameon=False
         )
-    for index in range(len(names), rows * per_row):
-        row, col = divmod(index, per_row)
-        for which in range(len(moments)):
-            axes[row][col * len(moments) + which].set_visible(False)
     if title:
         figure.suptitle(title)
-    figure.tight_layout()
+    # Room at the bottom for the legend, below the axis labels.
+    figure.tight_layout(rect=(0, 0.05 if marked else 0, 1, 1))
+    return figure
+
+
+def _draw_layer(ax, name, values, chosen, moment_label) -> None:
+    negative = np.minimum(values, 0.0)
+    colors = np.full(negative.size, "tab:blue", dtype=object)
+    colors[chosen] = "tab:red"
+    ax.bar(np.arange(negative.size), negative, width=1.0, color=colors)
+    if chosen.size:
+        ax.scatter(
+            chosen,
+            negative[chosen],
+            marker="v",
+            s=14,
+            color="tab:red",
+            zorder=3,
+            label="chosen for growth",
+        )
+    count = int(np.sum(negative < 0))
+    heading = name if moment_label is None else f"{name}: {moment_label}"
+    ax.set_title(
+        f"{heading}\n{count} of {negative.size} negative, {chosen.size} chosen",
+        fontsize=8,
+    )
+    ax.tick_params(labelsize=6)
+    ax.set_xlabel("neuron index", fontsize=7)
+
+
+def _legend_entry(axes):
+    for ax in axes.flat:
+        handles, texts = ax.get_legend_handles_labels()
+        if handles:
+            return handles[:1], texts[:1]
+    return [], []
+
+
+def plot_negative_eigenvalues(
+    eigenvalues,
+    path,
+    *,
+    layer: str | None = None,
+    other=None,
+    labels: Sequence[str] = ("first event", "last event"),
+    title: str | None = None,
+    chosen=None,
+    other_chosen=None,
+) -> Path:
+    """Saves a PNG of each neuron's negative splitting eigenvalue.
+
+    As in Figure 2 of Guna et al. (2024): one bar per neuron of a layer,
+    down to the neuron's smallest splitting eigenvalue where that is
+    negative (a neuron with no negative eigenvalue has no bar), so the
+    neurons that growth may choose stand out. Neurons in `chosen` are drawn
+    in red with a marker. Layers are arranged one column per layer type
+    (the word after the last underscore of the name: `qkv`, `proj`, `fc1`,
+    `fc2`), and the panels of one type share their vertical scale. With
+    `other` (the same layers at another moment, e.g. the last growth
+    event) the two moments are drawn side by side, on the same scale.
+
+    Args:
+        eigenvalues: `{layer_name: (units,) array}` as returned by
+            `splitting_eigenvalues` (tuples `(values, vectors)` are
+            accepted), or one 1-D array.
+        path: Where to write the PNG.
+        layer: The layer to draw; None draws every layer.
+        other: Optional second moment, same form as `eigenvalues`.
+        labels: Titles of the two moments (used only with `other`).
+        title: Figure title, e.g. the run and the event's epoch.
+        chosen: Optional `{layer_name: neuron indices}` to mark, e.g. the
+            plan `select_neurons` returned for these eigenvalues.
+        other_chosen: The same for `other`.
+
+    Returns:
+        The path of the written PNG.
+
+    Raises:
+        ValueError: on empty or non-1-D values, an unknown `layer`, or
+            indices in `chosen` that are not neurons of their layer.
+        ImportError: when matplotlib is not installed.
+
+    Example:
+
+    ```python
+    import numpy as np
+
+    scores = {"block_0_attn_qkv": np.array([-0.3, 0.1, -0.05, 0.2])}
+    plot_negative_eigenvalues(
+        scores,
+        "event.png",
+        chosen={"block_0_attn_qkv": [0]},
+        title="my_run: growth event after epoch 8",
+    )
+    ```
+    """
+    figure = negative_eigenvalues_figure(
+        eigenvalues,
+        layer=layer,
+        other=other,
+        labels=labels,
+        title=title,
+        chosen=chosen,
+        other_chosen=other_chosen,
+    )
     path = Path(path)
     figure.savefig(path, format="png", dpi=100)
     return path

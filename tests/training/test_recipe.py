@@ -131,3 +131,44 @@ def test_steps_per_epoch_drops_remainder():
     train = dict(base_config()["train"], batch_size=64)
     assert recipe.steps_per_epoch(train, 1437) == math.floor(1437 / 64)
     assert recipe.steps_per_epoch(dict(train, steps_per_epoch=5), 1437) == 5
+
+
+def _labels(dataset, batches):
+    return [np.argmax(y.numpy(), axis=1) for _, y in dataset.take(batches)]
+
+
+def test_train_data_resume_at_any_epoch():
+    config = load_config("digits_tiny")
+    config["train"].update(batch_size=8, epochs=5)
+    labels = np.arange(30, dtype="int32") % 10
+    images = np.broadcast_to(labels[:, None, None, None], (30, 8, 8, 1))
+    splits = _splits(images.astype("float32"), labels, 10)
+    steps = recipe.steps_per_epoch(config["train"], splits.num_train)
+    whole = recipe.train_dataset(splits, config)
+    assert len(whole) == 5 * steps
+    every = _labels(whole, 5 * steps)
+    # Batches run across passes: 3 steps of 8 from 30 examples per epoch.
+    for epoch in (1, 2, 4):
+        resumed = recipe.train_dataset(splits, config, initial_epoch=epoch)
+        assert len(resumed) == (5 - epoch) * steps
+        tail = _labels(resumed, (5 - epoch) * steps)
+        np.testing.assert_array_equal(tail, every[epoch * steps :])
+    # Each pass is a fresh permutation of the 30 examples.
+    stream = np.concatenate(every)
+    for start in (0, 30, 60, 90):
+        np.testing.assert_array_equal(
+            np.sort(stream[start : start + 30]), np.sort(labels)
+        )
+    assert not np.array_equal(stream[:30], stream[30:60])
+
+
+def test_analysis_data_depend_on_the_event_epoch_only():
+    config = load_config("digits_tiny")
+    labels = np.arange(200, dtype="int32") % 10
+    images = np.zeros((200, 8, 8, 1), "float32")
+    splits = _splits(images, labels, 10)
+    first = _labels(recipe.analysis_dataset(splits, config, 8), 2)
+    again = _labels(recipe.analysis_dataset(splits, config, 8), 2)
+    other = _labels(recipe.analysis_dataset(splits, config, 17), 2)
+    np.testing.assert_array_equal(np.concatenate(first), np.concatenate(again))
+    assert not np.array_equal(np.concatenate(first), np.concatenate(other))

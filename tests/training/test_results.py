@@ -3,6 +3,7 @@
 import csv
 
 import keras
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
@@ -23,25 +24,129 @@ def test_metrics_recorder_writes_params_and_logs(tmp_path):
     assert float(rows[1]["loss"]) < float(rows[0]["loss"])
 
 
-def test_plots_are_pngs(tmp_path):
-    rows = [
+def _rows(epochs, params=lambda e: 100 + 10 * (e > 2), accuracy=0.1):
+    return [
         {
             "epoch": e,
-            "num_params": 100 + 10 * (e > 2),
-            "accuracy": 0.1 * e,
-            "val_accuracy": 0.1 * e,
+            "num_params": params(e),
+            "accuracy": accuracy * e,
+            "val_accuracy": accuracy * e,
             "loss": 1.0 / e,
             "val_loss": 1.0 / e,
         }
-        for e in range(1, 5)
+        for e in range(1, epochs + 1)
     ]
+
+
+def _whole_epoch_ticks(ax):
+    ax.figure.canvas.draw()
+    low, high = ax.get_xlim()
+    ticks = [t for t in ax.get_xticks() if low <= t <= high]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
+
+
+def test_plots_are_pngs_with_whole_epoch_ticks(tmp_path):
+    rows = _rows(4)
     events = [{"epoch": 1}]
     assert results.event_epochs(events) == [1]
     results.plot_params(rows, events, tmp_path / "p.png")
     results.plot_curves(rows, events, tmp_path / "c.png")
     for name in ("p.png", "c.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
-    assert results.plot_event_eigenvalues(None, None, tmp_path) == []
+    # Four epochs: matplotlib's default ticks would be 1.0, 1.5, ..., 4.0.
+    figures = [results.params_figure(rows, events)]
+    figures.append(results.curves_figure(rows, events))
+    for figure in figures:
+        for ax in figure.axes:
+            assert ax.get_xlabel() == "epoch"
+            _whole_epoch_ticks(ax)
+        plt.close(figure)
+
+
+def test_comparison_figure_puts_both_runs_on_the_same_axes(tmp_path):
+    grown = _rows(5, params=lambda e: 100 + 30 * (e >= 2), accuracy=0.15)
+    uniform = _rows(5, params=lambda e: 190)
+    events = [{"epoch": 2}]
+    figure = results.comparison_figure(
+        [("tiny", grown, events), ("tiny_uniform", uniform, [])]
+    )
+    accuracy, params = figure.axes
+    assert accuracy.get_ylabel() == "test top-1 accuracy (%)"
+    assert params.get_ylabel() == "parameters"
+    for ax, key, scale in ((accuracy, "val_accuracy", 100), (params, "", 1)):
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        assert set(lines) >= {"tiny", "tiny_uniform"}
+        for name, rows in (("tiny", grown), ("tiny_uniform", uniform)):
+            x, y = lines[name].get_data()
+            assert list(x) == [r["epoch"] for r in rows]
+            column = key or "num_params"
+            np.testing.assert_allclose(y, [scale * r[column] for r in rows])
+        assert list(lines["tiny: growth event"].get_xdata()) == [2, 2]
+        _whole_epoch_ticks(ax)
+    plt.close(figure)
+    results.plot_comparison([("tiny", grown, events)], tmp_path / "c.png")
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_event_eigenvalue_plot_names_the_run_and_epoch(tmp_path, rng):
+    scores = {"block_0_attn_qkv": rng.normal(size=6)}
+    path = results.plot_event_eigenvalues(
+        scores,
+        {"block_0_attn_qkv": [1, 4]},
+        tmp_path / "e.png",
+        run="digits_tiny",
+        epoch=8,
+    )
+    assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_metrics_round_trip_through_read_metrics(tmp_path):
+    rows = _rows(3)
+    with (tmp_path / "m.csv").open("w", newline="") as file:
+        writer = csv.DictWriter(file, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert results.read_metrics(tmp_path / "m.csv") == rows
+
+
+class _Policy:
+    history = []
+
+
+def test_growth_log_sets_events_apart_after_the_epoch_line(capsys):
+    policy = _Policy()
+    policy.history = [{"epoch": 1, "neurons": {}, "budget": 4000.0}]
+    log = results.GrowthLog(policy)
+    log.on_train_begin()  # Events before training (a resumed run) are old.
+    print("epoch 2 line")
+    policy.history.append(
+        {
+            "epoch": 2,
+            "neurons": {"a": 3, "b": 2},
+            "budget": 4000.0,
+            "params_before": 1000,
+            "params_after": 1500,
+            "scores": {"a": {"min": -0.25}, "b": {"min": -0.5}},
+        }
+    )
+    log.on_epoch_begin(2)
+    print("epoch 3 line")
+    policy.history.append({"epoch": 3, "neurons": {}, "budget": 10.0})
+    log.on_train_end()
+    log.on_train_end()
+    assert capsys.readouterr().out.split("\n") == [
+        "epoch 2 line",
+        "",
+        ">>> growth after epoch 2: 5 neurons in 2 layers grew, parameters "
+        "1,000 -> 1,500 (most negative score -0.5).",
+        "",
+        "epoch 3 line",
+        "",
+        ">>> growth after epoch 3: no neuron eligible within the budget of "
+        "10 parameters; the model is unchanged.",
+        "",
+        "",
+    ]
 
 
 def test_table_one_shaped_summary(tmp_path):
