@@ -1,6 +1,7 @@
 """Pre-norm transformer encoder block with stochastic depth."""
 
 import keras
+from keras import ops
 
 from keras_depthhet.layers.attention import Attention, growable_children_config
 from keras_depthhet.layers.mlp import Mlp
@@ -92,10 +93,26 @@ class TransformerBlock(keras.layers.Layer):
             layer.build(input_shape)
 
     def call(self, tokens, training=None):
-        branch = self.attn(self.norm1(tokens))
-        tokens = tokens + self.drop_path(branch, training=training)
-        branch = self.mlp(self.norm2(tokens))
-        return tokens + self.drop_path(branch, training=training)
+        # The residual stream is kept as a (batch * tokens, dim) matrix that
+        # feeds the matmuls directly, and each LayerNorm reads a reshaped
+        # view of it. Then the gradient of the stream is one sum of two
+        # full tensors, which XLA stores once. With the 3-D stream, XLA's
+        # CPU backend fused that gradient into every consumer below it, so
+        # the backward pass recomputed it from the loss down at each block:
+        # work quadratic in the depth, 3/4 of a DeiT-S training step.
+        shape = ops.shape(tokens)
+        stream = ops.reshape(tokens, (-1, self.dim))
+        branch = self.attn(self.norm1(ops.reshape(stream, shape)))
+        stream = stream + self._dropped(branch, shape, training)
+        normed = self.norm2(ops.reshape(stream, shape))
+        branch = self.mlp(ops.reshape(normed, (-1, self.dim)))
+        stream = stream + self._dropped(branch, shape, training)
+        return ops.reshape(stream, shape)
+
+    def _dropped(self, branch, shape, training):
+        """`branch` with whole samples dropped, as a 2-D residual term."""
+        branch = self.drop_path(ops.reshape(branch, shape), training=training)
+        return ops.reshape(branch, (-1, self.dim))
 
     def compute_output_shape(self, input_shape):
         return input_shape

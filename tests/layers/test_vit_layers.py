@@ -107,3 +107,51 @@ def test_nested_layers_in_a_sequential_model_save(rng, tmp_path):
     np.testing.assert_allclose(
         ops.convert_to_numpy(loaded(x)), ops.convert_to_numpy(model(x))
     )
+
+
+def test_patch_embedding_equals_a_conv2d_with_its_weights(rng):
+    layer = PatchEmbedding(4, 6, name="pe")
+    images = rng.normal(size=(2, 12, 8, 3)).astype("float32")
+    layer.build(images.shape)
+    kernel = rng.normal(size=(4, 4, 3, 6)).astype("float32")
+    bias = rng.normal(size=(6,)).astype("float32")
+    layer.projection.set_weights([kernel, bias])
+    conv = keras.layers.Conv2D(6, 4, strides=4)
+    conv.build(images.shape)
+    conv.set_weights([kernel, bias])
+    expected = ops.convert_to_numpy(conv(images)).reshape(2, 3 * 2, 6)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(layer(images)), expected, rtol=1e-5, atol=1e-5
+    )
+    # The weights keep the Conv2D layout and names of earlier versions.
+    assert [(w.path, tuple(w.shape)) for w in layer.weights] == [
+        ("pe/pe_projection/kernel", (4, 4, 3, 6)),
+        ("pe/pe_projection/bias", (6,)),
+    ]
+
+
+def _layer_norm(x, layer):
+    gamma, beta = (ops.convert_to_numpy(w) for w in (layer.gamma, layer.beta))
+    mean = x.mean(-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + layer.epsilon) * gamma + beta
+
+
+def test_transformer_block_is_pre_norm_residual(rng):
+    block = TransformerBlock(8, 2, mlp_hidden_dim=12, name="b")
+    x = rng.normal(size=(3, 5, 8)).astype("float32")
+    block(x)
+    block.set_weights(
+        [w + 0.3 * rng.normal(size=w.shape) for w in block.get_weights()]
+    )
+
+    def branch(layer, tokens):
+        return ops.convert_to_numpy(layer(tokens.astype("float32")))
+
+    expected = x + branch(block.attn, _layer_norm(x, block.norm1))
+    expected = expected + branch(
+        block.mlp, _layer_norm(expected, block.norm2)
+    )
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(block(x)), expected, rtol=1e-5, atol=1e-5
+    )

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -187,3 +189,27 @@ def test_bad_builder_arguments_raise(kwargs, name):
 def test_presets_refuse_to_change_their_architecture():
     with pytest.raises(ValueError, match="`dim`"):
         deit_small(dim=128)
+
+
+def test_model_saved_by_an_earlier_version_loads_with_the_same_logits():
+    """A grown tiny ViT saved when the patch embedding ran as a Conv2D.
+
+    `data/` holds the `.keras` file and the images and logits it gave.
+    """
+    data = Path(__file__).parent / "data"
+    saved = np.load(data / "grown_tiny_vit_before_patch_matmul.npz")
+    model = keras.saving.load_model(
+        data / "grown_tiny_vit_before_patch_matmul.keras"
+    )
+    assert [len(layer.growth_rounds) for layer in growable_layers(model)] == [
+        1,
+        1,
+        1,
+        1,
+    ]
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(model(saved["images"])),
+        saved["logits"],
+        rtol=1e-5,
+        atol=1e-6,
+    )
