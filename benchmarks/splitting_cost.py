@@ -93,7 +93,13 @@ def _dense_per_neuron(model, data, loss, layers) -> float:
     from keras_depthhet.splitting import capture
     from keras_depthhet.splitting.curvature import splitting_terms
 
-    step = capture.make_step(model, layers, loss, splitting_terms, ("bench",))
+    step = capture.make_step(
+        model,
+        {layer.name: layer for layer in layers},
+        loss,
+        splitting_terms,
+        ("bench",),
+    )
     total = sum(len(y) for _, y in data)
     pieces = {layer.name: [] for layer in layers}
     for x, y in data:

@@ -7,17 +7,21 @@ import os
 import keras
 import numpy as np
 
-from keras_depthhet.growth.grow import grow_model
+from keras_depthhet.growth.grow import _optimizer_state, grow_model
+from keras_depthhet.growth.recent_batches import RecentBatches
 from keras_depthhet.growth.selection import (
     BUDGET_SPLITS,
     CRITERIA,
     select_neurons,
 )
-from keras_depthhet.layers import GROWTH_SCALE
-from keras_depthhet.models.vit import growable_layers
+from keras_depthhet.models.vit import growable_layer_map
+from keras_depthhet.utils.keras_internals import sibling_callbacks
 
 BUDGET_SCHEDULES = ("constant", "lr")
 """Accepted values of `budget_schedule`."""
+
+GROWTH_STATE_FILE = "growth_state.json"
+"""File `GrowthCallback` keeps in a `BackupAndRestore` backup directory."""
 
 
 def _int_at_least(name, value, low):
@@ -97,7 +101,8 @@ class GrowthCallback(keras.callbacks.Callback):
     A growth event runs at the end of epoch `e` (counting from 1) when
     `e >= warmup` and `(e - warmup) % interval == 0`. It scores every
     neuron (by default the minimum eigenvalue of its splitting matrix,
-    computed by `keras_depthhet.splitting` on `analysis_data`), chooses
+    computed by `keras_depthhet.splitting` on the last training batches
+    before the event, or on `analysis_data`), chooses
     neurons with `select_neurons` and grows them in place with
     `grow_model`: the model computes the same function, the optimizer keeps
     its state, and training continues in the same `fit` call. The defaults
@@ -120,8 +125,25 @@ class GrowthCallback(keras.callbacks.Callback):
     Every epoch the callback sets `logs["num_params"]`; list it before
     `CSVLogger`, `TensorBoard`, `ModelCheckpoint` and `BackupAndRestore`
     so that they see this value and the grown model of the same epoch.
-    `history` holds one dict per event; with `log_path` each event is also
-    appended to that file as a JSON line.
+    `history` holds one dict per event (its `"plan"` names the neurons
+    grown); with `log_path` each event is also appended to that file as a
+    JSON line.
+
+    Other callbacks of the same `fit` are taken into account:
+    `keras.callbacks.BackupAndRestore` must come after this callback,
+    which then regrows a freshly built model to the backup's architecture
+    before the backup is loaded (so a killed run resumes with its grown
+    model, optimizer state and `history`), and `EarlyStopping(
+    restore_best_weights=True)` restores its best weights into the grown
+    model, new pairs summing to zero (the best epoch's function). A
+    weights file saved before an event (`ModelCheckpoint(
+    save_weights_only=True)`) loads into the grown model the same way.
+
+    Whatever would fail at the first event fails at `on_train_begin`
+    instead: an optimizer whose state cannot be carried over, an
+    unsupported loss, a `scale` whose pairs overflow the weights' dtype,
+    and `analysis_data` that does not fit the model (wrong input shape,
+    non-finite targets, labels outside the classes of a sparse loss).
 
     Args:
         interval: Positive integer, epochs between events.
@@ -134,11 +156,18 @@ class GrowthCallback(keras.callbacks.Callback):
         scale: Scale factor `s` of the new neuron pairs.
         target_params: Optional positive integer, the model size at which
             growth stops.
-        analysis_data: Data the scores are computed on (anything
+        analysis_data: Optional data the scores are computed on (anything
             `keras_depthhet.splitting` accepts, e.g. a `tf.data.Dataset` or
-            an `(x, y)` tuple); required unless `criterion="random"`.
+            an `(x, y)` tuple). `None` (the default): the last
+            `analysis_batches` batches `fit` trained on in the epoch before
+            each event, with their sample weights, as the train step
+            received them (under `MirroredStrategy` or `DataParallel` the
+            global batches, so every replica decides alike). They are kept
+            only in that epoch; other epochs run Keras's own train step
+            untouched. Multi-worker training needs `analysis_data`, the
+            same on every worker.
         analysis_batches: Positive integer or `None` (all), the number of
-            batches of `analysis_data` used per event.
+            batches used per event.
         criterion: `"splitting"`, `"gradient_proxy"` or `"random"` (see
             `select_neurons`).
         budget_schedule: `"constant"` or `"lr"`.
@@ -152,11 +181,7 @@ class GrowthCallback(keras.callbacks.Callback):
     Example:
 
     ```python
-    model.fit(
-        train_ds,
-        epochs=300,
-        callbacks=[GrowthCallback(analysis_data=analysis_ds)],
-    )
+    model.fit(x, y, epochs=300, callbacks=[GrowthCallback(interval=30)])
     ```
     """
 
@@ -166,7 +191,7 @@ class GrowthCallback(keras.callbacks.Callback):
         warmup: int = 50,
         param_budget: float = 580_000,
         layer_threshold: int = 60,
-        scale: float = GROWTH_SCALE,
+        scale: float = 0.2,
         target_params: int | None = None,
         analysis_data=None,
         analysis_batches: int | None = 10,
@@ -190,18 +215,15 @@ class GrowthCallback(keras.callbacks.Callback):
             target_params = _int_at_least("target_params", target_params, 1)
         self.target_params = target_params
         self.criterion = _choice("criterion", criterion, CRITERIA)
-        if criterion != "random" and analysis_data is None:
-            raise ValueError(
-                f'Argument `analysis_data` is required with criterion="'
-                f'{criterion}" (the scores are computed on it). '
-                f"Received: analysis_data={analysis_data!r}"
-            )
         self.analysis_data = analysis_data
         if analysis_batches is not None:
             analysis_batches = _int_at_least(
                 "analysis_batches", analysis_batches, 1
             )
         self.analysis_batches = analysis_batches
+        self._recent = None
+        if analysis_data is None and criterion != "random":
+            self._recent = RecentBatches(analysis_batches)
         self.budget_schedule = _choice(
             "budget_schedule", budget_schedule, BUDGET_SCHEDULES
         )
@@ -223,6 +245,8 @@ class GrowthCallback(keras.callbacks.Callback):
         self.verbose = _choice("verbose", verbose, (0, 1))
         self.history = []
         self._initial_lr = None
+        self._backup = None
+        self._early_stopping = []
 
     # ------------------------------------------------------------ schedule
     def is_event_epoch(self, epoch: int) -> bool:
@@ -231,17 +255,17 @@ class GrowthCallback(keras.callbacks.Callback):
             epoch >= self.warmup and (epoch - self.warmup) % self.interval == 0
         )
 
-    def _growable(self):
-        layers = growable_layers(self.model)
+    def _growable(self) -> dict:
+        """The layers that may grow, `{key: layer}` (`growable_layer_map`)."""
+        layers = growable_layer_map(self.model)
         if self.layers is not None:
-            known = {layer.name for layer in layers}
-            unknown = [name for name in self.layers if name not in known]
+            unknown = [name for name in self.layers if name not in layers]
             if unknown:
                 raise ValueError(
                     "Argument `layers` names layers that are not GrowableDense "
-                    f"layers of the model: {unknown}. Known: {sorted(known)}"
+                    f"layers of the model: {unknown}. Known: {sorted(layers)}"
                 )
-            layers = [layer for layer in layers if layer.name in self.layers]
+            layers = {k: v for k, v in layers.items() if k in self.layers}
         return layers
 
     def on_train_begin(self, logs=None):
@@ -252,8 +276,122 @@ class GrowthCallback(keras.callbacks.Callback):
                 "(e.g. built with `keras_depthhet.models.vit`). Received: "
                 f"model {self.model.name!r} without any."
             )
+        siblings = sibling_callbacks(self) or []
+        self._backup = self._backup_callback(siblings)
+        self._early_stopping = [
+            c for c in siblings if isinstance(c, keras.callbacks.EarlyStopping)
+        ]
+        self._check_ready(list(layers.values()))
+        if self._backup is not None:
+            self._restore_growth()
         if self.budget_schedule == "lr" and self._initial_lr is None:
             self._initial_lr = _learning_rate(self.model.optimizer)
+        if self._recent is not None:
+            self._recent.attach(self.model)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._recent is not None and self.is_event_epoch(epoch + 1):
+            self._recent.start()
+
+    def on_train_end(self, logs=None):
+        if self._recent is not None:
+            self._recent.detach()
+
+    def _backup_callback(self, siblings):
+        """The `BackupAndRestore` of this `fit`, which must come after us."""
+        backups = [
+            (i, c)
+            for i, c in enumerate(siblings)
+            if isinstance(c, keras.callbacks.BackupAndRestore)
+        ]
+        if not backups:
+            return None
+        position = next(i for i, c in enumerate(siblings) if c is self)
+        if backups[0][0] < position:
+            raise ValueError(
+                "List `GrowthCallback` before `BackupAndRestore` in "
+                "`callbacks`: at the end of an epoch the model must grow "
+                "before it is backed up, and when training resumes it must "
+                "be regrown before the backup is loaded. Received: "
+                f"callbacks={[type(c).__name__ for c in siblings]}"
+            )
+        return backups[0][1]
+
+    def _check_ready(self, layers) -> None:
+        """Fails now on what would fail at the first event.
+
+        Checks that the optimizer's state can be carried over growth, that
+        a pair at `scale` fits the weights' dtype, and, for the scored
+        criteria, the loss and the analysis data (one batch is read and
+        run). The model is not changed.
+        """
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is not None and optimizer.built:
+            _optimizer_state(optimizer)
+        for layer in layers:
+            kernel = keras.ops.convert_to_numpy(layer.kernel)
+            bias = (
+                keras.ops.convert_to_numpy(layer.bias)
+                if layer.use_bias
+                else None
+            )
+            layer._pair_values(kernel, bias, np.arange(layer.units), self.scale)
+        if self.criterion != "random":
+            from keras_depthhet.splitting import capture
+
+            if self.analysis_data is None:
+                capture.resolve_loss(self.model, None)
+            else:
+                capture.check_analysis_data(
+                    self.model,
+                    self.analysis_data,
+                    "analysis_data",
+                    self.analysis_batches,
+                )
+
+    # -------------------------------------------------------------- backup
+    def _state_path(self) -> str:
+        return os.path.join(self._backup.backup_dir, GROWTH_STATE_FILE)
+
+    def _save_growth_state(self) -> None:
+        """Writes the events so far beside the `BackupAndRestore` backup."""
+        os.makedirs(self._backup.backup_dir, exist_ok=True)
+        state = {"history": self.history, "initial_lr": self._initial_lr}
+        temporary = self._state_path() + ".tmp"
+        with open(temporary, "w") as f:
+            json.dump(state, f)
+        os.replace(temporary, self._state_path())
+
+    def _restore_growth(self) -> None:
+        """Regrows the model to the architecture of the last backup.
+
+        The backup records the completed epochs it holds; the events of
+        those epochs are replayed in order (`grow_model`, zero-sum pairs),
+        so that `BackupAndRestore` then loads weights and optimizer slots
+        into a model of the same shape, and `history` continues.
+        """
+        if not os.path.exists(self._state_path()):
+            return
+        with open(self._state_path()) as f:
+            state = json.load(f)
+        metadata = os.path.join(
+            self._backup.backup_dir, "training_metadata.json"
+        )
+        if not os.path.exists(metadata):
+            return
+        with open(metadata) as f:
+            saved_epoch = int(json.load(f)["epoch"])
+        events = [e for e in state["history"] if e["epoch"] <= saved_epoch]
+        for event in events:
+            grow_model(self.model, event["plan"], scale=self.scale)
+        self.history = events
+        self._initial_lr = state.get("initial_lr")
+        if self.verbose and events:
+            print(
+                f"GrowthCallback: regrew {len(events)} events (to "
+                f"{self.model.count_params():,} parameters) from the backup "
+                f"in {self._backup.backup_dir!r}."
+            )
 
     # -------------------------------------------------------------- scores
     def compute_scores(self) -> dict[str, np.ndarray]:
@@ -266,17 +404,17 @@ class GrowthCallback(keras.callbacks.Callback):
         Returns:
             `{layer_name: 1-D array of length units}` in layer order.
         """
-        names = [layer.name for layer in self._growable()]
+        layers = self._growable()
+        names = list(layers)
         if self.criterion == "random":
-            return {
-                layer.name: np.zeros(layer.units) for layer in self._growable()
-            }
+            return {key: np.zeros(layer.units) for key, layer in layers.items()}
         from keras_depthhet import splitting
 
+        data = self._analysis_batches()
         if self.criterion == "splitting":
             scores = splitting.splitting_eigenvalues(
                 self.model,
-                self.analysis_data,
+                data,
                 num_batches=self.analysis_batches,
                 layers=names,
                 verbose=0,
@@ -284,11 +422,24 @@ class GrowthCallback(keras.callbacks.Callback):
         else:
             scores = splitting.gradient_proxy(
                 self.model,
-                self.analysis_data,
+                data,
                 num_batches=self.analysis_batches,
                 layers=names,
             )
         return {name: np.asarray(scores[name]) for name in names}
+
+    def _analysis_batches(self):
+        """`analysis_data`, or the training batches kept before the event."""
+        if self.analysis_data is not None:
+            return self.analysis_data
+        if self._recent is None or self._recent.model is not self.model:
+            raise ValueError(
+                "`GrowthCallback` without `analysis_data` scores neurons on "
+                "the training batches it keeps inside `model.fit`; to decide "
+                "outside `fit` (e.g. `plan_growth` called directly), pass "
+                "`analysis_data`. Received: analysis_data=None"
+            )
+        return [(b.x, b.y, b.sample_weight) for b in self._recent.batches()]
 
     # --------------------------------------------------------------- event
     def _budget(self, params: int) -> float:
@@ -344,7 +495,7 @@ class GrowthCallback(keras.callbacks.Callback):
         ```
         """
         layers = self._growable()
-        costs = {layer.name: layer.growth_cost(1) for layer in layers}
+        costs = {key: layer.growth_cost(1) for key, layer in layers.items()}
         params = self.model.count_params()
         if self._target_reached(params, costs):
             return None
@@ -382,15 +533,49 @@ class GrowthCallback(keras.callbacks.Callback):
         if decision is None:
             return None
         plan = decision.pop("plan")
+        before = list(self.model.weights)
         added = grow_model(self.model, plan, scale=self.scale)
+        for callback in self._early_stopping:
+            if getattr(callback, "best_weights", None) is not None:
+                callback.best_weights = self._grown_weights(
+                    before, callback.best_weights
+                )
         return {
             **decision,
+            "plan": {name: [int(i) for i in idx] for name, idx in plan.items()},
             "params_after": int(self.model.count_params()),
             "params_added": int(added),
             "total_grown": {
-                layer.name: layer.num_grown for layer in self._growable()
+                key: layer.num_grown for key, layer in self._growable().items()
             },
         }
+
+    def _grown_weights(self, before: list, values: list) -> list:
+        """`values` of the weights `before` growth, as the grown model's.
+
+        New pairs get zero-sum values from the kernel and bias in `values`
+        (as `grow` initialises them), so the result computes what `values`
+        computed before growth: what `EarlyStopping` restores.
+        """
+        index = {id(v): i for i, v in enumerate(before)}
+        new = {}
+        for layer in self._growable().values():
+            for r, variables in enumerate(layer._growth_variables):
+                if id(variables["kernel_plus"]) in index:
+                    continue
+                bias = values[index[id(layer.bias)]] if layer.use_bias else None
+                pairs = layer._pair_values(
+                    np.asarray(values[index[id(layer.kernel)]]),
+                    None if bias is None else np.asarray(bias),
+                    layer.growth_rounds[r],
+                    self.scale,
+                )
+                for suffix, variable in variables.items():
+                    new[id(variable)] = pairs[suffix]
+        return [
+            values[index[id(v)]] if id(v) in index else new[id(v)]
+            for v in self.model.weights
+        ]
 
     def _report(self, event: dict) -> None:
         self.history.append(event)
@@ -418,9 +603,13 @@ class GrowthCallback(keras.callbacks.Callback):
         print(line + ".")
 
     def on_epoch_end(self, epoch, logs=None):
+        if self._recent is not None:
+            self._recent.stop()
         if self.is_event_epoch(epoch + 1):
             event = self._grow(epoch + 1)
             if event is not None:
                 self._report(event)
+                if self._backup is not None:
+                    self._save_growth_state()
         if logs is not None:
             logs["num_params"] = int(self.model.count_params())

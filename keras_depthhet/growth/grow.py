@@ -14,9 +14,11 @@ from collections.abc import Mapping
 import keras
 import numpy as np
 
-from keras_depthhet.layers import GROWTH_SCALE, GrowableDense
-from keras_depthhet.models.vit import growable_layers
+from keras_depthhet.layers import GrowableDense
+from keras_depthhet.models.vit import growable_layer_map
 from keras_depthhet.utils.keras_internals import (
+    EMA_SLOTS,
+    optimizer_slots,
     reset_compiled_functions,
     reset_optimizer_state,
     sync_trainer_state,
@@ -74,52 +76,88 @@ def _variable_scope(model: keras.Model):
     return contextlib.nullcontext()
 
 
-def _slot_values(optimizer) -> dict[str, np.ndarray]:
-    """Optimizer variable values by path; raises if growth cannot keep them."""
-    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-        raise ValueError(
-            "Growth cannot yet carry over the state of a "
-            f"`LossScaleOptimizer`. Received: optimizer={optimizer!r}"
-        )
-    values = {}
+def _optimizer_state(optimizer) -> tuple[list, dict, dict]:
+    """What `rebuild_optimizer` carries over, read before the rebuild.
+
+    Returns the variables the optimizer was built for, the values of its
+    per-variable slots (`{attribute: [array or None]}`, aligned with
+    them), and the values of its other variables (iteration counts, loss
+    scale, ...) by path. Raises if those paths are not unique.
+    """
+    variables, slots = optimizer_slots(optimizer)
+    aligned = {id(v) for values in slots.values() for v in values}
+    slot_values = {
+        name: [
+            None if v is None else keras.ops.convert_to_numpy(v)
+            for v in values
+        ]
+        for name, values in slots.items()
+    }
+    others = {}
     for variable in optimizer.variables:
-        if variable.path in values:
+        if id(variable) in aligned:
+            continue
+        if variable.path in others:
             raise ValueError(
                 "Cannot carry the optimizer state over growth: two optimizer "
-                f"variables share the path {variable.path!r}. Give the "
-                "model's weights unique paths (unique layer names)."
+                f"variables that are not per-weight slots share the path "
+                f"{variable.path!r}. Received: optimizer={optimizer!r}"
             )
-        values[variable.path] = keras.ops.convert_to_numpy(variable)
-    return values
+        others[variable.path] = keras.ops.convert_to_numpy(variable)
+    return variables, slot_values, others
 
 
-def rebuild_optimizer(optimizer, trainable_variables) -> int:
+def rebuild_optimizer(
+    optimizer, trainable_variables, *, replaces: Mapping | None = None
+) -> int:
     """Rebuilds `optimizer` for new `trainable_variables`, keeping its state.
 
     The optimizer object is kept (so `model.optimizer`, its config, its
     weight-decay exclusions and its learning-rate schedule stay the same);
-    its slot variables are created again for `trainable_variables` and
-    every slot whose path existed before gets its old value back, while
-    slots of new variables start at zero. The iteration count and the
-    learning-rate variable are never replaced.
+    its slot variables are created again for `trainable_variables`. Each
+    variable the optimizer already knew gets its old slots back (matched
+    by the variable itself, so equal names or paths in nested models do
+    not matter); slots of new variables start at zero, except moving
+    averages (`use_ema=True`), which start at the new variable's own
+    value, as Keras's first step would set them. The iteration count and
+    the learning-rate variable are never replaced; other optimizer
+    variables (e.g. a `LossScaleOptimizer`'s loss scale under mixed
+    precision) keep their values by path.
 
     Args:
         optimizer: A built `keras.optimizers.Optimizer`.
         trainable_variables: The model's trainable variables after growth.
+        replaces: For a model rebuilt with new variable objects, a dict
+            `{id(new variable): old variable}`; by default each variable
+            keeps its own slots.
 
     Returns:
-        The number of optimizer variables that start from zero.
+        The number of per-variable slots that start anew.
     """
-    old = _slot_values(optimizer)
+    old_variables, old_slots, others = _optimizer_state(optimizer)
+    old_index = {id(v): i for i, v in enumerate(old_variables)}
+    replaces = replaces or {}
     reset_optimizer_state(optimizer)
-    optimizer.build(list(trainable_variables))
-    fresh = 0
+    trainable_variables = list(trainable_variables)
+    optimizer.build(trainable_variables)
     for variable in optimizer.variables:
-        value = old.get(variable.path)
-        if value is not None and value.shape == tuple(variable.shape):
-            variable.assign(value)
-        else:
+        if variable.path in others:
+            variable.assign(others[variable.path])
+    _, slots = optimizer_slots(optimizer)
+    fresh = 0
+    for name, values in slots.items():
+        for variable, slot in zip(trainable_variables, values, strict=True):
+            if slot is None:
+                continue
+            source = replaces.get(id(variable), variable)
+            i = old_index.get(id(source))
+            value = None if i is None else old_slots.get(name, [])[i]
+            if value is not None and value.shape == tuple(slot.shape):
+                slot.assign(value)
+                continue
             fresh += 1
+            if name == EMA_SLOTS:
+                slot.assign(variable)
     return fresh
 
 
@@ -127,7 +165,7 @@ def grow_model(
     model: keras.Model,
     plan: Mapping[str, np.ndarray],
     *,
-    scale: float = GROWTH_SCALE,
+    scale: float = 0.2,
 ) -> int:
     """Grows `model` in place by `plan`, keeping its training state.
 
@@ -161,7 +199,7 @@ def grow_model(
     >>> grow_model(model, {"block_0_mlp_fc1": [0, 5]})  # 2 * 2 * (16 + 1)
     68
     """
-    layers = {layer.name: layer for layer in growable_layers(model)}
+    layers = growable_layer_map(model)
     plan = _check_plan(plan, layers)
     if not plan:
         return 0
@@ -169,12 +207,12 @@ def grow_model(
     optimizer = getattr(model, "optimizer", None)
     rebuild = optimizer is not None and optimizer.built
     if rebuild:
-        _slot_values(optimizer)  # Fails early, before any layer changes.
+        _optimizer_state(optimizer)  # Fails early, before layers change.
     added = 0
     with _variable_scope(model):
         for name, layer in layers.items():
             if name in plan:
-                added += layer.grow(plan[name], scale=scale)
+                added += layer._grow(plan[name], scale=scale)
         if rebuild:
             rebuild_optimizer(optimizer, model.trainable_variables)
     reset_compiled_functions(model)

@@ -7,7 +7,7 @@ distributed training it is cleaner to build a new model from the grown
 config inside the strategy scope or under the active distribution, carry
 the weights over by variable path, initialise the new neuron pairs as
 `grow` would, and compile it anew with the same optimizer, whose slots are
-rebuilt and copied by path (`rebuild_optimizer`). The result computes the
+rebuilt and carried over (`rebuild_optimizer`). The result computes the
 same function and holds the same training state as an in-place growth.
 """
 
@@ -22,8 +22,7 @@ from keras_depthhet.growth.grow import (
     _variable_scope,
     rebuild_optimizer,
 )
-from keras_depthhet.layers import GROWTH_SCALE
-from keras_depthhet.models.vit import growable_layers
+from keras_depthhet.models.vit import growable_layer_map
 from keras_depthhet.utils.keras_internals import (
     compile_arguments,
     sync_trainer_state,
@@ -117,7 +116,7 @@ def rebuild_grown_model(
     model: keras.Model,
     plan: Mapping[str, np.ndarray],
     *,
-    scale: float = GROWTH_SCALE,
+    scale: float = 0.2,
 ) -> keras.Model:
     """A new model equal to `model` grown by `plan`, with its training state.
 
@@ -128,9 +127,10 @@ def rebuild_grown_model(
     `+/- scale * (W[:, i], b[i])`, so the new model computes the same
     function. When `model` is compiled, the new model is compiled with the
     same arguments and the same optimizer object, rebuilt by
-    `rebuild_optimizer`: slots kept by variable path, zero slots for the
-    new weights, the iteration count and learning-rate schedule position
-    kept. Its train/test/predict functions are traced afresh on first use.
+    `rebuild_optimizer`: slots kept for every weight that existed, new
+    ones for the new weights, the iteration count and learning-rate
+    schedule position kept. Its train/test/predict functions are traced
+    afresh on first use.
     `model` itself is left unchanged in architecture and weights, but its
     optimizer now belongs to the new model; train only the new one.
 
@@ -155,7 +155,7 @@ def rebuild_grown_model(
     grown.count_params() - model.count_params()  # 2 * 2 * (dim + 1)
     ```
     """
-    layers = {layer.name: layer for layer in growable_layers(model)}
+    layers = growable_layer_map(model)
     plan = _check_plan(plan, layers)
     if not plan:
         return model
@@ -176,7 +176,7 @@ def rebuild_grown_model(
         for variable in grown.variables:
             if variable.path in values:
                 variable.assign(values[variable.path])
-        new_layers = {layer.name: layer for layer in growable_layers(grown)}
+        new_layers = growable_layer_map(grown)
         for name, indices in plan.items():
             _init_new_round(new_layers[name], indices, float(scale), values)
         if compiled:
@@ -184,5 +184,14 @@ def rebuild_grown_model(
             arguments["optimizer"] = optimizer
             grown.compile(**arguments)
             if optimizer.built:
-                rebuild_optimizer(optimizer, grown.trainable_variables)
+                old = {v.path: v for v in model.trainable_variables}
+                rebuild_optimizer(
+                    optimizer,
+                    grown.trainable_variables,
+                    replaces={
+                        id(v): old[v.path]
+                        for v in grown.trainable_variables
+                        if v.path in old
+                    },
+                )
     return grown

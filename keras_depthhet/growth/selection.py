@@ -139,7 +139,7 @@ def select_neurons(
 ) -> dict[str, np.ndarray]:
     """Chooses the neurons to grow at one growth event.
 
-    With `criterion="splitting"` (the paper's rule, ARCHITECTURE.md),
+    With `criterion="splitting"` (the paper's rule; the docs' Method page),
     `scores[name][i]` is the minimum eigenvalue of neuron `i`'s splitting
     matrix. A neuron is eligible when its score is negative; a layer takes
     part only when it has at least `layer_threshold` eligible neurons. The

@@ -8,14 +8,18 @@ from keras import ops
 
 from keras_depthhet.layers.validation import positive_int
 from keras_depthhet.utils.keras_internals import (
+    is_compiled_trace,
     unlocked_state,
     untrack_variable,
 )
 
 GROWTH_SCALE = 0.2
-"""Default scale factor `s` of a new +/- neuron pair (ARCHITECTURE.md)."""
+"""Default scale factor `s` of a new +/- neuron pair (the docs' Method page)."""
 
 _GROWTH_SUFFIXES = ("kernel_plus", "kernel_minus", "bias_plus", "bias_minus")
+
+_INDICES_KEY = "growth_{}_indices"
+"""Saved-weights key of round `r`'s neuron indices (beside Keras's "0", "1")."""
 
 
 def _validate_indices(indices, units: int) -> np.ndarray:
@@ -68,6 +72,39 @@ def _validate_scale(scale) -> float:
     return float(scale)
 
 
+class _MirroredConstraint(keras.constraints.Constraint):
+    """The minus weight's constraint: `w -> -c(-w)` for the layer's `c`.
+
+    A pair starts as `w- = -w+`; constraining `w+` by `c` and `w-` by its
+    mirror keeps `w+ + w- = c(w+) - c(w+) = 0`, so no constraint can break
+    function preservation, and the pair stays a +/- pair.
+    """
+
+    def __init__(self, constraint):
+        self.constraint = constraint
+
+    def __call__(self, w):
+        return ops.negative(self.constraint(ops.negative(w)))
+
+
+class _PairSumRegularizer(keras.regularizers.Regularizer):
+    """The plus weight's regularizer: the layer's `r` of `w+ + w-`.
+
+    Only the pair's sum enters the layer's output, so it is the sum that
+    is regularized, as the weight of one neuron; it is zero at growth, so
+    growth does not change the regularized loss. The minus weight carries
+    no regularizer of its own.
+    """
+
+    def __init__(self, regularizer, partner):
+        self.regularizer = regularizer
+        self.partner = partner
+
+    def __call__(self, w):
+        # Inside a stateless call `partner.value` is the traced value.
+        return self.regularizer(w + ops.cast(self.partner.value, w.dtype))
+
+
 @keras.saving.register_keras_serializable(package="keras_depthhet")
 class GrowableDense(keras.layers.Layer):
     """Densely-connected layer whose output neurons can be given extra depth.
@@ -90,10 +127,24 @@ class GrowableDense(keras.layers.Layer):
 
     Growth variables are named `growth_{r}_kernel_plus`,
     `growth_{r}_kernel_minus`, `growth_{r}_bias_plus` and
-    `growth_{r}_bias_minus` for round `r`; the kernel regularizer and
-    constraint apply to the growth kernels, the bias ones to growth biases.
+    `growth_{r}_bias_minus` for round `r`. Constraints and regularizers
+    treat each pair as the one neuron it is, so that growth never changes
+    the function or the regularized loss: the kernel (bias) constraint `c`
+    constrains `w+` and its mirror `w -> -c(-w)` constrains `w-` (so
+    `w+ + w-` stays zero at growth whatever `c` is), and the kernel (bias)
+    regularizer applies to the sum `w+ + w-` (zero at growth), not to `w+`
+    and `w-` separately.
     The rounds are part of the config (`growth_rounds`), so
     `from_config(get_config())` and `.keras` files rebuild a grown layer.
+    A weights file saved before later growth rounds (e.g. the best epoch
+    of `ModelCheckpoint(save_weights_only=True)`) loads into the grown
+    layer: the rounds it lacks start as zero-sum pairs of its kernel, so
+    the layer computes what the saved one did.
+
+    Grow a layer that a model has already used in `fit`, `predict` or
+    `evaluate` with `keras_depthhet.growth.grow_model`, not `grow`: the
+    model's compiled functions and optimizer must be remade too (`grow`
+    refuses, saying so).
 
     Args:
         units: Positive integer, the number of output neurons.
@@ -160,6 +211,7 @@ class GrowableDense(keras.layers.Layer):
         self._growth_variables = []
         self._targets = None
         self._analysis_hook = None
+        self._traced = False
         self.input_spec = keras.layers.InputSpec(min_ndim=2)
         self.supports_masking = True
 
@@ -210,7 +262,6 @@ class GrowableDense(keras.layers.Layer):
         for suffix in _GROWTH_SUFFIXES:
             if suffix.startswith("bias") and not self.use_bias:
                 continue
-            is_kernel = suffix.startswith("kernel")
             if values is None:
                 initializer = "zeros"
             else:
@@ -219,18 +270,47 @@ class GrowableDense(keras.layers.Layer):
                 name=f"growth_{r}_{suffix}",
                 shape=shapes[suffix],
                 initializer=initializer,
-                regularizer=(
-                    self.kernel_regularizer
-                    if is_kernel
-                    else self.bias_regularizer
-                ),
-                constraint=(
-                    self.kernel_constraint
-                    if is_kernel
-                    else self.bias_constraint
-                ),
             )
+        for part in ("kernel", "bias"):
+            if f"{part}_plus" not in created:
+                continue
+            plus, minus = created[f"{part}_plus"], created[f"{part}_minus"]
+            regularizer = getattr(self, f"{part}_regularizer")
+            constraint = getattr(self, f"{part}_constraint")
+            if regularizer is not None:
+                plus.regularizer = _PairSumRegularizer(regularizer, minus)
+            if constraint is not None:
+                plus.constraint = constraint
+                minus.constraint = _MirroredConstraint(constraint)
         return created
+
+    def _pair_values(self, kernel, bias, indices, scale) -> dict:
+        """A new round's initial values: `+/- scale * (W[:, i], b[i])`.
+
+        Raises if a value overflows the variables' dtype (a huge `scale`),
+        naming non-finite weights as weights.
+        """
+        if not np.all(np.isfinite(kernel[:, indices])) or (
+            bias is not None and not np.all(np.isfinite(bias[indices]))
+        ):
+            raise ValueError(
+                f"Layer {self.name!r} has non-finite kernel or bias weights "
+                f"at the neurons to grow ({np.asarray(indices).tolist()}); "
+                "a pair initialised from them would not sum to zero. The "
+                "weights diverged: check the learning rate and the data."
+            )
+        plus = (kernel[:, indices] * scale).astype(self.variable_dtype)
+        values = {"kernel_plus": plus, "kernel_minus": -plus}
+        if bias is not None:
+            plus_bias = (bias[indices] * scale).astype(self.variable_dtype)
+            values.update(bias_plus=plus_bias, bias_minus=-plus_bias)
+        if not all(np.all(np.isfinite(v)) for v in values.values()):
+            raise ValueError(
+                f"Argument `scale` makes the new pairs of layer "
+                f"{self.name!r} overflow {self.variable_dtype}. "
+                f"Received: scale={scale!r}"
+            )
+        return values
 
     def _update_targets(self):
         """Caches the neuron fed by each of the K pairs, all rounds in order."""
@@ -259,7 +339,7 @@ class GrowableDense(keras.layers.Layer):
             )
         return 2 * (self.input_dim + int(self.use_bias)) * int(num_neurons)
 
-    def grow(self, indices, scale: float = GROWTH_SCALE) -> int:
+    def grow(self, indices, scale: float = 0.2) -> int:
         """Adds one growth round at the output neurons `indices`.
 
         Each chosen neuron `i` gets a pair of neurons initialised to
@@ -275,9 +355,30 @@ class GrowableDense(keras.layers.Layer):
             `k` neurons (`2 * input_dim * k` without bias).
 
         Raises:
-            ValueError: if the layer is unbuilt or an argument is invalid;
-                the layer is then left unchanged.
+            ValueError: if the layer is unbuilt, an argument is invalid, or
+                a compiled function (of `fit`, `predict`, `evaluate`, a
+                `jax.jit` or `tf.function`) has already traced the layer:
+                that function would keep the old weights, so grow through
+                the model with `keras_depthhet.growth.grow_model`, which
+                remakes it. The layer is then left unchanged.
         """
+        if self._traced:
+            raise ValueError(
+                f"Layer {self.name!r} has been traced into a compiled "
+                "function (by `fit`, `predict`, `evaluate`, `train_on_batch`"
+                ", a `jax.jit` or a `tf.function`), which would keep using "
+                "its weights from before growth: the new neurons would be "
+                "ignored (silently, on TensorFlow) and the optimizer would "
+                "not know them. Grow it through its model instead: "
+                "`keras_depthhet.growth.grow_model(model, "
+                f"{{{self.name!r}: indices}})`, which also remakes the "
+                "model's compiled functions and optimizer state. "
+                f"Received: layer.grow({indices!r}) on a traced layer"
+            )
+        return self._grow(indices, scale)
+
+    def _grow(self, indices, scale: float = 0.2) -> int:
+        """`grow` without the traced-layer check (for `grow_model`)."""
         if not self.built:
             raise ValueError(
                 f"Layer '{self.name}' must be built before `grow()` is "
@@ -286,11 +387,12 @@ class GrowableDense(keras.layers.Layer):
             )
         indices = _validate_indices(indices, self.units)
         scale = _validate_scale(scale)
-        kernel = ops.convert_to_numpy(self.kernel)[:, indices] * scale
-        values = {"kernel_plus": kernel, "kernel_minus": -kernel}
-        if self.use_bias:
-            bias = ops.convert_to_numpy(self.bias)[indices] * scale
-            values.update(bias_plus=bias, bias_minus=-bias)
+        values = self._pair_values(
+            ops.convert_to_numpy(self.kernel),
+            ops.convert_to_numpy(self.bias) if self.use_bias else None,
+            indices,
+            scale,
+        )
         before = list(self.weights)
         try:
             with unlocked_state(self):
@@ -347,6 +449,8 @@ class GrowableDense(keras.layers.Layer):
         return z
 
     def call(self, inputs):
+        if self._analysis_hook is None and is_compiled_trace(inputs):
+            self._traced = True
         z = self.preactivation(inputs)
         outputs = self.activation(z) if self.activation is not None else z
         if self._analysis_hook is not None:
@@ -364,6 +468,73 @@ class GrowableDense(keras.layers.Layer):
         the hook must return a tensor equal to `outputs`. `None` removes it.
         """
         self._analysis_hook = hook
+
+    # ---------------------------------------------------------------- saving
+    def _variables_in_order(self) -> list:
+        return self._trainable_variables + self._non_trainable_variables
+
+    def save_own_variables(self, store):
+        """Saves the variables (as Keras does) and each round's indices."""
+        super().save_own_variables(store)
+        for r, indices in enumerate(self._rounds):
+            store[_INDICES_KEY.format(r)] = indices
+
+    def load_own_variables(self, store):
+        """Loads saved variables; a file of fewer rounds loads too.
+
+        The file's rounds must be the first rounds of this layer (same
+        neurons, checked where the file records them); rounds the file
+        lacks are set to zero-sum pairs of the loaded kernel, so the layer
+        computes what the saved layer computed. A file with more rounds
+        than the layer is refused: grow the model first (a `.keras` file
+        of a grown model rebuilds it with `keras.saving.load_model`).
+        """
+        variables = self._variables_in_order()
+        per_round = len(_GROWTH_SUFFIXES) if self.use_bias else 2
+        num_base = len(variables) - per_round * len(self._rounds)
+        numbered = [key for key in store.keys() if key.isdigit()]
+        saved_rounds, remainder = divmod(len(numbered) - num_base, per_round)
+        if saved_rounds < 0 or remainder:
+            raise ValueError(
+                f"Layer {self.name!r} expected {num_base} variables plus "
+                f"{per_round} per growth round, but the saved weights hold "
+                f"{len(numbered)} variables."
+            )
+        if saved_rounds > len(self._rounds):
+            raise ValueError(
+                f"Layer {self.name!r} has {len(self._rounds)} growth rounds "
+                f"but the saved weights hold {saved_rounds}: they come from "
+                "a model grown further than this one. Load the grown "
+                "model's `.keras` file with `keras.saving.load_model`, or, "
+                "to resume training after growth, list "
+                "`keras_depthhet.GrowthCallback` before "
+                "`keras.callbacks.BackupAndRestore` so that it regrows the "
+                "model before the backup is loaded."
+            )
+        for r in range(saved_rounds):
+            key = _INDICES_KEY.format(r)
+            saved = np.asarray(store[key]) if key in store.keys() else None
+            expected = self._rounds[r]
+            size = store[str(num_base + r * per_round)].shape[-1]
+            if (saved is not None and not np.array_equal(saved, expected)) or (
+                size != expected.size
+            ):
+                raise ValueError(
+                    f"Layer {self.name!r}: growth round {r} of the saved "
+                    f"weights grew other neurons than this layer's round "
+                    f"{r} ({expected.tolist()}); the file comes from "
+                    "another growth history."
+                )
+        count = num_base + per_round * saved_rounds
+        for i, variable in enumerate(variables[:count]):
+            variable.assign(store[str(i)])
+        kernel = ops.convert_to_numpy(self.kernel)
+        bias = ops.convert_to_numpy(self.bias) if self.use_bias else None
+        for r in range(saved_rounds, len(self._rounds)):
+            for suffix, value in self._pair_values(
+                kernel, bias, self._rounds[r], GROWTH_SCALE
+            ).items():
+                self._growth_variables[r][suffix].assign(value)
 
     # ---------------------------------------------------------------- config
     def get_config(self):

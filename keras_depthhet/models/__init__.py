@@ -25,6 +25,7 @@ from keras_depthhet.models.vit import (
     deit_base,
     deit_small,
     deit_tiny,
+    growable_layer_map,
     growable_layers,
     vit,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "deit_base",
     "deit_small",
     "deit_tiny",
+    "growable_layer_map",
     "growable_layers",
     "vit",
 ]

@@ -13,7 +13,7 @@ from keras_depthhet.layers import (
     TransformerBlock,
 )
 from keras_depthhet.layers.validation import positive_int, rate
-from keras_depthhet.utils.keras_internals import iter_layers
+from keras_depthhet.utils.keras_internals import iter_layer_paths
 
 DEIT_PRESETS = {
     "deit_tiny": {"dim": 192, "depth": 12, "num_heads": 3},
@@ -194,6 +194,32 @@ def growable_layers(model: keras.layers.Layer) -> list[GrowableDense]:
         The layers in definition order (for the builders here: block by
         block, `qkv`, `proj`, `fc1`, `fc2`).
     """
-    layers = [model] if isinstance(model, GrowableDense) else []
-    layers += [x for x in iter_layers(model) if isinstance(x, GrowableDense)]
-    return layers
+    return list(growable_layer_map(model).values())
+
+
+def growable_layer_map(model: keras.layers.Layer) -> dict[str, GrowableDense]:
+    """The `GrowableDense` layers of `model` by the key that names them.
+
+    Growth plans, scores and events name a layer by this key: its `name`,
+    or, where several layers of the model share that name (equal names in
+    nested models), its path of container names, e.g. `"branch_a/dense"`.
+    A layer used at several places in the model appears once.
+
+    Args:
+        model: Any Keras model or layer.
+
+    Returns:
+        `{key: layer}` in definition order.
+    """
+    if isinstance(model, GrowableDense):
+        return {model.name: model}
+    found = [
+        (path, layer)
+        for path, layer in iter_layer_paths(model)
+        if isinstance(layer, GrowableDense)
+    ]
+    names = [layer.name for _, layer in found]
+    return {
+        (layer.name if names.count(layer.name) == 1 else path): layer
+        for path, layer in found
+    }

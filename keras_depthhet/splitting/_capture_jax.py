@@ -1,15 +1,19 @@
 """JAX capture of each hooked layer's input, pre-activation and dL/d(output).
 
 `dL/d(output)` comes from `jax.grad` with respect to zero "probes" that the
-analysis hook adds to every hooked layer's output: the gradient of the loss
-with respect to a probe is exactly the gradient with respect to that output.
-The whole step (forward, backward, per-token terms) is one `jax.jit`.
+analysis hook adds to every hooked layer's output, one per call of the
+layer: the gradient of the loss with respect to a probe is exactly the
+gradient with respect to that call's output. The whole step (forward in
+float32, backward, per-token terms) is one `jax.jit`.
 """
 
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+
+from keras_depthhet.splitting.sites import CallSites
+from keras_depthhet.utils.keras_internals import float32_compute
 
 
 def derivative(fn: Callable, z, order: int):
@@ -25,13 +29,14 @@ def _elementwise_grad(fn: Callable) -> Callable:
 
 
 def _hooked_forward(model, layers, hook, trainable, non_trainable, x):
-    """`model`'s inference output with `hook` installed on `layers`."""
+    """`model`'s float32 inference output with `hook` on `layers`."""
     for layer in layers:
         layer.set_analysis_hook(hook)
     try:
-        y_pred, _ = model.stateless_call(
-            trainable, non_trainable, x, training=False
-        )
+        with float32_compute(model):
+            y_pred, _ = model.stateless_call(
+                trainable, non_trainable, x, training=False
+            )
     finally:
         for layer in layers:
             layer.set_analysis_hook(None)
@@ -45,43 +50,44 @@ def _values(model):
     )
 
 
-def input_shapes(model, layers, x) -> dict[str, tuple]:
-    """Each layer's input shape for `x`, from a shape-only trace."""
-    shapes = {}
+def input_shapes(model, layers: dict, x) -> dict[str, list[tuple]]:
+    """Each layer's input shape at each of its calls, for `x`."""
+    sites = CallSites(layers)
 
     def hook(layer, inputs, preactivation, outputs):
-        shapes[layer.name] = tuple(inputs.shape)
+        sites.record(layer, tuple(inputs.shape))
         return outputs
 
     jax.eval_shape(
-        lambda t, n, xs: _hooked_forward(model, layers, hook, t, n, xs),
+        lambda t, n, xs: _hooked_forward(
+            model, layers.values(), hook, t, n, xs
+        ),
         *_values(model),
         x,
     )
-    return shapes
+    return sites.by_key()
 
 
-def make_step(model, layers, loss_fn: Callable, transform: Callable):
+def make_step(model, layers: dict, loss_fn: Callable, transform: Callable):
     """Builds `step(x, y, sample_weight, scale) -> (terms, finite)`.
 
-    `terms[name]` is `transform(layer, x, z', g, derivative)` for the loss
-    `loss_fn(y, model(x), sample_weight) * scale`; `finite[name]` says
-    whether all of those terms are finite.
+    `terms[key]` is `transform(layer, x, z', g, derivative)` for the loss
+    `loss_fn(y, model(x), sample_weight) * scale`, over the tokens of all
+    the layer's calls; `finite[key]` says whether all of them are finite.
     """
-    by_name = {layer.name: layer for layer in layers}
 
     def forward(trainable, non_trainable, probes, x):
-        captured = {}
+        sites = CallSites(layers)
 
         def hook(layer, inputs, preactivation, outputs):
-            captured[layer.name] = (inputs, preactivation)
-            probe = probes.get(layer.name)
-            return outputs if probe is None else outputs + probe
+            i = sites.record(layer, (inputs, preactivation))
+            probe = probes.get(sites.key(layer))
+            return outputs if probe is None else outputs + probe[i]
 
         y_pred = _hooked_forward(
-            model, layers, hook, trainable, non_trainable, x
+            model, layers.values(), hook, trainable, non_trainable, x
         )
-        return y_pred, captured
+        return y_pred, sites.by_key()
 
     @jax.jit
     def jitted(trainable, non_trainable, x, y, sample_weight, scale):
@@ -92,7 +98,8 @@ def make_step(model, layers, loss_fn: Callable, transform: Callable):
             x,
         )
         probes = {
-            name: jnp.zeros(z.shape, z.dtype) for name, (_, z) in shapes.items()
+            key: [jnp.zeros(z.shape, z.dtype) for _, z in calls]
+            for key, calls in shapes.items()
         }
 
         def loss_of(probes):
@@ -102,11 +109,14 @@ def make_step(model, layers, loss_fn: Callable, transform: Callable):
 
         grads, captured = jax.grad(loss_of, has_aux=True)(probes)
         terms, finite = {}, {}
-        for name, layer in by_name.items():
-            inputs, z = captured[name]
-            terms[name] = transform(layer, inputs, z, grads[name], derivative)
-            finite[name] = jnp.all(
-                jnp.stack([jnp.all(jnp.isfinite(t)) for t in terms[name]])
+        for key, layer in layers.items():
+            inputs, z = CallSites.joined(captured[key])
+            g = jnp.concatenate(
+                [t.reshape(-1, t.shape[-1]) for t in grads[key]]
+            )
+            terms[key] = transform(layer, inputs, z, g, derivative)
+            finite[key] = jnp.all(
+                jnp.stack([jnp.all(jnp.isfinite(t)) for t in terms[key]])
             )
         return terms, finite
 
@@ -117,8 +127,8 @@ def make_step(model, layers, loss_fn: Callable, transform: Callable):
         )
         # jit returns dicts sorted by key; restore the layer order.
         return (
-            {name: terms[name] for name in by_name},
-            {name: finite[name] for name in by_name},
+            {key: terms[key] for key in layers},
+            {key: finite[key] for key in layers},
         )
 
     return step

@@ -15,7 +15,7 @@ import numpy as np
 from keras import ops
 
 from keras_depthhet.layers.growable_dense import GrowableDense
-from keras_depthhet.models.vit import growable_layers
+from keras_depthhet.models.vit import growable_layer_map
 
 
 @dataclass
@@ -43,20 +43,26 @@ def check_positive_int(name: str, value, allow_none: bool = True):
     return int(value)
 
 
-def select_layers(model, layers: Sequence[str] | None) -> list[GrowableDense]:
-    """The model's `GrowableDense` layers named in `layers` (all if None)."""
+def select_layers(
+    model, layers: Sequence[str] | None
+) -> dict[str, GrowableDense]:
+    """The model's `GrowableDense` layers named in `layers` (all if None).
+
+    Returns `{key: layer}` in model order, keyed as `growable_layer_map`
+    keys them (the layer name, or its path where names repeat).
+    """
     if not isinstance(model, keras.layers.Layer):
         raise ValueError(
             "Argument `model` must be a Keras model or layer. "
             f"Received: model of type {type(model).__name__}"
         )
-    available = growable_layers(model)
+    available = growable_layer_map(model)
     if not available:
         raise ValueError(
             "Argument `model` must contain at least one `GrowableDense` "
             f"layer. Received: model={model.name!r} without any"
         )
-    unbuilt = [layer.name for layer in available if not layer.built]
+    unbuilt = [key for key, layer in available.items() if not layer.built]
     if unbuilt:
         raise ValueError(
             "Argument `model` must be built (call it on a batch first). "
@@ -69,13 +75,12 @@ def select_layers(model, layers: Sequence[str] | None) -> list[GrowableDense]:
             "Argument `layers` must be a list of layer names or None. "
             f"Received: layers={layers!r}"
         )
-    by_name = {layer.name: layer for layer in available}
-    unknown = [name for name in layers if name not in by_name]
+    unknown = [name for name in layers if name not in available]
     if unknown:
         raise ValueError(
             f"Argument `layers` names layers that are not growable layers of "
             f"model {model.name!r}: {unknown}. Growable layers: "
-            f"{list(by_name)}. Received: layers={list(layers)!r}"
+            f"{list(available)}. Received: layers={list(layers)!r}"
         )
     if len(set(layers)) != len(layers):
         raise ValueError(
@@ -83,30 +88,11 @@ def select_layers(model, layers: Sequence[str] | None) -> list[GrowableDense]:
             f"layers={list(layers)!r}"
         )
     wanted = set(layers)
-    return [layer for layer in available if layer.name in wanted]
+    return {k: layer for k, layer in available.items() if k in wanted}
 
 
-def resolve_loss(model, loss) -> Callable:
-    """`loss_fn(y, y_pred, sample_weight)` returning the batch-mean loss.
-
-    `loss` may be a Keras `Loss` instance, a loss name or a function
-    `(y_true, y_pred) -> per-sample losses`; `None` means the model's
-    compiled loss. Functions are reduced as Keras does by default
-    (`"sum_over_batch_size"`: the weighted sum divided by the number of
-    values).
-    """
-    if loss is None:
-        loss = getattr(model, "loss", None)
-        if loss is None:
-            raise ValueError(
-                "Argument `loss` is required when the model is not compiled "
-                "with a loss. Received: loss=None and model.loss=None"
-            )
-    if isinstance(loss, (dict, list, tuple)):
-        raise ValueError(
-            "Argument `loss` must be a single loss (multi-output losses are "
-            f"not supported). Received: loss={loss!r}"
-        )
+def _single_loss(loss) -> Callable:
+    """`loss_fn(y, y_pred, sample_weight)` for one output's loss."""
     if isinstance(loss, str):
         try:
             loss = keras.losses.get(loss)
@@ -134,6 +120,202 @@ def resolve_loss(model, loss) -> Callable:
         return ops.mean(values)
 
     return loss_fn
+
+
+def _output_names(model) -> list[str]:
+    names = getattr(model, "output_names", None)
+    if not names:
+        raise ValueError(
+            "Argument `loss` is a dict, which needs a model with named "
+            f"outputs. Received: model {model.name!r} without output names"
+        )
+    return list(names)
+
+
+def _per_output(model, value, names: list[str] | None = None) -> list:
+    """A per-output structure (list or dict by output name) as a list."""
+    if isinstance(value, dict):
+        names = names or _output_names(model)
+        unknown = sorted(set(value) - set(names))
+        if unknown:
+            raise ValueError(
+                f"Argument `loss` names outputs the model does not have: "
+                f"{unknown}. Outputs: {names}. Received: loss={value!r}"
+            )
+        return [value.get(name) for name in names]
+    return list(value)
+
+
+def _flat_outputs(model, tree) -> list:
+    """`y` or `y_pred` of a multi-output model as a list in output order."""
+    if isinstance(tree, dict):
+        return [tree[name] for name in _output_names(model) if name in tree]
+    if isinstance(tree, (list, tuple)):
+        return list(tree)
+    return [tree]
+
+
+def resolve_loss(model, loss) -> Callable:
+    """`loss_fn(y, y_pred, sample_weight)` returning the batch-mean loss.
+
+    `loss` may be a Keras `Loss` instance, a loss name or a function
+    `(y_true, y_pred) -> per-sample losses`; `None` means the model's
+    compiled loss, with its `loss_weights`. Functions are reduced as Keras
+    does by default (`"sum_over_batch_size"`: the weighted sum divided by
+    the number of values). A list or dict of losses (one per output of a
+    multi-output model, None for an output without loss) gives the
+    weighted sum of the outputs' losses, as Keras trains it.
+    """
+    weights = None
+    if loss is None:
+        loss = getattr(model, "loss", None)
+        if loss is None:
+            raise ValueError(
+                "Argument `loss` is required when the model is not compiled "
+                "with a loss. Received: loss=None and model.loss=None"
+            )
+        config = getattr(model, "_compile_config", None)
+        if config is not None:
+            weights = config.config.get("loss_weights")
+    if not isinstance(loss, (dict, list, tuple)):
+        return _single_loss(loss)
+    losses = [
+        None if item is None else _single_loss(item)
+        for item in _per_output(model, loss)
+    ]
+    if weights is None:
+        weights = [1.0] * len(losses)
+    else:
+        weights = [
+            1.0 if w is None else float(w)
+            for w in _per_output(model, weights)
+        ]
+
+    def loss_fn(y, y_pred, sample_weight):
+        ys, preds = _flat_outputs(model, y), _flat_outputs(model, y_pred)
+        if not len(ys) == len(preds) == len(losses):
+            raise ValueError(
+                f"Argument `loss` has {len(losses)} entries but the data "
+                f"give {len(ys)} targets for {len(preds)} model outputs."
+            )
+        if isinstance(sample_weight, (dict, list, tuple)):
+            sws = _flat_outputs(model, sample_weight)
+        else:
+            sws = [sample_weight] * len(losses)
+        total = 0.0
+        for fn, w, yt, yp, sw in zip(
+            losses, weights, ys, preds, sws, strict=True
+        ):
+            if fn is not None:
+                total = total + w * ops.cast(fn(yt, yp, sw), "float32")
+        return total
+
+    return loss_fn
+
+
+def _is_sparse_loss(loss) -> bool:
+    """Whether `loss` takes integer class labels (sparse crossentropy)."""
+    if isinstance(loss, keras.losses.SparseCategoricalCrossentropy):
+        return True
+    if isinstance(loss, keras.losses.LossFunctionWrapper):
+        loss = loss.fn
+    name = loss if isinstance(loss, str) else getattr(loss, "__name__", "")
+    return name.startswith("sparse_categorical")
+
+
+def check_labels(model, loss, batches, argument: str = "data") -> None:
+    """Refuses labels that would silently steer the analysis wrong.
+
+    Targets must be finite, and labels of a sparse categorical loss must
+    be integers in `[0, classes)` (JAX would otherwise read a clamped or
+    undefined probability without an error).
+    """
+    if loss is None:
+        loss = getattr(model, "loss", None)
+    if isinstance(loss, (dict, list, tuple)):
+        losses = _per_output(model, loss)
+    else:
+        losses = None
+    for index, batch in enumerate(batches):
+        targets = _flat_outputs(model, batch.y)
+        for k, y in enumerate(targets):
+            y = np.asarray(y)
+            if np.issubdtype(y.dtype, np.floating) and not np.all(
+                np.isfinite(y)
+            ):
+                raise ValueError(
+                    f"Argument `{argument}` holds non-finite targets (NaN or "
+                    f"Inf) in batch {index} (0-based)."
+                )
+            this = loss if losses is None else losses[k]
+            if this is None or not _is_sparse_loss(this):
+                continue
+            classes = _num_classes(model, k)
+            bad = (y != np.round(y)) | (y < 0)
+            if classes is not None:
+                bad |= y >= classes
+            if np.any(bad):
+                raise ValueError(
+                    f"Argument `{argument}` holds labels that are not class "
+                    f"indices in [0, {classes}) for a sparse categorical "
+                    f"loss: {np.unique(y[bad])[:10].tolist()} in batch "
+                    f"{index} (0-based)."
+                )
+
+
+def _num_classes(model, output: int) -> int | None:
+    outputs = getattr(model, "outputs", None)
+    if not outputs or output >= len(keras.tree.flatten(outputs)):
+        return None
+    size = keras.tree.flatten(outputs)[output].shape[-1]
+    return None if size is None else int(size)
+
+
+def check_analysis_data(
+    model, data, argument: str, num_batches: int | None = None
+) -> None:
+    """Checks that `data` can be analysed with `model` and its loss.
+
+    Reads up to `num_batches` batches (checking their labels), runs the
+    model on two samples of the first and computes their loss, so that a
+    wrong input shape, a target that does not fit the loss or an
+    unsupported loss is reported now, naming `argument`. The model is
+    not changed.
+    """
+    loss_fn = resolve_loss(model, None)
+    try:
+        batches = read_batches(data, num_batches)
+    except ValueError as error:
+        raise ValueError(
+            str(error).replace("Argument `data`", f"Argument `{argument}`")
+        ) from None
+    check_labels(model, None, batches, argument)
+    first = batches[0]
+    x, y, sw = keras.tree.map_structure(
+        lambda t: None if t is None else t[:2],
+        (first.x, first.y, first.sample_weight),
+    )
+    shapes = keras.tree.map_structure(lambda t: tuple(t.shape), first.x)
+    try:
+        y_pred = model(x, training=False)
+    except Exception as error:
+        raise ValueError(
+            f"Argument `{argument}` does not fit the model: running it on "
+            f"inputs of shape {shapes} failed with {type(error).__name__}: "
+            f"{error}"
+        ) from error
+    try:
+        value = loss_fn(y, y_pred, sw)
+    except Exception as error:
+        raise ValueError(
+            f"Argument `{argument}` does not fit the model's loss: its "
+            f"targets failed with {type(error).__name__}: {error}"
+        ) from error
+    if not np.all(np.isfinite(ops.convert_to_numpy(value))):
+        raise ValueError(
+            f"Argument `{argument}` gives a non-finite loss on its first "
+            "samples; check the inputs and targets."
+        )
 
 
 def _to_numpy(tree):
@@ -225,6 +407,22 @@ def read_batches(data, num_batches: int | None) -> list[Batch]:
     return batches
 
 
+def check_finite_weights(model) -> None:
+    """Raises naming the model's first non-finite weights, if any."""
+    bad = [
+        v.path
+        for v in model.weights
+        if not np.all(np.isfinite(ops.convert_to_numpy(v)))
+    ]
+    if bad:
+        raise ValueError(
+            f"Model {model.name!r} has non-finite weights (NaN or Inf): "
+            f"{bad[:5]}{' ...' if len(bad) > 5 else ''}. Training diverged; "
+            "its neurons cannot be scored. Check the learning rate, the "
+            "loss and the data."
+        )
+
+
 def _backend_module():
     backend = keras.backend.backend()
     if backend == "jax":
@@ -239,15 +437,19 @@ def _backend_module():
     return module
 
 
-def tokens_per_sample(model, layers, batch: Batch) -> dict[str, int]:
-    """Tokens each layer sees per sample (1 for `(B, d)`, T for `(B, T, d)`).
+def tokens_per_sample(model, layers: dict, batch: Batch) -> dict[str, int]:
+    """Tokens each layer sees per sample, over all its calls.
 
-    Read from the layers' input shapes for one sample, traced without
+    1 for `(B, d)` inputs, T for `(B, T, d)`, summed over the layer's calls;
+    read from the layers' input shapes for one sample, traced without
     running the model where the backend allows it.
     """
     one = keras.tree.map_structure(lambda t: t[:1], batch.x)
     shapes = _backend_module().input_shapes(model, layers, one)
-    return {name: int(np.prod(shape[:-1])) for name, shape in shapes.items()}
+    return {
+        key: sum(int(np.prod(shape[:-1])) for shape in calls)
+        for key, calls in shapes.items()
+    }
 
 
 def lanczos_products(x, c):
@@ -261,7 +463,8 @@ _CACHE_ATTRIBUTE = "_keras_depthhet_splitting_steps"
 def make_step(model, layers, loss, transform: Callable, kind: tuple):
     """The backend's capture step (see `_capture_jax.make_step`), cached.
 
-    A step is reused while the model's variables (paths and shapes), the
+    A step is reused while the model's variables (the same objects and
+    shapes), the
     layers, the loss and the `kind` of `transform` are the same, so
     repeated analyses of an unchanged model skip tracing and compilation;
     growth changes the variables and so makes a new step. The cache lives
@@ -271,9 +474,9 @@ def make_step(model, layers, loss, transform: Callable, kind: tuple):
         loss = model.loss
     key = (
         keras.backend.backend(),
-        tuple(layer.name for layer in layers),
+        tuple((k, id(layer)) for k, layer in layers.items()),
         kind,
-        tuple((v.path, tuple(v.shape)) for v in model.weights),
+        tuple((id(v), tuple(v.shape)) for v in model.weights),
         bool(getattr(model, "jit_compile", False)),
     )
     cache = model.__dict__.get(_CACHE_ATTRIBUTE)
@@ -289,11 +492,18 @@ def make_step(model, layers, loss, transform: Callable, kind: tuple):
     return step
 
 
-def run_step(step, batch: Batch, index: int, scale: float) -> dict:
-    """Runs `step` on `batch`; raises if a layer's terms are not finite."""
+def run_step(
+    step, batch: Batch, index: int, scale: float, model=None
+) -> dict:
+    """Runs `step` on `batch`; raises if a layer's terms are not finite.
+
+    With `model`, non-finite weights are named as such (not as data).
+    """
     terms, finite = step(batch.x, batch.y, batch.sample_weight, scale)
     for name, ok in finite.items():
         if not bool(ops.convert_to_numpy(ok)):
+            if model is not None:
+                check_finite_weights(model)
             raise ValueError(
                 f"Non-finite values in the gradients or inputs of layer "
                 f"{name!r} at batch {index} (0-based). Check the data and "

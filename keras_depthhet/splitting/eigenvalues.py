@@ -22,6 +22,7 @@ DEFAULT_MEMORY_BUDGET = 4 * 2**30
 
 @dataclass
 class _LayerPlan:
+    key: str
     layer: object
     method: str
     tokens: int
@@ -50,7 +51,7 @@ def _check_tol(tol) -> float:
     return float(tol)
 
 
-def _plan_layer(layer, tokens, method, max_iter, budget) -> _LayerPlan:
+def _plan_layer(key, layer, tokens, method, max_iter, budget) -> _LayerPlan:
     dim = layer.input_dim + int(layer.use_bias)
     units = layer.units
     sizes = {
@@ -67,14 +68,14 @@ def _plan_layer(layer, tokens, method, max_iter, budget) -> _LayerPlan:
     kept, working = sizes[method]
     if kept + working > budget:
         raise ValueError(
-            f"Layer {layer.name!r} needs about "
+            f"Layer {key!r} needs about "
             f"{(kept + working) / 2**30:.2f} GiB with method={method!r} "
             f"({tokens} tokens, {units} units, input size {dim}), more than "
             f"`memory_budget` ({budget / 2**30:.2f} GiB). Analyse fewer "
             "batches, choose another method or raise the budget. "
             f"Received: memory_budget={budget}"
         )
-    return _LayerPlan(layer, method, tokens, kept, working)
+    return _LayerPlan(key, layer, method, tokens, kept, working)
 
 
 def _groups(plans: list[_LayerPlan], budget: int) -> list[list[_LayerPlan]]:
@@ -108,14 +109,14 @@ def splitting_eigenvalues(
     tol: float = 1e-3,
     max_iter: int = 300,
     return_vectors: bool = False,
-    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    memory_budget: int = 4 * 2**30,
     verbose: int = 0,
     return_info: bool = False,
 ):
     """Smallest eigenvalue of every output neuron's splitting matrix.
 
     For each chosen `GrowableDense` layer and output neuron `i` this
-    computes `lambda_min(S_i)` with (ARCHITECTURE.md)
+    computes `lambda_min(S_i)` with (see the docs' Method page)
     `S_i = sum_{b,t} g[b,t,i] sigma''(z'[b,t,i]) x~[b,t] x~[b,t]^T`,
     `x~ = [x; 1]` (`x~ = x` without bias), `z'` the grown pre-activation,
     `sigma` the layer's activation (the exact GELU for linear layers) and
@@ -209,16 +210,18 @@ def splitting_eigenvalues(
     batches = capture.read_batches(data, num_batches)
     total = sum(batch.size for batch in batches)
     sync_trainer_state(model)
+    capture.check_labels(model, loss, batches)
     per_sample = capture.tokens_per_sample(model, chosen, batches[0])
     plans = [
         _plan_layer(
+            key,
             layer,
-            total * per_sample[layer.name],
+            total * per_sample[key],
             method,
             max_iter,
             memory_budget,
         )
-        for layer in chosen
+        for key, layer in chosen.items()
     ]
     results, info = {}, {}
     capture_seconds = 0.0
@@ -228,7 +231,7 @@ def splitting_eigenvalues(
         stores = _capture_group(model, group, loss, batches, total)
         capture_seconds += time.perf_counter() - start
         for plan in group:
-            name = plan.layer.name
+            name = plan.key
             start = time.perf_counter()
             results[name], info[name] = _solve(
                 plan, stores.pop(name), tol, max_iter, return_vectors
@@ -241,7 +244,7 @@ def splitting_eigenvalues(
                     f"{info[name]['seconds']:.2f}s"
                 )
     info["capture"] = {"seconds": capture_seconds, "groups": len(groups)}
-    ordered = {layer.name: results[layer.name] for layer in chosen}
+    ordered = {key: results[key] for key in chosen}
     return (ordered, info) if return_info else ordered
 
 
@@ -251,22 +254,25 @@ def _capture_group(model, group, loss, batches, total) -> dict:
     Dense layers keep only their running float64 sum of `S_i`; matrix-free
     layers keep their concatenated `(X~, C)`.
     """
-    methods = {plan.layer.name: plan.method for plan in group}
+    methods = {plan.key: plan.method for plan in group}
+    dense = {id(plan.layer) for plan in group if plan.method == "dense"}
 
     def transform(layer, x, z, g, derivative):
         x_tilde, c = splitting_terms(layer, x, z, g, derivative)
-        if methods[layer.name] == "dense":
+        if id(layer) in dense:
             return (eigen.batch_matrices(x_tilde, c),)
         return x_tilde, c
 
     kind = ("splitting", tuple(sorted(methods.items())))
     step = capture.make_step(
-        model, [plan.layer for plan in group], loss, transform, kind
+        model, {plan.key: plan.layer for plan in group}, loss, transform, kind
     )
     stores = {name: None for name in methods}
     pieces = {name: [] for name in methods}
     for index, batch in enumerate(batches):
-        terms = capture.run_step(step, batch, index, batch.size / total)
+        terms = capture.run_step(
+            step, batch, index, batch.size / total, model
+        )
         for name, arrays in terms.items():
             if methods[name] == "dense":
                 matrices = ops.convert_to_numpy(arrays[0]).astype("float64")
@@ -309,7 +315,7 @@ def _solve(plan, store, tol, max_iter, return_vectors):
         )
         if not converged.all():
             warnings.warn(
-                f"Layer {plan.layer.name!r}: {int((~converged).sum())} of "
+                f"Layer {plan.key!r}: {int((~converged).sum())} of "
                 f"{units} neurons did not reach tol={tol} in "
                 f"max_iter={max_iter} Lanczos steps; their values are the "
                 "best estimates found.",

@@ -48,12 +48,15 @@ def gradient_proxy(
     chosen = capture.select_layers(model, layers)
     capture.resolve_loss(model, loss)  # fails before any data is read
     batches = capture.read_batches(data, num_batches)
+    capture.check_labels(model, loss, batches)
     total = sum(batch.size for batch in batches)
     sync_trainer_state(model)
     step = capture.make_step(model, chosen, loss, proxy_terms, ("proxy",))
-    sums = {layer.name: np.zeros(layer.units) for layer in chosen}
+    sums = {key: np.zeros(layer.units) for key, layer in chosen.items()}
     for index, batch in enumerate(batches):
-        terms = capture.run_step(step, batch, index, batch.size / total)
+        terms = capture.run_step(
+            step, batch, index, batch.size / total, model
+        )
         for name, (row_sums,) in terms.items():
             sums[name] += ops.convert_to_numpy(row_sums)
     return {name: np.minimum(0.0, values) for name, values in sums.items()}

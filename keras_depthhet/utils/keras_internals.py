@@ -7,6 +7,7 @@ single, tested module (`tests/utils/test_keras_internals.py`).
 """
 
 import contextlib
+import sys
 from collections.abc import Iterator
 
 import keras
@@ -28,6 +29,30 @@ def unlocked_state(layer: keras.layers.Layer) -> Iterator[None]:
             tracker.lock()
 
 
+def is_compiled_trace(tensor) -> bool:
+    """Whether a layer call runs inside a trace that a compiled function keeps.
+
+    True inside `tf.function` graphs and `jax.jit` traces (those of
+    `fit`, `predict`, `evaluate`, ...); False in eager calls and in Keras's
+    own symbolic shape inference (functional model construction,
+    `compute_output_spec`), which runs under Keras's `SymbolicScope`.
+    """
+    from keras.src.backend.common.symbolic_scope import in_symbolic_scope
+
+    if in_symbolic_scope():
+        return False
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.inside_function()
+    if backend == "jax":
+        import jax
+
+        return isinstance(tensor, jax.core.Tracer)
+    return False
+
+
 def untrack_variable(layer: keras.layers.Layer, variable) -> None:
     """Removes `variable` from `layer`'s tracked state (used for rollback)."""
     layer._untrack_variable(variable)
@@ -41,16 +66,51 @@ def iter_layers(layer: keras.layers.Layer) -> Iterator[keras.layers.Layer]:
     Works for functional, sequential and subclassed models and for layers
     that own other layers.
     """
+    for _, sub in iter_layer_paths(layer):
+        yield sub
+
+
+def iter_layer_paths(
+    layer: keras.layers.Layer,
+) -> Iterator[tuple[str, keras.layers.Layer]]:
+    """Like `iter_layers`, with each layer's path of container names.
+
+    The path of a direct sub-layer is its name; deeper ones are joined
+    with "/" (`"branch_a/dense"`). A layer reachable in several ways is
+    yielded once, with the first path found.
+    """
     seen = set()
-    stack = list(reversed(layer._layers))
+    stack = [(sub.name, sub) for sub in reversed(layer._layers)]
     while stack:
-        sub = stack.pop()
+        path, sub = stack.pop()
         if id(sub) in seen:
             continue
         seen.add(id(sub))
         if not isinstance(sub, keras.layers.InputLayer):
-            yield sub
-        stack.extend(reversed(sub._layers))
+            yield path, sub
+        stack.extend((f"{path}/{c.name}", c) for c in reversed(sub._layers))
+
+
+@contextlib.contextmanager
+def float32_compute(model: keras.layers.Layer) -> Iterator[None]:
+    """Makes `model` and its sub-layers compute in float32 inside the block.
+
+    Used while an analysis traces the model, so that under a mixed
+    precision policy (`mixed_float16`, `mixed_bfloat16`) its statistics
+    are computed in float32; variables keep their dtype and values. The
+    layers' policies are restored on exit, also when the body raises.
+    """
+    float32 = keras.dtype_policies.DTypePolicy("float32")
+    layers = [model, *iter_layers(model)]
+    saved = [(layer, layer._dtype_policy) for layer in layers]
+    try:
+        for layer, policy in saved:
+            if policy.compute_dtype != "float32":
+                layer._dtype_policy = float32
+        yield
+    finally:
+        for layer, policy in saved:
+            layer._dtype_policy = policy
 
 
 def sync_trainer_state(model: keras.Model) -> None:
@@ -73,18 +133,57 @@ def reset_optimizer_state(optimizer) -> None:
     The iteration counter and the learning-rate variable are kept (so the
     step count and a schedule's position survive); slot variables, the
     variable index and the weight-decay exclusion cache (keyed by variable
-    identity) are cleared. Weight-decay exclusion rules are kept.
+    identity) are cleared. Weight-decay exclusion rules are kept. For a
+    `LossScaleOptimizer` its inner optimizer is reset the same way and its
+    loss-scale variables are dropped too (`build()` remakes them; the
+    caller restores their values).
     """
     keep = {id(optimizer._iterations)}
     if isinstance(optimizer._learning_rate, keras.Variable):
         keep.add(id(optimizer._learning_rate))
-    for variable in optimizer.variables:
+    inner = getattr(optimizer, "inner_optimizer", None)
+    own = optimizer._variables if inner is not None else optimizer.variables
+    for variable in list(own):
         if id(variable) not in keep:
             optimizer._untrack_variable(variable)
     optimizer._trainable_variables_indices.clear()
     optimizer._trainable_variables = []
     optimizer._exclude_from_weight_decay_cache = {}
     optimizer.built = False
+    if inner is not None:
+        reset_optimizer_state(inner)
+
+
+EMA_SLOTS = "_model_variables_moving_average"
+"""Name of the optimizer's aligned list of moving averages (`use_ema`)."""
+
+
+def optimizer_slots(optimizer) -> tuple[list, dict[str, list]]:
+    """The variables `optimizer` was built for and its per-variable slots.
+
+    Keras optimizers keep each kind of slot (`_momentums`, `_velocities`,
+    moving averages, gradient accumulators, ...) in a list aligned with
+    the variables they were built for, entries None where a variable has
+    none. Such lists are found by shape, not by name, so that any
+    optimizer written in that style is covered. For a `LossScaleOptimizer`
+    they are its inner optimizer's (its own variables are scalars).
+
+    Returns:
+        `(variables, {attribute: aligned list})`.
+    """
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+    variables = list(optimizer._trainable_variables)
+    slots = {}
+    for name, value in vars(optimizer).items():
+        if (
+            name != "_trainable_variables"
+            and isinstance(value, (list, tuple))
+            and len(value) == len(variables)
+            and len(value) > 0
+            and all(isinstance(v, (keras.Variable, type(None))) for v in value)
+        ):
+            slots[name] = list(value)
+    return variables, slots
 
 
 def reset_compiled_functions(model: keras.Model) -> None:
@@ -115,3 +214,26 @@ def compile_arguments(model: keras.Model) -> dict:
             "arguments. Call `model.compile(...)` first."
         )
     return dict(model._compile_config.config)
+
+
+def sibling_callbacks(callback: keras.callbacks.Callback) -> list | None:
+    """The callbacks of the `CallbackList` now calling `callback`, in order.
+
+    Keras gives a callback its model but not the other callbacks of the
+    same `fit`; `fit` builds a `keras.callbacks.CallbackList`, which calls
+    each callback's `set_model` and `on_*` methods from its own methods.
+    Called from one of those hooks, this finds that list on the call stack.
+    Returns None when the caller is not a `CallbackList` (e.g. a hook
+    called directly).
+    """
+    frame = sys._getframe(1)
+    for _ in range(8):
+        if frame is None:
+            break
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, keras.callbacks.CallbackList) and any(
+            c is callback for c in owner.callbacks
+        ):
+            return list(owner.callbacks)
+        frame = frame.f_back
+    return None

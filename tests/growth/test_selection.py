@@ -1,4 +1,4 @@
-"""`select_neurons`: the rule of ARCHITECTURE.md on hand-made input."""
+"""`select_neurons`: the paper's selection rule on hand-made input."""
 
 import numpy as np
 import pytest

@@ -89,7 +89,7 @@ def test_growth_initialisation_follows_the_scale(rng):
 
 
 def _reference_preactivation(x, layer):
-    """The ARCHITECTURE.md formula, one neuron and round at a time, NumPy."""
+    """The Method page's formula, one neuron and round at a time, NumPy."""
     weights = {v.name: _np(v).astype("float64") for v in layer.weights}
     x = x.astype("float64")
     z = x @ weights["kernel"] + weights["bias"]

@@ -1,7 +1,7 @@
 """Small models and a float64 NumPy reference for the splitting tests.
 
 The reference recomputes the forward pass, the gradient `g` (by hand-derived
-backpropagation) and every `S_i` of ARCHITECTURE.md in float64, independently
+backpropagation) and every `S_i` of the Method page in float64, independently
 of the library's capture and solvers.
 """
 
