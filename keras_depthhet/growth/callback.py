@@ -95,6 +95,12 @@ def _summary(values: np.ndarray) -> dict:
     }
 
 
+def log_num_params(model: keras.Model, logs: dict | None) -> None:
+    """Sets `logs["num_params"]`, the model's size, for the epoch's logs."""
+    if logs is not None:
+        logs["num_params"] = int(model.count_params())
+
+
 class GrowthCallback(keras.callbacks.Callback):
     """Grows the model's `GrowableDense` layers at scheduled epochs.
 
@@ -120,7 +126,12 @@ class GrowthCallback(keras.callbacks.Callback):
     recipe's 1e-6 start) from inflating the budget.
 
     `plan_growth` makes an event's decision alone, without growing (what
-    `training.distributed.fit_with_growth` uses to rebuild instead).
+    `keras_depthhet.distributed.fit_with_growth` uses to rebuild instead).
+    In a multi-worker run (TensorFlow `MultiWorkerMirroredStrategy`,
+    multi-process JAX) the chief alone scores and every worker grows the
+    chief's choice; workers started with different settings fail at
+    `on_train_begin`, and only the chief writes `log_path` and the growth
+    state of a backup (`keras_depthhet.distributed.ChiefBackupAndRestore`).
 
     Every epoch the callback sets `logs["num_params"]`; list it before
     `CSVLogger`, `TensorBoard`, `ModelCheckpoint` and `BackupAndRestore`
@@ -164,8 +175,8 @@ class GrowthCallback(keras.callbacks.Callback):
             received them (under `MirroredStrategy` or `DataParallel` the
             global batches, so every replica decides alike). They are kept
             only in that epoch; other epochs run Keras's own train step
-            untouched. Multi-worker training needs `analysis_data`, the
-            same on every worker.
+            untouched. Multi-worker training needs `analysis_data` (the
+            chief's decides).
         analysis_batches: Positive integer or `None` (all), the number of
             batches used per event.
         criterion: `"splitting"`, `"gradient_proxy"` or `"random"` (see
@@ -247,6 +258,7 @@ class GrowthCallback(keras.callbacks.Callback):
         self._initial_lr = None
         self._backup = None
         self._early_stopping = []
+        self._workers = None
 
     # ------------------------------------------------------------ schedule
     def is_event_epoch(self, epoch: int) -> bool:
@@ -282,6 +294,9 @@ class GrowthCallback(keras.callbacks.Callback):
             c for c in siblings if isinstance(c, keras.callbacks.EarlyStopping)
         ]
         self._check_ready(list(layers.values()))
+        from keras_depthhet.distributed.workers import join_workers
+
+        self._workers = join_workers(self, self._backup)
         if self._backup is not None:
             self._restore_growth()
         if self.budget_schedule == "lr" and self._initial_lr is None:
@@ -499,8 +514,7 @@ class GrowthCallback(keras.callbacks.Callback):
         params = self.model.count_params()
         if self._target_reached(params, costs):
             return None
-        budget = self._budget(params)
-        scores = self.compute_scores()
+        budget, scores = self._agreed_budget_and_scores(params)
         plan = {}
         if budget >= min(costs.values()):
             seed = None if self.seed is None else self.seed + len(self.history)
@@ -528,6 +542,21 @@ class GrowthCallback(keras.callbacks.Callback):
             }
         return decision
 
+    def _agreed_budget_and_scores(self, params: int) -> tuple[float, dict]:
+        """The event's budget and scores; in a multi-worker run, the
+        chief's on every worker (`keras_depthhet.distributed.workers`)."""
+        workers = self._workers
+        if workers is None or workers.is_chief:
+            budget, scores = self._budget(params), self.compute_scores()
+        else:  # Placeholders for the chief's numbers: no analysis here.
+            budget = 0.0
+            scores = {k: np.zeros(v.units) for k, v in self._growable().items()}
+        if workers is None:
+            return budget, scores
+        from keras_depthhet.distributed.workers import chief_decides
+
+        return chief_decides(workers, budget, scores)
+
     def _grow(self, epoch: int) -> dict | None:
         decision = self.plan_growth(epoch)
         if decision is None:
@@ -540,6 +569,11 @@ class GrowthCallback(keras.callbacks.Callback):
                 callback.best_weights = self._grown_weights(
                     before, callback.best_weights
                 )
+        return self._event(decision, plan, added)
+
+    def _event(self, decision: dict, plan: dict, added: int) -> dict:
+        """The record of an event: `decision` completed once grown by
+        `plan` (in place, or by `fit_with_growth`'s rebuild)."""
         return {
             **decision,
             "plan": {name: [int(i) for i in idx] for name, idx in plan.items()},
@@ -577,8 +611,14 @@ class GrowthCallback(keras.callbacks.Callback):
             for v in self.model.weights
         ]
 
+    def _writes_files(self) -> bool:
+        """Whether this worker writes logs and backups (the chief does)."""
+        return self._workers is None or self._workers.is_chief
+
     def _report(self, event: dict) -> None:
         self.history.append(event)
+        if not self._writes_files():
+            return
         if self.log_path is not None:
             with open(self.log_path, "a") as f:
                 f.write(json.dumps(event) + "\n")
@@ -609,7 +649,6 @@ class GrowthCallback(keras.callbacks.Callback):
             event = self._grow(epoch + 1)
             if event is not None:
                 self._report(event)
-                if self._backup is not None:
+                if self._backup is not None and self._writes_files():
                     self._save_growth_state()
-        if logs is not None:
-            logs["num_params"] = int(self.model.count_params())
+        log_num_params(self.model, logs)

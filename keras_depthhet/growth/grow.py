@@ -8,13 +8,13 @@ It works between `fit` calls and inside `fit` (from a callback) on the
 JAX and TensorFlow backends, with or without a distribution.
 """
 
-import contextlib
 from collections.abc import Mapping
 
 import keras
 import numpy as np
 
 from keras_depthhet.layers import GrowableDense
+from keras_depthhet.layers.growable_dense import _validate_indices
 from keras_depthhet.models.vit import growable_layer_map
 from keras_depthhet.utils.keras_internals import (
     EMA_SLOTS,
@@ -26,6 +26,8 @@ from keras_depthhet.utils.keras_internals import (
 
 
 def _check_plan(plan, layers: Mapping[str, GrowableDense]) -> dict:
+    """`plan` with each layer's indices checked as `GrowableDense.grow`
+    checks them; raises naming the layer before anything changes."""
     if not isinstance(plan, Mapping):
         raise ValueError(
             "Argument `plan` must be a dict {layer_name: neuron indices}. "
@@ -45,35 +47,24 @@ def _check_plan(plan, layers: Mapping[str, GrowableDense]) -> dict:
                 f"Layer {name!r} must be built before it can grow. Build the "
                 "model (call it on data) first."
             )
-        array = np.asarray(indices)
-        if (
-            array.ndim != 1
-            or array.size == 0
-            or array.dtype == bool
-            or not np.issubdtype(array.dtype, np.integer)
-            or np.any((array < 0) | (array >= layer.units))
-            or np.unique(array).size != array.size
-        ):
+        try:
+            checked[name] = _validate_indices(indices, layer.units)
+        except ValueError as error:
             raise ValueError(
                 "Argument `plan` must map each layer to a non-empty 1-D array "
-                f"of distinct integers in [0, units={layer.units}). "
-                f"Received: plan[{name!r}]={indices!r}"
-            )
-        checked[name] = array
+                f"of distinct integers in [0, units={layer.units}); for "
+                f"layer {name!r}: {error}"
+            ) from None
     return checked
 
 
 def _variable_scope(model: keras.Model):
-    """Where new variables must be created for the model's distribution.
-
-    TensorFlow creates mirrored variables only inside the model's strategy
-    scope; JAX lays variables out from the active `keras.distribution`,
-    which needs no scope here.
+    """Where new variables of `model` are created: the scope of the
+    `Runtime` it trains under (`keras_depthhet.distributed.model_runtime`).
     """
-    strategy = getattr(model, "distribute_strategy", None)
-    if keras.backend.backend() == "tensorflow" and strategy is not None:
-        return strategy.scope()
-    return contextlib.nullcontext()
+    from keras_depthhet.distributed.runtime import model_runtime
+
+    return model_runtime(model).scope()
 
 
 def _optimizer_state(optimizer) -> tuple[list, dict, dict]:

@@ -22,6 +22,7 @@ from keras_depthhet.growth.grow import (
     _variable_scope,
     rebuild_optimizer,
 )
+from keras_depthhet.layers.growable_dense import _validate_scale
 from keras_depthhet.models.vit import growable_layer_map
 from keras_depthhet.utils.keras_internals import (
     compile_arguments,
@@ -100,16 +101,12 @@ def grown_config(config: dict, plan: Mapping[str, np.ndarray]) -> dict:
 
 
 def _init_new_round(layer, indices, scale: float, values: dict) -> None:
-    """Sets the newest round of `layer` to `+/- scale * W[:, i], b[i]`."""
+    """Sets the newest round of `layer` as `GrowableDense.grow` would."""
     r = len(layer.growth_rounds) - 1
-    kernel = values[layer.kernel.path][:, indices] * scale
-    new = {"kernel_plus": kernel, "kernel_minus": -kernel}
-    if layer.use_bias:
-        bias = values[layer.bias.path][indices] * scale
-        new.update(bias_plus=bias, bias_minus=-bias)
-    by_name = {v.name: v for v in layer.weights}
-    for suffix, value in new.items():
-        by_name[f"growth_{r}_{suffix}"].assign(value)
+    bias = values[layer.bias.path] if layer.use_bias else None
+    pairs = layer._pair_values(values[layer.kernel.path], bias, indices, scale)
+    for suffix, variable in layer._growth_variables[r].items():
+        variable.assign(pairs[suffix])
 
 
 def rebuild_grown_model(
@@ -159,13 +156,7 @@ def rebuild_grown_model(
     plan = _check_plan(plan, layers)
     if not plan:
         return model
-    if not (
-        isinstance(scale, (int, float)) and np.isfinite(scale) and scale > 0
-    ) or isinstance(scale, bool):
-        raise ValueError(
-            "Argument `scale` must be a positive, finite number. "
-            f"Received: scale={scale!r}"
-        )
+    scale = _validate_scale(scale)
     sync_trainer_state(model)
     optimizer = getattr(model, "optimizer", None)
     compiled = getattr(model, "compiled", False) and optimizer is not None
@@ -178,7 +169,7 @@ def rebuild_grown_model(
                 variable.assign(values[variable.path])
         new_layers = growable_layer_map(grown)
         for name, indices in plan.items():
-            _init_new_round(new_layers[name], indices, float(scale), values)
+            _init_new_round(new_layers[name], indices, scale, values)
         if compiled:
             arguments = compile_arguments(model)
             arguments["optimizer"] = optimizer

@@ -1,0 +1,384 @@
+"""Growth by rebuilding between `fit` segments: `fit_with_growth`.
+
+Growth changes a model's set of variables, which distributed runtimes
+treat as fixed. `fit_with_growth` therefore trains in `model.fit`
+segments between growth events and, at each event, lets the
+`GrowthCallback` decide (its schedule, budget, scores and selection, with
+the same agreement between workers as in place) and rebuilds the model
+functionally (`rebuild_grown_model`: a new model from the grown config,
+created in the TensorFlow strategy scope or under the active
+`keras.distribution`, with weights and optimizer slots carried over),
+then continues with `initial_epoch`. The event is recorded by the same
+callback (`history`, `log_path`, printing). One code path serves one
+device and many, one worker and many.
+"""
+
+import time
+from collections.abc import Callable
+
+import keras
+
+from keras_depthhet.distributed.runtime import (
+    Runtime,
+    check_global_batch,
+    check_model_placement,
+    resolve_distribution,
+)
+from keras_depthhet.growth.callback import GrowthCallback, log_num_params
+from keras_depthhet.growth.rebuild import rebuild_grown_model
+from keras_depthhet.models.vit import growable_layer_map
+
+
+class GrowthRun:
+    """What `fit_with_growth` returns.
+
+    Attributes:
+        model: The final (grown) model.
+        history: One `keras.callbacks.History` over all segments, with true
+            epoch numbers.
+        events: One dict per growth event, as `GrowthCallback.history`,
+            plus `"seconds"`: `{"analysis": ..., "rebuild": ...}` (the
+            decision, with the agreement between workers, and the
+            rebuild).
+        runtime: The `Runtime` the run used (name, replicas, strategy or
+            distribution).
+    """
+
+    def __init__(self, model, history, events, runtime):
+        self.model = model
+        self.history = history
+        self.events = events
+        self.runtime = runtime
+
+
+def _has_batch_end(callback) -> bool:
+    base = keras.callbacks.Callback
+    return any(
+        getattr(type(callback), name) is not getattr(base, name)
+        for name in ("on_batch_end", "on_train_batch_end")
+    )
+
+
+class _Continuing(keras.callbacks.Callback):
+    """Forwards callbacks of consecutive `fit` segments as one run.
+
+    `on_train_begin` reaches the callbacks only in the first segment (so
+    `CSVLogger` writes one file, `EarlyStopping` keeps its patience) and
+    `on_train_end` only when `finish` is called. A rebuilt model is handed
+    over with the base `Callback.set_model`, which only swaps the model
+    (`TensorBoard.set_model` would also open new writers).
+    Every epoch `logs["num_params"]` is set before the callbacks see it.
+    """
+
+    def __init__(self, callbacks):
+        super().__init__()
+        self.callbacks = list(callbacks)
+        self.last_epoch = None
+        self._started = False
+        # Batch-level hooks make Keras dispatch synchronously; keep async
+        # dispatch when none of the wrapped callbacks needs them.
+        self.async_safe = all(
+            getattr(cb, "async_safe", False) or not _has_batch_end(cb)
+            for cb in self.callbacks
+        )
+
+    def set_model(self, model):
+        super().set_model(model)
+        for callback in self.callbacks:
+            if self._started:
+                keras.callbacks.Callback.set_model(callback, model)
+            else:
+                callback.set_model(model)
+
+    def set_params(self, params):
+        super().set_params(params)
+        for callback in self.callbacks:
+            callback.set_params(params)
+
+    def on_train_begin(self, logs=None):
+        if not self._started:
+            self._started = True
+            for callback in self.callbacks:
+                callback.on_train_begin(logs)
+
+    def finish(self, logs=None):
+        for callback in self.callbacks:
+            callback.on_train_end(logs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for callback in self.callbacks:
+            callback.on_epoch_begin(epoch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.last_epoch = epoch + 1
+        log_num_params(self.model, logs)
+        for callback in self.callbacks:
+            callback.on_epoch_end(epoch, logs)
+
+    def _forward(name):
+        def hook(self, *args, **kwargs):
+            for callback in self.callbacks:
+                getattr(callback, name)(*args, **kwargs)
+
+        hook.__name__ = name
+        return hook
+
+    on_train_batch_begin = _forward("on_train_batch_begin")
+    on_train_batch_end = _forward("on_train_batch_end")
+    on_test_begin = _forward("on_test_begin")
+    on_test_end = _forward("on_test_end")
+    on_test_batch_begin = _forward("on_test_batch_begin")
+    on_test_batch_end = _forward("on_test_batch_end")
+    del _forward
+
+
+def _growth_callback(growth) -> GrowthCallback | None:
+    if isinstance(growth, dict):
+        growth = GrowthCallback(**growth)
+    if growth is not None and not isinstance(growth, GrowthCallback):
+        raise ValueError(
+            "Argument `growth` must be None, a dict of `GrowthCallback` "
+            "arguments or a `GrowthCallback`. "
+            f"Received: growth of type {type(growth).__name__}"
+        )
+    if (
+        growth is not None
+        and growth.analysis_data is None
+        and growth.criterion != "random"
+    ):
+        raise ValueError(
+            "`fit_with_growth` scores neurons on `analysis_data` (it keeps "
+            "no training batches between its `fit` segments); pass it in "
+            f"`growth`. Received: analysis_data=None with criterion="
+            f"{growth.criterion!r}"
+        )
+    return growth
+
+
+def _check_callbacks(callbacks) -> list:
+    callbacks = list(callbacks or [])
+    for callback in callbacks:
+        if isinstance(callback, GrowthCallback):
+            raise ValueError(
+                "Pass the growth schedule as `growth=` (a dict of "
+                "`GrowthCallback` arguments or the callback), not in "
+                "`callbacks`: it would grow the model in place. "
+                f"Received: callbacks containing {callback!r}"
+            )
+        if not isinstance(callback, keras.callbacks.Callback):
+            raise ValueError(
+                "Argument `callbacks` must be a list of Keras callbacks. "
+                f"Received: {callback!r}"
+            )
+        if isinstance(callback, keras.callbacks.BackupAndRestore):
+            raise ValueError(
+                "`fit_with_growth` rebuilds the model at each event, which "
+                "`BackupAndRestore` does not follow; train with `model.fit` "
+                "and `GrowthCallback` to back up and resume. Received: "
+                f"callbacks containing {callback!r}"
+            )
+    return callbacks
+
+
+def _event_epochs(growth, start: int, epochs: int) -> list[int]:
+    if growth is None:
+        return []
+    return [e for e in range(start + 1, epochs + 1) if growth.is_event_epoch(e)]
+
+
+def fit_with_growth(
+    build_model: Callable[[], keras.Model],
+    train_data,
+    val_data=None,
+    *,
+    epochs: int,
+    growth=None,
+    distribution="auto",
+    callbacks=None,
+    batch_size: int | None = None,
+    steps_per_epoch: int | None = None,
+    validation_steps: int | None = None,
+    initial_epoch: int = 0,
+    shuffle: bool = True,
+    verbose="auto",
+) -> GrowthRun:
+    """Trains a growing model, one device or many, rebuilding at events.
+
+    `build_model()` is called in the chosen runtime's scope (TensorFlow
+    strategy scope, or with the JAX `keras.distribution` active) and must
+    return a compiled model with `GrowableDense` layers. Training runs in
+    `model.fit` segments ending at the growth events of `growth` (the end
+    of epoch `e`, counting from 1, when `e >= warmup` and
+    `(e - warmup) % interval == 0`, as `GrowthCallback`). At each event
+    the `GrowthCallback` decides (`plan_growth`: budget, scores on its
+    `analysis_data`, `select_neurons`; in a multi-worker run the chief's
+    decision on every worker) and the model is rebuilt functionally
+    (`rebuild_grown_model`), with the same optimizer and its state; the
+    next segment starts at `initial_epoch=e`. The callback records the
+    event (`history`, `log_path`, its printed line). The result equals
+    in-place growth with `GrowthCallback` within float tolerance.
+
+    The callbacks see one run: `on_train_begin`/`on_train_end` once,
+    true epoch numbers, the current model, and `logs["num_params"]` every
+    epoch (one CSV file, one TensorBoard run). Training stops early when
+    a callback sets `model.stop_training`.
+
+    Everything that can be checked is checked before the first step: the
+    distribution against the backend and devices, the growth arguments
+    (and, between workers, that they agree), the model's placement (built
+    in the scope), and that the global batch divides evenly among the
+    replicas.
+
+    Args:
+        build_model: Function of no arguments returning a compiled model.
+        train_data: Training data as `model.fit` takes it (`(x, y)` arrays
+            with `batch_size`, a batched `tf.data.Dataset`, ...).
+        val_data: Optional validation data for `model.fit`.
+        epochs: Positive integer, the epoch to train up to.
+        growth: `None` (no growth), a dict of `GrowthCallback` arguments,
+            or a `GrowthCallback` (used for its schedule, decisions and
+            record; never passed to `fit`). Unless `criterion="random"`,
+            it needs `analysis_data`.
+        distribution: `"auto"`, `"none"`, `"mirrored"`,
+            `"multi_worker_mirrored"`, `"data_parallel"`,
+            `"model_parallel"`, a strategy or distribution object, or a
+            `Runtime` (see `resolve_distribution`).
+        callbacks: Keras callbacks for the whole run (not
+            `BackupAndRestore`, which cannot follow a rebuilt model).
+        batch_size: Global batch size for array data (default 32).
+        steps_per_epoch: As in `model.fit`.
+        validation_steps: As in `model.fit`.
+        initial_epoch: Epoch to start from (for resumed runs).
+        shuffle: As in `model.fit`.
+        verbose: As in `model.fit`.
+
+    Returns:
+        A `GrowthRun` with the final `model`, the `history`, the `events`
+        and the `runtime`.
+
+    Example:
+
+    ```python
+    def build_model():
+        model = vit(image_size=8, patch_size=4, num_channels=1,
+                    num_classes=10, dim=16, depth=1, num_heads=2)
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy())
+        return model
+
+    x, y = np.random.rand(32, 8, 8, 1), np.random.randint(0, 10, 32)
+    run = fit_with_growth(
+        build_model, (x, y), epochs=2, batch_size=16, verbose=0,
+        growth=dict(interval=1, warmup=1, param_budget=200,
+                    layer_threshold=0, analysis_data=(x, y), verbose=0),
+    )
+    print(run.model.count_params(), [e["epoch"] for e in run.events])
+    ```
+    """
+    if isinstance(build_model, keras.Model) or not callable(build_model):
+        raise ValueError(
+            "Argument `build_model` must be a function that builds and "
+            "compiles the model (it is called inside the distribution "
+            f"scope). Received: build_model={build_model!r}"
+        )
+    for name, value, low in (
+        ("epochs", epochs, 1),
+        ("initial_epoch", initial_epoch, 0),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(
+                f"Argument `{name}` must be an integer >= {low}. "
+                f"Received: {name}={value!r}"
+            )
+    if initial_epoch >= epochs:
+        raise ValueError(
+            "Argument `initial_epoch` must be smaller than `epochs`. "
+            f"Received: initial_epoch={initial_epoch}, epochs={epochs}"
+        )
+    growth = _growth_callback(growth)
+    callbacks = _check_callbacks(callbacks)
+    runtime: Runtime = resolve_distribution(distribution)
+    check_global_batch(train_data, batch_size, runtime)
+    with runtime.scope():
+        model = build_model()
+        if not isinstance(model, keras.Model) or not model.compiled:
+            raise ValueError(
+                "Argument `build_model` must return a compiled keras.Model. "
+                f"Received: {model!r}"
+            )
+        check_model_placement(model, runtime)
+        if growth is not None:
+            if not growable_layer_map(model):
+                raise ValueError(
+                    "`fit_with_growth` with `growth` needs a model with "
+                    f"GrowableDense layers. Received: model {model.name!r}"
+                )
+            growth.set_model(model)
+            growth.on_train_begin()  # Checks, and agrees between workers.
+        history = keras.callbacks.History()
+        run_callbacks = _Continuing([history, *callbacks])
+        events = []
+        start = initial_epoch
+        for end in sorted({*_event_epochs(growth, start, epochs), epochs}):
+            if end > start:
+                model.fit(
+                    **_fit_inputs(train_data),
+                    validation_data=val_data,
+                    epochs=end,
+                    initial_epoch=start,
+                    batch_size=batch_size,
+                    steps_per_epoch=steps_per_epoch,
+                    validation_steps=validation_steps,
+                    shuffle=shuffle,
+                    callbacks=[run_callbacks],
+                    verbose=verbose,
+                )
+            stopped = model.stop_training
+            if (
+                growth is not None
+                and run_callbacks.last_epoch == end
+                and growth.is_event_epoch(end)
+            ):
+                model, event = _grow_event(model, growth, end)
+                if event is not None:
+                    events.append(event)
+                    run_callbacks.set_model(model)
+            start = end
+            if stopped:
+                break
+        run_callbacks.finish(_last_logs(history))
+    history.set_model(model)
+    model.history = history
+    return GrowthRun(model, history, events, runtime)
+
+
+def _fit_inputs(data) -> dict:
+    """`model.fit`'s `x`, `y`, `sample_weight` from `(x, y[, w])` or data."""
+    if isinstance(data, tuple) and len(data) in (2, 3):
+        return dict(zip(("x", "y", "sample_weight"), data, strict=False))
+    return {"x": data}
+
+
+def _last_logs(history) -> dict:
+    return {key: values[-1] for key, values in history.history.items()}
+
+
+def _grow_event(model, growth: GrowthCallback, epoch: int):
+    """`(model, event)` after the event at the end of `epoch`: the model
+    rebuilt by the callback's decision, or `(model, None)`."""
+    growth.set_model(model)
+    start = time.perf_counter()
+    decision = growth.plan_growth(epoch)
+    if decision is None:
+        return model, None
+    decided = time.perf_counter()
+    plan = decision.pop("plan")
+    grown = rebuild_grown_model(model, plan, scale=growth.scale)
+    seconds = {
+        "analysis": decided - start,
+        "rebuild": time.perf_counter() - decided,
+    }
+    growth.set_model(grown)
+    added = grown.count_params() - model.count_params()
+    event = {**growth._event(decision, plan, added), "seconds": seconds}
+    growth._report(event)
+    return grown, event

@@ -1,0 +1,44 @@
+"""How the ViT's weights are laid out under `keras.distribution.ModelParallel`.
+
+The attention and MLP blocks are split Megatron-style over a `"model"`
+mesh axis: the first projection of each (`qkv`, `fc1`) by output neuron,
+the second (`proj`, `fc2`) by input neuron, so that each block needs one
+all-reduce. Everything else is replicated.
+"""
+
+import keras
+
+VIT_MODEL_PARALLEL_LAYOUT = {
+    r"_(qkv|fc1)/kernel$": (None, "model"),
+    r"_(qkv|fc1)/bias$": ("model",),
+    r"_(proj|fc2)/kernel$": ("model", None),
+}
+"""Layouts of the ViT's weights: variable-path pattern -> mesh axes.
+
+Growth weights (`growth_{r}_...`) match no pattern and are replicated:
+their widths change at every event and need not divide the mesh.
+"""
+
+
+def vit_layout_map(
+    mesh: keras.distribution.DeviceMesh,
+) -> keras.distribution.LayoutMap:
+    """A `LayoutMap` of `mesh` for `keras_depthhet.models.vit` models.
+
+    Args:
+        mesh: A `DeviceMesh` with a `"model"` axis (and a batch axis).
+
+    Returns:
+        A `keras.distribution.LayoutMap` holding
+        `VIT_MODEL_PARALLEL_LAYOUT`, for
+        `keras.distribution.ModelParallel(layout_map=...)`.
+    """
+    if "model" not in mesh.axis_names:
+        raise ValueError(
+            "Argument `mesh` must have a 'model' axis. "
+            f"Received: mesh with axes {mesh.axis_names}"
+        )
+    layout_map = keras.distribution.LayoutMap(mesh)
+    for pattern, axes in VIT_MODEL_PARALLEL_LAYOUT.items():
+        layout_map[pattern] = axes
+    return layout_map

@@ -1,0 +1,466 @@
+"""Choosing, starting and checking the distributed runtime of a run.
+
+`resolve_distribution` turns a name into a `Runtime` (the TensorFlow
+strategy or JAX `keras.distribution`, its scope and replica count);
+`check_global_batch` and `check_model_placement` catch, before training,
+the mistakes that otherwise fail deep inside the first step or silently
+train on one device. `validate_tf_config` and `initialize_multi_host`
+prepare multi-worker runs: every worker checks its own cluster settings
+before it talks to the others, so a malformed address or a worker count
+that disagrees with the cluster fails at once, on every worker.
+"""
+
+import contextlib
+import json
+import numbers
+import os
+import re
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from keras_depthhet.distributed.layouts import vit_layout_map
+from keras_depthhet.utils import multi_worker
+
+DISTRIBUTIONS = (
+    "auto",
+    "none",
+    "mirrored",
+    "multi_worker_mirrored",
+    "data_parallel",
+    "model_parallel",
+)
+"""Accepted names of `distribution`."""
+
+_BACKEND_OF = {
+    "mirrored": "tensorflow",
+    "multi_worker_mirrored": "tensorflow",
+    "data_parallel": "jax",
+    "model_parallel": "jax",
+}
+
+_ADDRESS = re.compile(r"[^:\s,]+:\d{1,5}")
+
+
+@dataclass
+class Runtime:
+    """A resolved distribution.
+
+    Attributes:
+        name: One of `DISTRIBUTIONS` except `"auto"`, or `"custom"`.
+        num_replicas: How many parts the global batch is split into.
+        strategy: The `tf.distribute.Strategy` (TensorFlow), else `None`.
+        distribution: The `keras.distribution.Distribution` (JAX), else
+            `None`.
+    """
+
+    name: str
+    num_replicas: int = 1
+    strategy: object = None
+    distribution: object = None
+
+    def scope(self):
+        """The context to create variables in (and, on JAX, to train in)."""
+        if self.strategy is not None:
+            return self.strategy.scope()
+        if self.distribution is not None:
+            return self.distribution.scope()
+        return contextlib.nullcontext()
+
+
+def model_runtime(model: keras.Model) -> Runtime:
+    """The `Runtime` `model` trains under.
+
+    TensorFlow: the strategy the model was created with (the default
+    strategy when none). JAX: the active `keras.distribution`, if any.
+    Growth creates the new variables in its `scope()`.
+    """
+    if keras.backend.backend() == "tensorflow":
+        strategy = getattr(model, "distribute_strategy", None)
+        if strategy is None:
+            return Runtime("none")
+        return Runtime("custom", strategy.num_replicas_in_sync, strategy)
+    distribution = keras.distribution.distribution()
+    if distribution is None:
+        return Runtime("none")
+    return Runtime("custom", distribution=distribution)
+
+
+def _tf_devices():
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    return gpus or tf.config.list_logical_devices("CPU")
+
+
+def _positive_or_none(name: str, value) -> int | None:
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or value < 1
+    ):
+        raise ValueError(
+            f"Argument `{name}` must be None or a positive integer. "
+            f"Received: {name}={value!r}"
+        )
+    return int(value)
+
+
+def validate_tf_config(
+    text: str | None = None, num_workers: int | None = None
+) -> int:
+    """Checks a `TF_CONFIG` value; returns the number of workers.
+
+    Args:
+        text: The JSON text; `None` reads the `TF_CONFIG` environment
+            variable (unset means one local worker).
+        num_workers: Optional positive integer, the number of workers the
+            run was started with (e.g. by a launcher), which the cluster
+            must list.
+
+    Returns:
+        The number of tasks of type `chief` and `worker` in the cluster.
+
+    Raises:
+        ValueError: if the JSON is malformed, has no `worker` list of
+            `"host:port"` addresses, `task` does not name one of them, or
+            the cluster does not hold `num_workers` workers.
+    """
+    num_workers = _positive_or_none("num_workers", num_workers)
+    text = os.environ.get("TF_CONFIG") if text is None else text
+    if not text:
+        if num_workers not in (None, 1):
+            raise ValueError(
+                f"Argument `num_workers` is {num_workers} but TF_CONFIG is "
+                "not set (one local worker). Set TF_CONFIG on every worker. "
+                f"Received: num_workers={num_workers}"
+            )
+        return 1
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"TF_CONFIG must be JSON. Received: TF_CONFIG={text!r} ({error})"
+        ) from None
+    cluster = config.get("cluster") if isinstance(config, dict) else None
+    if not isinstance(cluster, dict) or not cluster.get("worker"):
+        raise ValueError(
+            'TF_CONFIG must hold {"cluster": {"worker": ["host:port", ...]}, '
+            f'"task": {{"type": "worker", "index": i}}}}. Received: {text!r}'
+        )
+    for kind, addresses in cluster.items():
+        if not isinstance(addresses, list) or not all(
+            isinstance(a, str) and _ADDRESS.fullmatch(a) for a in addresses
+        ):
+            raise ValueError(
+                f"TF_CONFIG cluster[{kind!r}] must be a list of 'host:port' "
+                f"addresses. Received: {addresses!r}"
+            )
+    task = config.get("task")
+    if (
+        not isinstance(task, dict)
+        or task.get("type") not in cluster
+        or not isinstance(task.get("index"), int)
+        or not 0 <= task["index"] < len(cluster[task["type"]])
+    ):
+        raise ValueError(
+            "TF_CONFIG `task` must name a task of the cluster, e.g. "
+            '{"type": "worker", "index": 0}. '
+            f"Received: task={task!r}, cluster={cluster!r}"
+        )
+    count = len(cluster["worker"]) + len(cluster.get("chief", []))
+    if num_workers is not None and num_workers != count:
+        raise ValueError(
+            f"Argument `num_workers` is {num_workers} but TF_CONFIG's "
+            f"cluster lists {count} workers. Received: "
+            f"num_workers={num_workers}, cluster={cluster!r}"
+        )
+    return count
+
+
+def initialize_multi_host(
+    job_addresses: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    timeout: int = 300,
+) -> None:
+    """Checks and starts a JAX multi-process run (`keras.distribution`).
+
+    Call it once in every process, before anything else uses JAX; then
+    `"data_parallel"` and `"model_parallel"` span the devices of all
+    processes. Arguments left `None` are read from
+    `KERAS_DISTRIBUTION_JOB_ADDRESSES`, `KERAS_DISTRIBUTION_NUM_PROCESSES`
+    and `KERAS_DISTRIBUTION_PROCESS_ID`, as `keras.distribution.initialize`
+    reads them. Every process gets the same Keras seed unless one was set.
+
+    Args:
+        job_addresses: Comma-separated `"host:port"` of the coordinator
+            (process 0), or of every process.
+        num_processes: Positive integer, the number of processes.
+        process_id: This process's index in `[0, num_processes)`.
+        timeout: Positive integer, the seconds to wait for all processes
+            to join (and, once training runs, for a silent process to be
+            declared dead) before failing.
+
+    Raises:
+        ValueError: on the TensorFlow backend (use `TF_CONFIG` and
+            `"multi_worker_mirrored"`) or for inconsistent arguments.
+        RuntimeError: if the processes have not all joined within
+            `timeout` seconds (e.g. some were started with another
+            `num_processes` or coordinator).
+    """
+    if keras.backend.backend() != "jax":
+        raise ValueError(
+            "`initialize_multi_host` is for the JAX backend; on TensorFlow "
+            'set TF_CONFIG and use distribution="multi_worker_mirrored". '
+            f"Received: backend={keras.backend.backend()!r}"
+        )
+    env = os.environ
+    job_addresses = job_addresses or env.get("KERAS_DISTRIBUTION_JOB_ADDRESSES")
+    if num_processes is None:
+        num_processes = env.get("KERAS_DISTRIBUTION_NUM_PROCESSES")
+    if process_id is None:
+        process_id = env.get("KERAS_DISTRIBUTION_PROCESS_ID")
+    try:
+        num_processes, process_id = int(num_processes), int(process_id)
+    except (TypeError, ValueError):
+        raise ValueError(
+            "`num_processes` and `process_id` must be integers (arguments "
+            "or KERAS_DISTRIBUTION_* variables). Received: "
+            f"num_processes={num_processes!r}, process_id={process_id!r}"
+        ) from None
+    if num_processes < 1 or not 0 <= process_id < num_processes:
+        raise ValueError(
+            "Arguments must satisfy 0 <= process_id < num_processes. "
+            f"Received: num_processes={num_processes}, "
+            f"process_id={process_id}"
+        )
+    timeout = _positive_or_none("timeout", timeout)
+    if timeout is None:
+        raise ValueError("Argument `timeout` must be a positive integer.")
+    addresses = (job_addresses or "").split(",")
+    if not all(_ADDRESS.fullmatch(a) for a in addresses) or len(
+        addresses
+    ) not in (1, num_processes):
+        raise ValueError(
+            "Argument `job_addresses` must be 'host:port' of the coordinator "
+            "or a comma-separated list with one per process. Received: "
+            f"job_addresses={job_addresses!r}, num_processes={num_processes}"
+        )
+    import jax
+
+    try:
+        jax.distributed.initialize(
+            coordinator_address=addresses[0],
+            num_processes=num_processes,
+            process_id=process_id,
+            initialization_timeout=timeout,
+            heartbeat_timeout_seconds=timeout,
+        )
+    except Exception as error:
+        raise RuntimeError(
+            f"Process {process_id} of {num_processes} could not join the "
+            f"run coordinated by {addresses[0]} within {timeout} s: check "
+            "that every process was started with the same coordinator and "
+            f"`num_processes`, and a distinct `process_id`. ({error})"
+        ) from None
+    multi_worker.seed_all_processes()
+
+
+def _model_parallel(devices) -> keras.distribution.ModelParallel:
+    if len(devices) < 2 or len(devices) % 2:
+        raise ValueError(
+            'distribution="model_parallel" needs an even number of devices '
+            f"(a (batch, model=2) mesh). Received: {len(devices)} device(s)"
+        )
+    mesh = keras.distribution.DeviceMesh(
+        (len(devices) // 2, 2), ["batch", "model"], devices
+    )
+    return keras.distribution.ModelParallel(
+        layout_map=vit_layout_map(mesh), batch_dim_name="batch"
+    )
+
+
+def _strategy_runtime(name: str, strategy) -> Runtime:
+    if multi_worker.is_multi_worker(strategy):
+        multi_worker.enable_multi_worker_fit()
+    return Runtime(name, strategy.num_replicas_in_sync, strategy)
+
+
+def resolve_distribution(
+    distribution="auto", *, num_workers: int | None = None
+) -> Runtime:
+    """The `Runtime` for `distribution` on the running backend.
+
+    A multi-worker TensorFlow strategy (given, or made for
+    `"multi_worker_mirrored"`) also makes Keras's `fit` work under it
+    (`keras_depthhet.utils.multi_worker.enable_multi_worker_fit`).
+
+    Args:
+        distribution: A name from `DISTRIBUTIONS`, a `tf.distribute.Strategy`
+            (TensorFlow), a `keras.distribution.Distribution` (JAX), or a
+            `Runtime` resolved before (returned as it is).
+        num_workers: Optional positive integer: for
+            `"multi_worker_mirrored"`, the number of workers `TF_CONFIG`
+            must list (see `validate_tf_config`).
+
+    Returns:
+        The resolved `Runtime`.
+
+    Raises:
+        ValueError: for an unknown name, or one that does not exist on the
+            running backend (e.g. `"mirrored"` under JAX).
+    """
+    if isinstance(distribution, Runtime):
+        return distribution
+    backend = keras.backend.backend()
+    if isinstance(
+        distribution,
+        (keras.distribution.DataParallel, keras.distribution.ModelParallel),
+    ):
+        if backend != "jax":
+            raise ValueError(
+                "A keras.distribution.Distribution is supported here on JAX "
+                'only; on TensorFlow use distribution="mirrored". '
+                f"Received: {distribution!r} with backend {backend!r}"
+            )
+        batch_axis = distribution.device_mesh.axis_names.index(
+            distribution.batch_dim_name
+        )
+        return Runtime(
+            "custom",
+            distribution.device_mesh.shape[batch_axis],
+            distribution=distribution,
+        )
+    if not isinstance(distribution, str):
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            if isinstance(distribution, tf.distribute.Strategy):
+                return _strategy_runtime("custom", distribution)
+        raise ValueError(
+            f"Argument `distribution` must be one of {list(DISTRIBUTIONS)} "
+            "or a strategy/distribution object of the running backend. "
+            f"Received: distribution={distribution!r}"
+        )
+    if distribution not in DISTRIBUTIONS:
+        raise ValueError(
+            f"Argument `distribution` must be one of {list(DISTRIBUTIONS)}. "
+            f"Received: distribution={distribution!r}"
+        )
+    if distribution in _BACKEND_OF and _BACKEND_OF[distribution] != backend:
+        other = "mirrored" if backend == "tensorflow" else "data_parallel"
+        raise ValueError(
+            f'distribution="{distribution}" needs the '
+            f"{_BACKEND_OF[distribution]} backend; on {backend} use "
+            f'"{other}" (or "auto"). Received: distribution={distribution!r}'
+        )
+    if distribution == "multi_worker_mirrored":
+        validate_tf_config(num_workers=num_workers)
+        import tensorflow as tf
+
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        return _strategy_runtime(distribution, strategy)
+    if backend == "tensorflow":
+        devices = _tf_devices()
+        if distribution == "auto":
+            distribution = "mirrored" if len(devices) > 1 else "none"
+        if distribution == "none":
+            return Runtime("none")
+        import tensorflow as tf
+
+        strategy = tf.distribute.MirroredStrategy([d.name for d in devices])
+        return Runtime(distribution, strategy.num_replicas_in_sync, strategy)
+    if backend != "jax":
+        return Runtime("none")
+    devices = keras.distribution.list_devices()
+    if distribution == "auto":
+        distribution = "data_parallel" if len(devices) > 1 else "none"
+    if distribution == "none":
+        return Runtime("none")
+    if distribution == "data_parallel":
+        return Runtime(
+            distribution,
+            len(devices),
+            distribution=keras.distribution.DataParallel(devices=devices),
+        )
+    return Runtime(
+        distribution, len(devices) // 2, distribution=_model_parallel(devices)
+    )
+
+
+def _first_batch_size(data) -> int | None:
+    """The batch size of a batched `tf.data.Dataset`: the static one when
+    the element spec has it (no data read), else the first element's."""
+    spec = data.element_spec
+    leaf = spec[0] if isinstance(spec, (tuple, list)) else spec
+    while isinstance(leaf, dict):
+        leaf = next(iter(leaf.values()))
+    if getattr(leaf, "shape", None) is not None and leaf.shape.rank:
+        if leaf.shape[0] is not None:
+            return int(leaf.shape[0])
+    element = next(iter(data.take(1)))
+    leaf = element[0] if isinstance(element, (tuple, list)) else element
+    while isinstance(leaf, dict):
+        leaf = next(iter(leaf.values()))
+    return int(leaf.shape[0])
+
+
+def check_global_batch(data, batch_size, runtime: Runtime) -> None:
+    """Raises when the global batch does not split evenly among replicas.
+
+    Array data uses `batch_size` (Keras' default 32); a `tf.data.Dataset`
+    its (first) batch. Other data (generators, `PyDataset`) is not checked.
+    """
+    if runtime.num_replicas <= 1:
+        return
+    global_batch = batch_size
+    if global_batch is None:
+        if isinstance(data, (tuple, list, np.ndarray)):
+            global_batch = 32
+        elif type(data).__module__.startswith("tensorflow"):
+            global_batch = _first_batch_size(data)
+    if global_batch is not None and global_batch % runtime.num_replicas:
+        raise ValueError(
+            f"The global batch size must be divisible by the number of "
+            f"replicas ({runtime.num_replicas} under "
+            f"distribution={runtime.name!r}). Received: global batch "
+            f"size {global_batch}"
+        )
+
+
+def check_model_placement(model: keras.Model, runtime: Runtime) -> None:
+    """Raises when `model`'s variables were not made for `runtime`.
+
+    TensorFlow: the model and every variable must have been created in
+    the strategy's scope. JAX: every variable must be laid out over the
+    distribution's devices (created while it was active).
+    """
+    if runtime.strategy is not None:
+        strategy = runtime.strategy
+        extended = strategy.extended
+        if model.distribute_strategy is not strategy or not all(
+            extended.variable_created_in_scope(v.value) for v in model.variables
+        ):
+            raise ValueError(
+                f"Model {model.name!r} was built outside the scope of the "
+                f"{type(strategy).__name__} it is trained with. Create (and "
+                "compile) it inside `build_model`, which `fit_with_growth` "
+                "calls in the scope."
+            )
+    elif runtime.distribution is not None:
+        devices = set(runtime.distribution.device_mesh.devices.flatten())
+        for variable in model.variables:
+            placed = variable.value.sharding.device_set
+            if {str(d) for d in placed} != {str(d) for d in devices}:
+                raise ValueError(
+                    f"Model {model.name!r} was built without the active "
+                    f"{type(runtime.distribution).__name__}: variable "
+                    f"{variable.path!r} lives on {len(placed)} of "
+                    f"{len(devices)} devices. Create it inside `build_model`, "
+                    "which `fit_with_growth` calls under the distribution."
+                )

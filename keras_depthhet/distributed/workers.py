@@ -1,0 +1,320 @@
+"""The workers of a multi-worker run, and how their growth decisions agree.
+
+In a multi-worker run (TensorFlow `MultiWorkerMirroredStrategy` over two
+or more workers, or JAX with two or more processes) every worker holds a
+copy of the model and must grow exactly the same neurons at every event;
+a worker that grew others would hold another architecture, and the next
+collective would fail or hang. Scores computed by each worker on its own
+data differ, so the decision is made identical by construction:
+
+1. At `on_train_begin` every worker sends a fingerprint of its growth
+   settings and of its model's architecture (`check_same_settings`); if
+   any differ, every worker raises the same error before training.
+2. At an event the chief (worker 0) alone computes the scores and the
+   budget; one broadcast gives every worker the chief's numbers, bit for
+   bit (`Workers.broadcast`).
+3. Every worker then runs the same pure selection (`select_neurons`) on
+   the same numbers with the same settings, so every worker holds the
+   same plan, grows the same neurons and records the same event.
+
+Checkpoints and logs are written by the chief only (`Workers.is_chief`).
+"""
+
+import hashlib
+import json
+
+import keras
+import numpy as np
+
+from keras_depthhet.utils.multi_worker import is_multi_worker
+
+
+class Workers:
+    """The processes of one multi-worker run, and the collectives growth uses.
+
+    Use `workers_of(model)` to get the group a model trains in. Every
+    collective must be called by every worker, in the same order, with
+    arrays of the same shape.
+
+    Attributes:
+        rank: This worker's index; 0 is the chief.
+        size: The number of workers.
+    """
+
+    def __init__(self, rank: int, size: int):
+        self.rank = rank
+        self.size = size
+
+    @property
+    def is_chief(self) -> bool:
+        """Whether this worker is the chief (rank 0), which writes files."""
+        return self.rank == 0
+
+    def _all_sum(self, array: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def broadcast(self, array) -> np.ndarray:
+        """The chief's `array` (float64), bit for bit, on every worker.
+
+        Args:
+            array: A float array of the same shape on every worker; only
+                the chief's values matter.
+
+        Returns:
+            The chief's values as a float64 array.
+        """
+        array = np.ascontiguousarray(array, dtype="float64")
+        # Summing the chief's bits with zeros is exact in integers.
+        bits = array.view("int32") if self.is_chief else None
+        if bits is None:
+            bits = np.zeros(array.size * 2, dtype="int32")
+        summed = self._all_sum(bits.reshape(-1)).astype("int32")
+        return summed.view("float64").reshape(array.shape)
+
+    def all_gather(self, array) -> np.ndarray:
+        """Every worker's `array` (float64), stacked in rank order.
+
+        Args:
+            array: A float array of the same shape on every worker.
+
+        Returns:
+            A float64 array of shape `(size, *array.shape)`.
+        """
+        array = np.ascontiguousarray(array, dtype="float64")
+        slots = np.zeros((self.size, array.size * 2), dtype="int32")
+        slots[self.rank] = array.view("int32").reshape(-1)
+        summed = self._all_sum(slots).astype("int32")
+        return summed.view("float64").reshape((self.size, *array.shape))
+
+
+class _TensorFlowWorkers(Workers):
+    def __init__(self, strategy):
+        resolver = strategy.cluster_resolver
+        cluster = resolver.cluster_spec().as_dict()
+        order = [("chief", i) for i in range(len(cluster.get("chief", [])))]
+        order += [("worker", i) for i in range(len(cluster.get("worker", [])))]
+        super().__init__(
+            order.index((resolver.task_type, resolver.task_id)), len(order)
+        )
+        self.strategy = strategy
+
+    def _all_sum(self, array):
+        import tensorflow as tf
+
+        with self.strategy.scope():
+            total = self.strategy.reduce("SUM", tf.constant(array), axis=None)
+        return total.numpy()
+
+
+class _JaxWorkers(Workers):
+    def __init__(self):
+        import jax
+
+        super().__init__(jax.process_index(), jax.process_count())
+
+    def _all_sum(self, array):
+        from jax.experimental import multihost_utils
+
+        gathered = multihost_utils.process_allgather(array, tiled=False)
+        return np.asarray(gathered).sum(axis=0)
+
+
+def workers_of(model: keras.Model) -> Workers | None:
+    """The `Workers` `model` trains with, or `None` in a one-worker run.
+
+    TensorFlow: the workers of the model's `MultiWorkerMirroredStrategy`
+    when it spans two or more. JAX: the processes started by
+    `jax.distributed` (e.g. `initialize_multi_host`) when there are two or
+    more.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        strategy = getattr(model, "distribute_strategy", None)
+        if is_multi_worker(strategy):
+            return _TensorFlowWorkers(strategy)
+        return None
+    if backend == "jax":
+        import jax
+
+        return _JaxWorkers() if jax.process_count() > 1 else None
+    return None
+
+
+def _fingerprint(value) -> float:
+    """52 bits of a hash of `value`'s JSON, exact as a float64."""
+    text = json.dumps(value, sort_keys=True, default=repr)
+    return float(int(hashlib.sha256(text.encode()).hexdigest()[:13], 16))
+
+
+def check_same_settings(workers: Workers, settings: dict) -> None:
+    """Raises on every worker unless all workers hold the same `settings`.
+
+    One all-gather of a fingerprint per entry; the error names the
+    entries that differ and this worker's values of them.
+
+    Args:
+        workers: The run's `Workers`.
+        settings: `{name: JSON-serialisable value}`, with the same names
+            on every worker.
+
+    Raises:
+        ValueError: on every worker, if some worker's values differ.
+    """
+    names = sorted(settings)
+    prints = workers.all_gather([_fingerprint(settings[n]) for n in names])
+    differ = [n for i, n in enumerate(names) if len(set(prints[:, i])) > 1]
+    if differ:
+        mine = {n: settings[n] for n in differ}
+        raise ValueError(
+            f"The {workers.size} workers of this run were started with "
+            f"different settings: {differ} differ between workers (worker "
+            f"{workers.rank} has {mine}). Start every worker with the same "
+            "model and `GrowthCallback` arguments."
+        )
+
+
+def chief_decides(
+    workers: Workers, budget: float, scores: dict
+) -> tuple[float, dict]:
+    """The chief's budget and scores, the same numbers on every worker.
+
+    Args:
+        workers: The run's `Workers`.
+        budget: The event's parameter budget (only the chief's is used).
+        scores: `{layer key: 1-D array}`, the same keys and lengths on
+            every worker; only the chief's values are used, so the other
+            workers may pass placeholders instead of scoring.
+
+    Returns:
+        `(budget, scores)` as the chief computed them.
+    """
+    names = list(scores)
+    sizes = [np.asarray(scores[n]).size for n in names]
+    flat = np.concatenate(
+        [[budget]] + [np.asarray(scores[n], "float64").ravel() for n in names]
+    )
+    flat = workers.broadcast(flat)
+    bounds = np.cumsum([1, *sizes])
+    agreed = {
+        n: flat[a:b]
+        for n, a, b in zip(names, bounds[:-1], bounds[1:], strict=True)
+    }
+    return float(flat[0]), agreed
+
+
+class ChiefBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """`BackupAndRestore` for multi-worker runs: the chief alone writes.
+
+    Every worker restores from `backup_dir` when training starts (so
+    `backup_dir` must be a directory every worker reads, e.g. on a shared
+    file system); only the chief (worker 0) saves the backup at the end
+    of each epoch and deletes it when training ends, so that the workers
+    never write the same files at once. In a one-worker run it is
+    `keras.callbacks.BackupAndRestore`. List it after `GrowthCallback`,
+    which then also regrows the model to the backup's architecture on
+    every worker before the weights are loaded.
+
+    Args:
+        backup_dir: As for `keras.callbacks.BackupAndRestore`.
+        **kwargs: The other arguments of `keras.callbacks.BackupAndRestore`.
+
+    Example:
+
+    ```python
+    callbacks = [GrowthCallback(...), ChiefBackupAndRestore("shared/backup")]
+    model.fit(train_ds, epochs=300, callbacks=callbacks)
+    ```
+    """
+
+    def __init__(self, backup_dir, **kwargs):
+        super().__init__(backup_dir, **kwargs)
+        self._is_chief = True
+
+    def on_train_begin(self, logs=None):
+        workers = workers_of(self.model)
+        self._is_chief = workers is None or workers.is_chief
+        super().on_train_begin(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._is_chief:
+            super().on_epoch_end(epoch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._is_chief:
+            super().on_train_batch_end(batch, logs)
+
+    def on_train_end(self, logs=None):
+        if self._is_chief:
+            super().on_train_end(logs)
+
+
+_SETTINGS = (
+    "interval",
+    "warmup",
+    "param_budget",
+    "layer_threshold",
+    "scale",
+    "target_params",
+    "criterion",
+    "budget_schedule",
+    "budget_split",
+    "layers",
+    "seed",
+    "analysis_batches",
+)
+
+
+def growth_settings(callback, backup=None) -> dict:
+    """What every worker's `GrowthCallback` and model must share.
+
+    The callback's arguments that decide growth (not `log_path` or
+    `verbose`), whether it scores `analysis_data`, the growable layers of
+    its model with their widths and growth so far, the model's size, and
+    the kind of backup callback listed after it.
+    """
+    from keras_depthhet.models.vit import growable_layer_map
+
+    settings = {name: getattr(callback, name) for name in _SETTINGS}
+    settings["analysis_data"] = callback.analysis_data is not None
+    settings["architecture"] = {
+        key: [layer.units, [r.tolist() for r in layer.growth_rounds]]
+        for key, layer in growable_layer_map(callback.model).items()
+    }
+    settings["num_params"] = int(callback.model.count_params())
+    settings["backup"] = None if backup is None else type(backup).__name__
+    return settings
+
+
+def join_workers(callback, backup=None) -> Workers | None:
+    """Checks a `GrowthCallback` against the other workers of its run.
+
+    Called by `GrowthCallback.on_train_begin`: in a multi-worker run,
+    every worker compares its `growth_settings` with the others', then
+    checks that its backup callback (if any) writes once.
+
+    Args:
+        callback: The `GrowthCallback`, with its model set.
+        backup: The `keras.callbacks.BackupAndRestore` listed after it,
+            if any.
+
+    Returns:
+        The run's `Workers`, or `None` in a one-worker run.
+
+    Raises:
+        ValueError: on every worker, if the workers' settings differ or
+            the backup callback is not a `ChiefBackupAndRestore`.
+    """
+    workers = workers_of(callback.model)
+    if workers is None:
+        return None
+    check_same_settings(workers, growth_settings(callback, backup))
+    if backup is not None and not isinstance(backup, ChiefBackupAndRestore):
+        raise ValueError(
+            "In a multi-worker run every worker would write the same "
+            "backup files at once; use "
+            "`keras_depthhet.distributed.ChiefBackupAndRestore`, which only "
+            "the chief writes. Received: a "
+            f"{type(backup).__name__} on worker {workers.rank} of "
+            f"{workers.size}"
+        )
+    return workers

@@ -1,0 +1,160 @@
+"""The private Keras APIs that multi-worker training needs, wrapped once.
+
+Keras 3.15's TensorFlow `model.fit` fails under a
+`tf.distribute.MultiWorkerMirroredStrategy` that spans two or more workers
+(keras-team/keras#20585, tensorflow/tensorflow#72388), in two places of
+`keras/src/backend/tensorflow/trainer.py`:
+
+- `TensorFlowTrainer._maybe_symbolic_build` averages the first distributed
+  batch, a tuple of `PerReplica` values, with one
+  `strategy.reduce("MEAN", batch, axis=None)`; `Strategy.reduce` takes a
+  single value, and in multi-worker mode the tuple reaches
+  `convert_to_tensor` ("Attempt to convert a value (PerReplica: ...) with
+  an unsupported type").
+- `reduce_per_replica(..., reduction="auto")` reduces the train step's
+  outputs with `strategy.reduce("MEAN", v, axis=0)` in multi-worker mode;
+  the loss and metric results are scalars ("Invalid reduction dimension 0
+  for input with 0 dimensions").
+
+`enable_multi_worker_fit` replaces both with versions that do exactly what
+Keras does unless the strategy runs in multi-worker mode: the symbolic
+build reads shapes from the first local replica's batch (it needs shapes
+and dtypes only), and scalars are averaged over the replicas. It refuses
+to patch functions whose source is not the one it was written for, so a
+Keras upgrade that changes (or fixes) them fails loudly
+(`tests/utils/test_multi_worker.py` checks the same fingerprints).
+
+On JAX, `seed_all_processes` gives every process the same Keras seed (as
+`keras.distribution.initialize` does after starting `jax.distributed`).
+"""
+
+import hashlib
+import inspect
+
+import keras
+
+PATCHED_SOURCES = {
+    "TensorFlowTrainer._maybe_symbolic_build": "92a504f5eba9b29f",
+    "reduce_per_replica": "2e7d54b1e6edc29a",
+}
+"""SHA-256 prefixes of the Keras 3.15 functions `enable_multi_worker_fit`
+replaces, by qualified name."""
+
+
+def source_fingerprint(function) -> str:
+    """The first 16 hex digits of the SHA-256 of `function`'s source."""
+    source = inspect.getsource(getattr(function, "__wrapped__", function))
+    return hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
+def _tensorflow_trainer():
+    from keras.src.backend.tensorflow import trainer
+
+    return trainer
+
+
+def changed_keras_functions() -> list[str]:
+    """The patched Keras functions whose source differs from Keras 3.15's."""
+    trainer = _tensorflow_trainer()
+    functions = {
+        "TensorFlowTrainer._maybe_symbolic_build": (
+            trainer.TensorFlowTrainer._maybe_symbolic_build
+        ),
+        "reduce_per_replica": trainer.reduce_per_replica,
+    }
+    return [
+        name
+        for name, function in functions.items()
+        if source_fingerprint(function) != PATCHED_SOURCES[name]
+    ]
+
+
+def is_multi_worker(strategy) -> bool:
+    """Whether `strategy` is a `MultiWorkerMirroredStrategy` of 2+ workers."""
+    if strategy is None or keras.backend.backend() != "tensorflow":
+        return False
+    return _tensorflow_trainer()._collective_all_reduce_multi_worker(strategy)
+
+
+def _first_local_values(batch, strategy):
+    import tensorflow as tf
+    from keras.src import tree
+
+    def first(value):
+        if isinstance(value, tf.distribute.DistributedValues):
+            return strategy.experimental_local_results(value)[0]
+        return value
+
+    return tree.map_structure(first, batch)
+
+
+def enable_multi_worker_fit() -> None:
+    """Makes Keras's TensorFlow `fit` work on a multi-worker strategy.
+
+    Replaces `TensorFlowTrainer._maybe_symbolic_build` and the trainer
+    module's `reduce_per_replica` (see the module docstring); both behave
+    as Keras's own unless the model's strategy runs in multi-worker mode.
+    Calling it again does nothing.
+
+    Raises:
+        RuntimeError: if the installed Keras's versions of those functions
+            differ from the ones the replacements were written for.
+    """
+    trainer = _tensorflow_trainer()
+    cls = trainer.TensorFlowTrainer
+    if getattr(cls._maybe_symbolic_build, "_multi_worker_fix", False):
+        return
+    changed = changed_keras_functions()
+    if changed:
+        raise RuntimeError(
+            "keras-depthhet's multi-worker fixes were written for Keras "
+            f"3.15, whose {changed} the installed Keras "
+            f"{keras.__version__} has changed. Check whether Keras now "
+            "supports MultiWorkerMirroredStrategy in `fit` "
+            "(keras-team/keras#20585) before updating the fixes."
+        )
+    keras_build = cls._maybe_symbolic_build
+    keras_reduce = trainer.reduce_per_replica
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        strategy = self._distribute_strategy
+        if not is_multi_worker(strategy):
+            return keras_build(self, iterator=iterator, data_batch=data_batch)
+        if iterator is not None:
+            for _, _, batches in iterator:
+                data_batch = _first_local_values(next(batches), strategy)
+                break
+        with strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction not in ("auto", "mean") or not is_multi_worker(strategy):
+            return keras_reduce(values, strategy, reduction)
+        import tensorflow as tf
+        from keras.src import tree
+
+        def mean(value):
+            local = value
+            if isinstance(value, tf.distribute.DistributedValues):
+                local = strategy.experimental_local_results(value)[0]
+            axis = None if local.shape.rank == 0 else 0
+            return strategy.reduce("MEAN", value, axis=axis)
+
+        return tree.map_structure(mean, values)
+
+    _maybe_symbolic_build.__wrapped__ = keras_build
+    _maybe_symbolic_build._multi_worker_fix = True
+    reduce_per_replica.__wrapped__ = keras_reduce
+    cls._maybe_symbolic_build = _maybe_symbolic_build
+    trainer.reduce_per_replica = reduce_per_replica
+
+
+def seed_all_processes() -> None:
+    """Gives every JAX process the same Keras seed, unless one is set.
+
+    Variables of a model built under a `keras.distribution` are laid out
+    from each process's own initial values, which must agree.
+    """
+    from keras.src.backend.jax.distribution_lib import initialize_rng
+
+    initialize_rng()
