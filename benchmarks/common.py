@@ -1,7 +1,9 @@
 """Helpers shared by the benchmark scripts: backend subprocesses, timing."""
 
+import datetime
 import json
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -36,6 +38,65 @@ def run_per_backend(module: str, args: list[str]) -> dict[str, dict]:
     return results
 
 
+class Worker:
+    """A benchmark worker process that answers timing requests one by one.
+
+    The worker (`serve`) builds and compiles what it measures, then waits on
+    its stdin; the parent sends one request at a time, so several workers
+    (one per backend, or timm's) can be measured in alternation by one
+    parent without ever running at the same time. Protocol lines on stdout
+    start with `RESULT `; anything else a library prints is ignored.
+
+    Args:
+        command: The worker's command line (`python -m ... --serve`).
+        env: Extra environment variables (e.g. `KERAS_BACKEND`).
+        timeout: Seconds to wait for one answer (`None`: no limit).
+    """
+
+    def __init__(self, command, env=None, timeout=None):
+        env = {**os.environ, **(env or {})}
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        self.timeout = timeout
+        self._proc = subprocess.Popen(
+            command,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        self.ready = self._answer()
+
+    def _answer(self):
+        for line in self._proc.stdout:
+            if line.startswith("RESULT "):
+                return json.loads(line[len("RESULT ") :])
+        code = self._proc.wait()
+        raise RuntimeError(f"benchmark worker exited with status {code}")
+
+    def request(self, **request):
+        """Sends one request; returns the worker's JSON answer."""
+        self._proc.stdin.write(json.dumps(request) + "\n")
+        self._proc.stdin.flush()
+        return self._answer()
+
+    def close(self):
+        if self._proc.poll() is None:
+            self._proc.stdin.close()
+            self._proc.wait()
+
+
+def serve(ready: dict, handle: Callable[[dict], dict]) -> None:
+    """The worker side of `Worker`: announces `ready`, then answers requests.
+
+    Each stdin line is a JSON request given to `handle`, whose dict is sent
+    back; the loop ends when stdin closes.
+    """
+    print("RESULT " + json.dumps(ready), flush=True)
+    for line in sys.stdin:
+        print("RESULT " + json.dumps(handle(json.loads(line))), flush=True)
+
+
 def best_time(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
     """Best wall time of `fn()` over `repeats` calls, after `warmup` calls.
 
@@ -63,3 +124,25 @@ def write_result(name: str, markdown: str, quick: bool = False) -> Path:
     path = directory / f"{name}.md"
     path.write_text(markdown)
     return path
+
+
+def machine_description() -> str:
+    """Today's date, the CPU model, its core count and the load at the start.
+
+    Goes in each table's first lines, so that a figure says when and where
+    it was measured (the load average shows a shared machine).
+    """
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (
+        f"{datetime.date.today().isoformat()}, {model}, "
+        f"{os.cpu_count()} cores, load average {load:.1f} at the start"
+    )

@@ -11,7 +11,8 @@ any script failed (all still run), 2 when a selected script does not
 exist.
 
 The full run regenerates the published tables in `benchmarks/results/`
-(hours on a 2-core CPU; `replication` is most of it). `--quick` runs
+(hours on a 2-core CPU; `replication` is most of it); `gpu_check` only
+measures where it finds an accelerator. `--quick` runs
 every script on tiny sizes as a smoke test (a few minutes; `.ci/run`
 does this under JAX) and writes only to the git-ignored
 `benchmarks/results/quick/`, never over the published tables.
@@ -28,8 +29,10 @@ BENCHMARKS = (
     "growable_dense_overhead",
     "splitting_cost",
     "growth_event_cost",
+    "recent_batches_overhead",
     "train_step_throughput",
     "replication",
+    "gpu_check",
 )
 """The benchmark modules of `benchmarks/`, in the order they run."""
 

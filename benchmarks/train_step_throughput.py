@@ -5,26 +5,41 @@ the paper's reduced base (`deit_small(num_classes=100, attention_width=0.5,
 mlp_width=0.5)`, 11.07M parameters), that base grown at random neurons of all
 48 layers in rounds of the paper's 580k-parameter budget until it reaches the
 paper's final size (about 19.4M), and the uniform DeiT-S (21.7M); per
-backend, in images per second, with ratios to the reduced base measured in
-the same process. With PyTorch and timm installed (`pip install
-torch==2.14.1 torchvision==0.29.1 timm`), the same uniform DeiT-S step in
-timm is measured too and the Keras/timm ratio reported.
+backend, in images per second, with ratios to the reduced base. With PyTorch
+and timm installed (`pip install torch==2.14.1 timm`, in this environment or
+in another one named by `--timm-python`), the same uniform DeiT-S step in
+timm is measured too.
 
-    python -m benchmarks.train_step_throughput [--quick]
+Each backend (and timm) runs in its own worker process, which builds and
+compiles its models and then times one model at a time on request; the
+parent goes round the workers and models several times, so that a shared
+machine's drifting load hits them all alike, and keeps each one's best
+time. The cross-backend ratios are therefore measured side by side in one
+run.
+
+    python -m benchmarks.train_step_throughput [--quick] [--rounds N]
+        [--timm-python PATH]
 """
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import time
 
-from benchmarks.common import best_time, run_per_backend, write_result
+from benchmarks.common import (
+    BACKENDS,
+    Worker,
+    best_time,
+    machine_description,
+    serve,
+    write_result,
+)
 
 TARGET_PARAMS = 19_400_000
 ROUND_BUDGET = 580_000
 BASE_PARAMS = 11_071_204
+MODELS = ("reduced", "grown", "uniform")
 
 
 def _build(quick, image_size, patch_size, **widths):
@@ -37,13 +52,17 @@ def _build(quick, image_size, patch_size, **widths):
     return deit_small(**common, **widths)
 
 
-def _grow_to(model, target, round_budget, rng):
+def grow_to(model, target, round_budget, rng):
+    """Grows `model` at random neurons of all its layers up to `target`.
+
+    Each round spreads `round_budget` parameters over random layers, neuron
+    by neuron, as the paper's budgeted events do.
+    """
     from keras_depthhet.models import growable_layers
 
     layers = growable_layers(model)
     while model.count_params() < target:
         budget = min(round_budget, target - model.count_params())
-        # Spread one round's budget over random layers, neuron by neuron.
         plan = {}
         while budget > 0:
             layer = layers[rng.integers(len(layers))]
@@ -60,7 +79,28 @@ def _grow_to(model, target, round_budget, rng):
                 layer.grow(sorted(plan[layer.name]))
 
 
-def _keras_step(model, batch, image_size, num_classes, rng):
+def build_model(name, quick, image_size, patch_size, rng):
+    """The `"reduced"`, `"grown"` (to the paper's 19.4M, scaled) or
+    `"uniform"` model; quick mode builds a two-block ViT of the same shape.
+    """
+    shape = (quick, image_size, patch_size)
+    if name == "uniform":
+        return _build(*shape)
+    model = _build(*shape, attention_width=0.5, mlp_width=0.5)
+    if name == "grown":
+        scale = model.count_params() / BASE_PARAMS
+        target = round(TARGET_PARAMS * scale)
+        # Quick mode grows in three rounds, enough to exercise the code.
+        rounds = (
+            3 if quick else round((TARGET_PARAMS - BASE_PARAMS) / ROUND_BUDGET)
+        )
+        round_budget = -(-(target - model.count_params()) // rounds)
+        grow_to(model, target, round_budget, rng)
+    return model
+
+
+def keras_step(model, batch, image_size, num_classes, rng):
+    """A function running one compiled training step of `model`."""
     import keras
 
     model.compile(
@@ -73,36 +113,27 @@ def _keras_step(model, batch, image_size, num_classes, rng):
     return lambda: model.train_on_batch(x, y)
 
 
-def worker(quick, image_size, patch_size, batch, repeats):
+def keras_worker(quick, image_size, patch_size, batch):
     import numpy as np
 
     rng = np.random.default_rng(0)
-    shape = (quick, image_size, patch_size)
-    reduced = _build(*shape, attention_width=0.5, mlp_width=0.5)
-    grown = _build(*shape, attention_width=0.5, mlp_width=0.5)
-    scale = reduced.count_params() / BASE_PARAMS
-    target = round(TARGET_PARAMS * scale)
-    # Quick mode grows in three rounds, enough to exercise the code paths.
-    rounds = 3 if quick else round((TARGET_PARAMS - BASE_PARAMS) / ROUND_BUDGET)
-    round_budget = -(-(target - reduced.count_params()) // rounds)
-    _grow_to(grown, target, round_budget, rng)
-    uniform = _build(*shape)
-    models = {"reduced": reduced, "grown": grown, "uniform": uniform}
+    models = {
+        name: build_model(name, quick, image_size, patch_size, rng)
+        for name in MODELS
+    }
     steps = {
-        name: _keras_step(model, batch, image_size, 100, rng)
+        name: keras_step(model, batch, image_size, 100, rng)
         for name, model in models.items()
     }
-    best = {name: float("inf") for name in steps}
-    for _ in range(2):  # alternate so drifting load hits all alike
-        for name, step in steps.items():
-            best[name] = min(best[name], best_time(step, repeats, warmup=1))
-    return {
-        "params": {name: m.count_params() for name, m in models.items()},
-        "images_per_second": {n: batch / t for n, t in best.items()},
-    }
+    for step in steps.values():  # compile before the first timing
+        step()
+    serve(
+        {"params": {name: m.count_params() for name, m in models.items()}},
+        lambda r: {"seconds": best_time(steps[r["model"]], r["repeats"], 1)},
+    )
 
 
-def timm_worker(image_size, patch_size, batch, repeats):
+def timm_worker(image_size, patch_size, batch):
     import timm
     import torch
 
@@ -127,97 +158,146 @@ def timm_worker(image_size, patch_size, batch, repeats):
         loss.backward()
         optimizer.step()
 
-    seconds = min(best_time(step, repeats, warmup=1) for _ in range(2))
-    return {
-        "params": sum(p.numel() for p in model.parameters()),
-        "images_per_second": batch / seconds,
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
+    step()
+    serve(
+        {
+            "params": sum(p.numel() for p in model.parameters()),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },
+        lambda r: {"seconds": best_time(step, r["repeats"], 1)},
+    )
+
+
+def timm_available(python: str) -> bool:
+    probe = [python, "-c", "import timm, torch"]
+    return subprocess.run(probe, capture_output=True).returncode == 0
+
+
+def measure(quick, rounds, repeats, timm_python):
+    """Starts the workers one after another, then times them in turns.
+
+    Returns `({worker: ready_info}, {worker: {model: best seconds}})`.
+    """
+    flags = ["--quick"] if quick else []
+    module = [
+        "-m",
+        "benchmarks.train_step_throughput",
+        "--serve",
+        *flags,
+    ]
+    specs = {
+        backend: ([sys.executable, *module], {"KERAS_BACKEND": backend})
+        for backend in BACKENDS
     }
-
-
-def _timm_available():
-    probe = "import timm, torch"
-    return subprocess.run([sys.executable, "-c", probe]).returncode == 0
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--worker", action="store_true")
-    parser.add_argument("--timm", action="store_true")
-    args = parser.parse_args(argv)
-    image_size, patch_size = (32, 8) if args.quick else (224, 16)
-    batch, repeats = (4, 2) if args.quick else (16, 3)
-    if args.worker:
-        if args.timm:
-            out = timm_worker(image_size, patch_size, batch, repeats)
-        else:
-            out = worker(args.quick, image_size, patch_size, batch, repeats)
-        print(json.dumps(out))
-        return
-    start = time.time()
-    flags = ["--quick"] if args.quick else []
-    results = run_per_backend("benchmarks.train_step_throughput", flags)
-    timm = None
     # Quick mode times a small ViT, so no DeiT-S in timm to set beside it.
-    if not args.quick and _timm_available():
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "benchmarks.train_step_throughput",
-                "--worker",
-                "--timm",
-                *flags,
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-            env={**os.environ},
-        )
-        timm = json.loads(proc.stdout.strip().splitlines()[-1])
+    if not quick and timm_python and timm_available(timm_python):
+        specs["timm"] = ([timm_python, *module, "--timm"], {})
+    workers, best = {}, {}
+    try:
+        for name, (command, env) in specs.items():
+            workers[name] = Worker(command, env)
+        for _ in range(rounds):
+            for name, worker in workers.items():
+                models = ("uniform",) if name == "timm" else MODELS
+                for model in models:
+                    seconds = worker.request(model=model, repeats=repeats)
+                    key = best.setdefault(name, {})
+                    key[model] = min(
+                        key.get(model, float("inf")), seconds["seconds"]
+                    )
+    finally:
+        for worker in workers.values():
+            worker.close()
+    return {name: w.ready for name, w in workers.items()}, best
+
+
+def report(quick, image_size, batch, ready, best, rounds, seconds, machine):
+    """The Markdown table and the side-by-side ratios."""
+    ips = {
+        name: {model: batch / t for model, t in times.items()}
+        for name, times in best.items()
+    }
     lines = [
         "| backend | reduced (img/s) | grown (img/s) | uniform (img/s) | "
         "grown / reduced | uniform / reduced |",
         "|---|---|---|---|---|---|",
     ]
-    for backend, r in results.items():
-        ips = r["images_per_second"]
+    for backend in BACKENDS:
+        r = ips[backend]
         lines.append(
-            f"| {backend} | {ips['reduced']:.2f} | {ips['grown']:.2f} | "
-            f"{ips['uniform']:.2f} | {ips['grown'] / ips['reduced']:.2f} | "
-            f"{ips['uniform'] / ips['reduced']:.2f} |"
+            f"| {backend} | {r['reduced']:.2f} | {r['grown']:.2f} | "
+            f"{r['uniform']:.2f} | {r['grown'] / r['reduced']:.2f} | "
+            f"{r['uniform'] / r['reduced']:.2f} |"
         )
-    params = results["jax"]["params"]
-    model = "two-block ViT, dim 64" if args.quick else "DeiT-S"
+    params = ready["jax"]["params"]
+    model = "two-block ViT, dim 64" if quick else "DeiT-S"
     text = (
         f"{model}, image size {image_size}, batch {batch}, AdamW step, "
-        "jit-compiled. "
-        f"Parameters: reduced {params['reduced']:,}, grown "
-        f"{params['grown']:,}, uniform {params['uniform']:,}.\n\n"
+        f"jit-compiled, float32; best of {rounds} rounds. Parameters: "
+        f"reduced {params['reduced']:,}, grown {params['grown']:,}, "
+        f"uniform {params['uniform']:,}. Measured {machine}.\n\n"
         + "\n".join(lines)
-        + "\n"
+        + "\n\n"
     )
-    if timm is not None:
-        timm_ips = timm["images_per_second"]
+    uniform = {name: r["uniform"] for name, r in ips.items()}
+    text += (
+        "Uniform step side by side: Keras-JAX / Keras-TensorFlow "
+        f"{uniform['jax'] / uniform['tensorflow']:.2f}"
+    )
+    if "timm" in ready:
+        timm = ready["timm"]
         text += (
-            f"\nSame uniform DeiT-S step in timm (PyTorch {timm['torch']}, "
-            f"{timm['threads']} threads, eager): "
-            f"{timm['images_per_second']:.2f} img/s "
-            f"({timm['params']:,} parameters). Keras / timm: "
-            + ", ".join(
-                f"{b} {r['images_per_second']['uniform'] / timm_ips:.2f}"
-                for b, r in results.items()
-            )
-            + ".\n"
+            f"; timm (PyTorch {timm['torch']}, {timm['threads']} threads, "
+            f"eager, {timm['params']:,} parameters) {uniform['timm']:.2f} "
+            f"img/s, Keras-JAX / timm {uniform['jax'] / uniform['timm']:.2f}, "
+            "Keras-TensorFlow / timm "
+            f"{uniform['tensorflow'] / uniform['timm']:.2f}"
         )
-    elif not args.quick:
-        text += "\n(timm comparison skipped: PyTorch/timm not installed.)\n"
+    elif not quick:
+        text += " (timm not measured: PyTorch/timm not found)"
     cmd = "python -m benchmarks.train_step_throughput" + (
-        " --quick" if args.quick else ""
+        " --quick" if quick else ""
     )
-    text += f"\nCommand: `{cmd}` ({time.time() - start:.0f} s).\n"
+    return text + f".\n\nCommand: `{cmd}` ({seconds:.0f} s).\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--timm", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument(
+        "--timm-python",
+        default=os.environ.get("TIMM_PYTHON", sys.executable),
+        help="a Python with torch and timm (default: $TIMM_PYTHON, or this "
+        "one)",
+    )
+    args = parser.parse_args(argv)
+    image_size, patch_size = (32, 8) if args.quick else (224, 16)
+    batch = 4 if args.quick else 16
+    if args.serve:
+        if args.timm:
+            timm_worker(image_size, patch_size, batch)
+        else:
+            keras_worker(args.quick, image_size, patch_size, batch)
+        return
+    rounds = args.rounds or (1 if args.quick else 3)
+    repeats = 2
+    machine = machine_description()
+    start = time.time()
+    ready, best = measure(args.quick, rounds, repeats, args.timm_python)
+    text = report(
+        args.quick,
+        image_size,
+        batch,
+        ready,
+        best,
+        rounds,
+        time.time() - start,
+        machine,
+    )
     print(text)
     path = write_result("train_step_throughput", text, quick=args.quick)
     print(f"written to {path}")
