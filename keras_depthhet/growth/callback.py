@@ -15,7 +15,10 @@ from keras_depthhet.growth.selection import (
     select_neurons,
 )
 from keras_depthhet.models.vit import growable_layer_map
-from keras_depthhet.utils.keras_internals import sibling_callbacks
+from keras_depthhet.utils.keras_internals import (
+    sibling_callbacks,
+    sync_trainer_state,
+)
 
 BUDGET_SCHEDULES = ("constant", "lr")
 """Accepted values of `budget_schedule`."""
@@ -509,6 +512,7 @@ class GrowthCallback(keras.callbacks.Callback):
             grow_model(model, decision["plan"], scale=grower.scale)
         ```
         """
+        sync_trainer_state(self.model)
         layers = self._growable()
         costs = {key: layer.growth_cost(1) for key, layer in layers.items()}
         params = self.model.count_params()

@@ -51,7 +51,7 @@ def _assert_every_entry_point_uses_growth_weights(model, x, y):
     }
     rng = np.random.default_rng(3)
     for v in variables:
-        v.assign(rng.normal(scale=3.0, size=v.shape).astype("float32"))
+        v.assign(rng.normal(scale=0.3, size=v.shape).astype("float32"))
     after = {
         "predict": model.predict(x, verbose=0),
         "predict_on_batch": model.predict_on_batch(x[:16]),

@@ -1,0 +1,167 @@
+"""GrowthCallback beside EarlyStopping, ModelCheckpoint and BackupAndRestore."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from keras_depthhet import GrowthCallback
+from tests.growth.helpers import compiled_tiny_vit, random_data
+
+
+def _grower(**kwargs):
+    arguments = dict(
+        warmup=1,
+        interval=1,
+        param_budget=300,
+        layer_threshold=0,
+        criterion="random",
+        seed=0,
+        verbose=0,
+    )
+    arguments.update(kwargs)
+    return GrowthCallback(**arguments)
+
+
+class _Predictions(keras.callbacks.Callback):
+    """Predictions on `x` at the end of each epoch (after growth)."""
+
+    def __init__(self, x):
+        super().__init__()
+        self.x, self.by_epoch = x, {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.by_epoch[epoch] = self.model.predict(self.x, verbose=0)
+
+
+class _FakeLoss(keras.callbacks.Callback):
+    """Makes epoch `best` the best monitored epoch."""
+
+    def __init__(self, best):
+        super().__init__()
+        self.best = best
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["fake"] = 0.0 if epoch == self.best else 1.0 + epoch
+
+
+def test_early_stopping_restores_pre_growth_best_into_the_grown_model():
+    x, y = random_data(32)
+    model = compiled_tiny_vit()
+    grower = _grower()
+    predictions = _Predictions(x)
+    stopper = keras.callbacks.EarlyStopping(
+        monitor="fake", patience=10, restore_best_weights=True
+    )
+    # The best epoch (0) ends before its event? No: events follow epochs
+    # 1, 2, 3, so epoch 0's weights come from a smaller model.
+    model.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=4,
+        callbacks=[grower, _FakeLoss(best=0), predictions, stopper],
+        verbose=0,
+    )
+    assert len(grower.history) == 4
+    best_params = grower.history[0]["params_before"]
+    assert model.count_params() > best_params
+    # Epoch 0's prediction was taken after its event, which preserved the
+    # function: the restored grown model computes the best epoch's function.
+    np.testing.assert_allclose(
+        model.predict(x, verbose=0), predictions.by_epoch[0], atol=1e-5
+    )
+
+
+def test_best_weights_checkpoint_loads_into_the_grown_model(tmp_path):
+    x, y = random_data(32)
+    model = compiled_tiny_vit()
+    path = tmp_path / "best.weights.h5"
+    predictions = _Predictions(x)
+    model.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=3,
+        callbacks=[
+            _grower(),
+            _FakeLoss(best=0),
+            predictions,
+            keras.callbacks.ModelCheckpoint(
+                path,
+                monitor="fake",
+                save_best_only=True,
+                save_weights_only=True,
+            ),
+        ],
+        verbose=0,
+    )
+    with pytest.warns(UserWarning, match="optimizer"):
+        model.load_weights(path)
+    np.testing.assert_allclose(
+        model.predict(x, verbose=0), predictions.by_epoch[0], atol=1e-5
+    )
+
+
+def test_backup_and_restore_must_come_after_growth_callback(tmp_path):
+    x, y = random_data(16)
+    model = compiled_tiny_vit()
+    params = model.count_params()
+    backup = keras.callbacks.BackupAndRestore(tmp_path / "backup")
+    with pytest.raises(ValueError, match="before `BackupAndRestore`"):
+        model.fit(x, y, epochs=1, callbacks=[backup, _grower()], verbose=0)
+    assert model.count_params() == params
+
+
+def test_backup_resumes_a_fresh_model_with_growth_and_optimizer_state(
+    tmp_path,
+):
+    x, y = random_data(32)
+    backup_dir = tmp_path / "backup"
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("interrupted")
+
+    def run(extra):
+        keras.utils.set_random_seed(7)
+        model = compiled_tiny_vit()
+        grower = _grower()
+        model.fit(
+            x,
+            y,
+            batch_size=8,
+            epochs=4,
+            shuffle=False,
+            callbacks=[
+                grower,
+                keras.callbacks.BackupAndRestore(
+                    backup_dir, delete_checkpoint=False
+                ),
+                *extra,
+            ],
+            verbose=0,
+        )
+        return model, grower
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        run([Interrupt()])
+    state = json.loads((backup_dir / "growth_state.json").read_text())
+    assert [e["epoch"] for e in state["history"]] == [1, 2]
+    resumed, grower = run([])
+    assert [e["epoch"] for e in grower.history] == [1, 2, 3, 4]
+
+    backup_dir = tmp_path / "uninterrupted"
+    straight, straight_grower = run([])
+    assert grower.history == straight_grower.history
+    assert resumed.count_params() == straight.count_params()
+    for a, b in zip(resumed.weights, straight.weights, strict=True):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(a),
+            keras.ops.convert_to_numpy(b),
+            atol=1e-5,
+        )
+    iterations = keras.ops.convert_to_numpy(resumed.optimizer.iterations)
+    assert int(iterations) == 16
