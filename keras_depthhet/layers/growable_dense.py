@@ -6,6 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_depthhet.layers.quantization import Int8KernelMixin, is_int8_kernel
 from keras_depthhet.layers.validation import positive_int
 from keras_depthhet.utils.keras_internals import (
     is_compiled_trace,
@@ -106,7 +107,7 @@ class _PairSumRegularizer(keras.regularizers.Regularizer):
 
 
 @keras.saving.register_keras_serializable(package="keras_depthhet")
-class GrowableDense(keras.layers.Layer):
+class GrowableDense(Int8KernelMixin, keras.layers.Layer):
     """Densely-connected layer whose output neurons can be given extra depth.
 
     Before any growth this is `keras.layers.Dense`: the same `kernel` and
@@ -193,6 +194,7 @@ class GrowableDense(keras.layers.Layer):
         kernel_constraint=None,
         bias_constraint=None,
         growth_rounds: Sequence[Sequence[int]] | None = None,
+        quantization_config=None,
         **kwargs,
     ):
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
@@ -212,6 +214,8 @@ class GrowableDense(keras.layers.Layer):
         self._targets = None
         self._analysis_hook = None
         self._traced = False
+        self.quantization_config = quantization_config
+        self._is_quantized = False
         self.input_spec = keras.layers.InputSpec(min_ndim=2)
         self.supports_masking = True
 
@@ -224,13 +228,16 @@ class GrowableDense(keras.layers.Layer):
                 f"known. Received: input_shape={input_shape}"
             )
         self.input_dim = int(input_dim)
-        self.kernel = self.add_weight(
-            name="kernel",
-            shape=(self.input_dim, self.units),
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint,
-        )
+        if self.quantization_mode is not None:
+            self._build_int8_kernel()
+        else:
+            self.kernel = self.add_weight(
+                name="kernel",
+                shape=(self.input_dim, self.units),
+                initializer=self.kernel_initializer,
+                regularizer=self.kernel_regularizer,
+                constraint=self.kernel_constraint,
+            )
         if self.use_bias:
             self.bias = self.add_weight(
                 name="bias",
@@ -287,9 +294,15 @@ class GrowableDense(keras.layers.Layer):
     def _pair_values(self, kernel, bias, indices, scale) -> dict:
         """A new round's initial values: `+/- scale * (W[:, i], b[i])`.
 
-        Raises if a value overflows the variables' dtype (a huge `scale`),
-        naming non-finite weights as weights.
+        Raises if the layer is quantized (quantize after growth), or if a
+        value overflows the variables' dtype (a huge `scale`), naming
+        non-finite weights as weights.
         """
+        self._check_growable()
+        return self._zero_sum_pairs(kernel, bias, indices, scale)
+
+    def _zero_sum_pairs(self, kernel, bias, indices, scale) -> dict:
+        """`_pair_values` without the quantization check."""
         if not np.all(np.isfinite(kernel[:, indices])) or (
             bias is not None and not np.all(np.isfinite(bias[indices]))
         ):
@@ -360,8 +373,10 @@ class GrowableDense(keras.layers.Layer):
                 `jax.jit` or `tf.function`) has already traced the layer:
                 that function would keep the old weights, so grow through
                 the model with `keras_depthhet.growth.grow_model`, which
-                remakes it. The layer is then left unchanged.
+                remakes it; or if the layer is quantized (quantize after
+                growth). The layer is then left unchanged.
         """
+        self._check_growable()
         if self._traced:
             raise ValueError(
                 f"Layer {self.name!r} has been traced into a compiled "
@@ -379,6 +394,7 @@ class GrowableDense(keras.layers.Layer):
 
     def _grow(self, indices, scale: float = 0.2) -> int:
         """`grow` without the traced-layer check (for `grow_model`)."""
+        self._check_growable()
         if not self.built:
             raise ValueError(
                 f"Layer '{self.name}' must be built before `grow()` is "
@@ -441,7 +457,7 @@ class GrowableDense(keras.layers.Layer):
 
     def preactivation(self, inputs):
         """The grown pre-activation `z'` (before the layer's activation)."""
-        z = ops.matmul(inputs, ops.cast(self.kernel, inputs.dtype))
+        z = self._base_matmul(inputs)
         if self.use_bias:
             z = z + ops.cast(self.bias, inputs.dtype)
         if self._targets is not None:
@@ -470,12 +486,38 @@ class GrowableDense(keras.layers.Layer):
         self._analysis_hook = hook
 
     # ---------------------------------------------------------------- saving
+    def _base_variables(self) -> list:
+        variables = [self.kernel]
+        if self.use_bias:
+            variables.append(self.bias)
+        if self._is_quantized:
+            variables.append(self.kernel_scale)
+        return variables
+
     def _variables_in_order(self) -> list:
-        return self._trainable_variables + self._non_trainable_variables
+        """Saved order: `kernel`, `bias`, `kernel_scale`, then each round's.
+
+        Listed by role, not as Keras tracks them: quantization replaces the
+        kernel by a non-trainable one, which moves it in the tracked lists.
+        """
+        variables = self._base_variables()
+        for created in self._growth_variables:
+            variables.extend(
+                created[suffix]
+                for suffix in _GROWTH_SUFFIXES
+                if suffix in created
+            )
+        return variables
 
     def save_own_variables(self, store):
-        """Saves the variables (as Keras does) and each round's indices."""
-        super().save_own_variables(store)
+        """Saves the variables by role and each round's indices.
+
+        The order is `kernel`, `bias`, `kernel_scale` (when quantized; as
+        `Dense` saves them), then each round's `kernel_plus`,
+        `kernel_minus`, `bias_plus` and `bias_minus`.
+        """
+        for i, variable in enumerate(self._variables_in_order()):
+            store[str(i)] = variable
         for r, indices in enumerate(self._rounds):
             store[_INDICES_KEY.format(r)] = indices
 
@@ -488,11 +530,26 @@ class GrowableDense(keras.layers.Layer):
         computes what the saved layer computed. A file with more rounds
         than the layer is refused: grow the model first (a `.keras` file
         of a grown model rebuilds it with `keras.saving.load_model`).
+
+        A file with an int8 kernel quantizes a float layer before loading
+        (default input quantizer); a float file is refused by a quantized
+        layer: load it, then quantize.
         """
+        numbered = [key for key in store.keys() if key.isdigit()]
+        if numbered and is_int8_kernel(store["0"]) != self._is_quantized:
+            if self._is_quantized:
+                raise ValueError(
+                    f"Layer {self.name!r} is quantized, but the saved "
+                    "weights hold a float kernel. Load them into the float "
+                    "model, then call `model.quantize('int8')`."
+                )
+            # A composite layer rebuilds its children from its own config,
+            # which does not record a child's quantized dtype policy: the
+            # file is what says this layer was quantized.
+            self._to_int8(self.quantization_config)
         variables = self._variables_in_order()
         per_round = len(_GROWTH_SUFFIXES) if self.use_bias else 2
-        num_base = len(variables) - per_round * len(self._rounds)
-        numbered = [key for key in store.keys() if key.isdigit()]
+        num_base = len(self._base_variables())
         saved_rounds, remainder = divmod(len(numbered) - num_base, per_round)
         if saved_rounds < 0 or remainder:
             raise ValueError(
@@ -528,10 +585,10 @@ class GrowableDense(keras.layers.Layer):
         count = num_base + per_round * saved_rounds
         for i, variable in enumerate(variables[:count]):
             variable.assign(store[str(i)])
-        kernel = ops.convert_to_numpy(self.kernel)
+        kernel = self._float_kernel()
         bias = ops.convert_to_numpy(self.bias) if self.use_bias else None
         for r in range(saved_rounds, len(self._rounds)):
-            for suffix, value in self._pair_values(
+            for suffix, value in self._zero_sum_pairs(
                 kernel, bias, self._rounds[r], GROWTH_SCALE
             ).items():
                 self._growth_variables[r][suffix].assign(value)
@@ -563,9 +620,20 @@ class GrowableDense(keras.layers.Layer):
                     self.bias_constraint
                 ),
                 "growth_rounds": [r.tolist() for r in self._rounds],
+                "quantization_config": keras.saving.serialize_keras_object(
+                    self.quantization_config
+                ),
             }
         )
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["quantization_config"] = keras.saving.deserialize_keras_object(
+            config.get("quantization_config")
+        )
+        return super().from_config(config)
 
 
 class _ArrayInitializer(keras.initializers.Initializer):
