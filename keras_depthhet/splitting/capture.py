@@ -217,8 +217,9 @@ def _is_sparse_loss(loss) -> bool:
     """Whether `loss` takes integer class labels (sparse crossentropy)."""
     if isinstance(loss, keras.losses.SparseCategoricalCrossentropy):
         return True
-    if isinstance(loss, keras.losses.LossFunctionWrapper):
-        loss = loss.fn
+    if isinstance(loss, keras.losses.Loss):
+        # Keras wraps loss functions in a `Loss` that keeps them as `fn`.
+        loss = getattr(loss, "fn", None)
     name = loss if isinstance(loss, str) else getattr(loss, "__name__", "")
     return name.startswith("sparse_categorical")
 
