@@ -5,14 +5,23 @@ rebuild (`rebuild_grown_model`: new model from the grown config, weights
 and optimizer slots copied) and the recompile (tracing and compiling the
 new train step, measured as the first step's time minus a steady step's).
 
+A second part follows the recompile through many events: the reduced
+DeiT-S at 32x32 (patch 8) is grown in place (`grow_model`, as
+`GrowthCallback` does) by 9 events of the paper's 580k-parameter budget at
+random neurons never grown before, and after each event the recompile and
+a steady step are timed. A third part sets the steady step of a model whose
+growth came in many rounds beside that of the same growth in one round
+(same neurons, same parameter count), timed in alternation: the reduced
+DeiT-S after the 9 events, and a tiny ViT grown by one neuron per layer in
+9 rounds.
+
 Usage:
 
     python -m benchmarks.growth_event_cost [--quick]
 
-The full run measures the tiny ViT and the reduced DeiT-S at 224x224 and
-writes `benchmarks/results/growth_event_cost.md`. `--quick` (a smoke run,
-about 15 seconds per backend on 2 CPU cores) measures only the tiny ViT,
-with fewer repeats, and writes `benchmarks/results/quick/`.
+The full run writes `benchmarks/results/growth_event_cost.md`. `--quick` (a
+smoke run) measures the tiny ViT only, with 3 events, and writes
+`benchmarks/results/quick/`.
 """
 
 import argparse
@@ -20,28 +29,24 @@ import importlib.util
 import json
 import time
 
-from benchmarks.common import best_time, run_per_backend, write_result
+import numpy as np
+
+from benchmarks.common import (
+    best_time,
+    machine_description,
+    run_per_backend,
+    write_result,
+)
+
+EVENT_BUDGET = 580_000
+"""Parameters added per event in the event series: the paper's DeiT-S budget."""
 
 
 def _models(quick: bool):
-    from keras_depthhet.models.vit import deit_small, vit
+    from keras_depthhet.models.vit import deit_small
 
     models = {
-        "tiny ViT (8x8, dim 16, 2 blocks)": (
-            lambda: vit(
-                image_size=8,
-                patch_size=4,
-                num_channels=1,
-                num_classes=10,
-                dim=16,
-                depth=2,
-                num_heads=2,
-                attention_width=0.5,
-                mlp_width=0.5,
-            ),
-            (8, 8, 1),
-            8,
-        ),
+        "tiny ViT (8x8, dim 16, 2 blocks)": (_tiny_vit, (8, 8, 1), 8),
         "reduced DeiT-S (224x224, 100 classes)": (
             lambda: deit_small(
                 image_size=224,
@@ -113,17 +118,225 @@ def _event_cost(build, shape, batch: int, repeats: int) -> dict:
     }
 
 
+def _tiny_vit():
+    from keras_depthhet.models.vit import vit
+
+    return vit(
+        image_size=8,
+        patch_size=4,
+        num_channels=1,
+        num_classes=10,
+        dim=16,
+        depth=2,
+        num_heads=2,
+        attention_width=0.5,
+        mlp_width=0.5,
+    )
+
+
+def _small_deit():
+    from keras_depthhet.models.vit import deit_small
+
+    return deit_small(
+        image_size=32,
+        patch_size=8,
+        num_classes=10,
+        attention_width=0.5,
+        mlp_width=0.5,
+    )
+
+
+def _compiled(model):
+    import keras
+
+    model.compile(
+        keras.optimizers.AdamW(1e-3),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return model
+
+
+def _random_plan(layers, grown, budget, rng) -> dict:
+    """Random neurons not grown before, as many as `budget` pays for."""
+    plan = {}
+    while True:
+        layer = layers[rng.integers(len(layers))]
+        if layer.growth_cost(1) > budget:
+            return plan
+        free = sorted(
+            set(range(layer.units))
+            - grown[layer.name]
+            - set(plan.get(layer.name, []))
+        )
+        if not free:
+            return plan
+        plan.setdefault(layer.name, []).append(int(rng.choice(free)))
+        budget -= layer.growth_cost(1)
+
+
+def _same_growth_in_one_round(build, grown):
+    """A model grown by the neurons of `grown`'s rounds in one round."""
+    from keras_depthhet.models.vit import growable_layers
+
+    model = build()
+    for layer, source in zip(
+        growable_layers(model), growable_layers(grown), strict=True
+    ):
+        if source.num_grown:
+            layer.grow(sorted(np.concatenate(source.growth_rounds).tolist()))
+    return model
+
+
+def _step_ratio(many, one, x, y, repeats) -> dict:
+    """Steady steps of `many` and `one` rounds, timed in alternation."""
+    steps = {
+        "many": lambda: many.train_on_batch(x, y),
+        "one": lambda: one.train_on_batch(x, y),
+    }
+    best = {name: float("inf") for name in steps}
+    for _ in range(3):
+        for name, step in steps.items():
+            best[name] = min(best[name], best_time(step, repeats, warmup=1))
+    return {
+        "rounds": max(len(x.growth_rounds) for x in _growable(many)),
+        "params": many.count_params(),
+        "one_params": one.count_params(),
+        "step_many": best["many"],
+        "step_one": best["one"],
+    }
+
+
+def _growable(model):
+    from keras_depthhet.models.vit import growable_layers
+
+    return growable_layers(model)
+
+
+def _event_series(build, shape, batch, events, budget, repeats) -> dict:
+    """Recompile and steady step after each of `events` in-place events."""
+    from keras_depthhet.growth import grow_model
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch, *shape)).astype("float32")
+    y = rng.integers(0, 10, batch)
+    model = _compiled(build())
+    start = time.perf_counter()
+    model.train_on_batch(x, y)
+    first = time.perf_counter() - start
+    step = best_time(lambda: model.train_on_batch(x, y), repeats, warmup=1)
+    rows = [
+        {
+            "event": 0,
+            "params": model.count_params(),
+            "variables": len(model.trainable_variables),
+            "recompile": first - step,
+            "step": step,
+        }
+    ]
+    layers = _growable(model)
+    grown = {layer.name: set() for layer in layers}
+    for event in range(1, events + 1):
+        plan = _random_plan(layers, grown, budget, rng)
+        for name, indices in plan.items():
+            grown[name].update(indices)
+        grow_model(model, plan)
+        start = time.perf_counter()
+        model.train_on_batch(x, y)
+        first = time.perf_counter() - start
+        step = best_time(lambda: model.train_on_batch(x, y), repeats, 0)
+        rows.append(
+            {
+                "event": event,
+                "params": model.count_params(),
+                "variables": len(model.trainable_variables),
+                "recompile": first - step,
+                "step": step,
+            }
+        )
+    one = _compiled(_same_growth_in_one_round(build, model))
+    one.train_on_batch(x, y)
+    return {"events": rows, "rounds": _step_ratio(model, one, x, y, repeats)}
+
+
+def _tiny_rounds(rounds: int, repeats: int) -> dict:
+    """A tiny ViT grown by one neuron per layer in each of `rounds` rounds."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(8, 8, 8, 1)).astype("float32")
+    y = rng.integers(0, 10, 8)
+    many = _tiny_vit()
+    many(x)
+    for layer in _growable(many):
+        for neuron in rng.choice(layer.units, rounds, replace=False):
+            layer.grow([int(neuron)])
+    many = _compiled(many)
+    one = _compiled(_same_growth_in_one_round(_tiny_vit, many))
+    many.train_on_batch(x, y)
+    one.train_on_batch(x, y)
+    return _step_ratio(many, one, x, y, repeats)
+
+
 def _worker(quick: bool) -> None:
     repeats = 2 if quick else 3
     results = {
         name: _event_cost(build, shape, batch, repeats)
         for name, (build, shape, batch) in _models(quick).items()
     }
-    print(json.dumps(results))
+    if quick:
+        series = _event_series(_tiny_vit, (8, 8, 1), 8, 3, 200, repeats)
+        series["model"] = "tiny ViT (8x8, dim 16, 2 blocks)"
+    else:
+        series = _event_series(
+            _small_deit, (32, 32, 3), 8, 9, EVENT_BUDGET, repeats
+        )
+        series["model"] = "reduced DeiT-S (32x32, patch 8)"
+    print(
+        json.dumps(
+            {
+                "events": results,
+                "series": series,
+                "tiny_rounds": _tiny_rounds(3 if quick else 9, repeats),
+            }
+        )
+    )
 
 
 def _seconds(value) -> str:
     return "n/a" if value is None else f"{value:.2f}"
+
+
+def _series_table(results: dict) -> str:
+    lines = [
+        "| backend | event | parameters | trainable variables "
+        "| recompile s | step s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for backend, result in results.items():
+        for row in result["series"]["events"]:
+            lines.append(
+                f"| {backend} | {row['event']} | {row['params']:,} "
+                f"| {row['variables']:,} | {row['recompile']:.2f} "
+                f"| {row['step']:.3f} |"
+            )
+    return "\n".join(lines)
+
+
+def _rounds_table(results: dict) -> str:
+    lines = [
+        "| backend | model | rounds | parameters | step, many rounds s "
+        "| step, one round s | many / one |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for backend, result in results.items():
+        for model, r in (
+            (result["series"]["model"], result["series"]["rounds"]),
+            ("tiny ViT (8x8, dim 16, 2 blocks)", result["tiny_rounds"]),
+        ):
+            lines.append(
+                f"| {backend} | {model} | {r['rounds']} | {r['params']:,} "
+                f"| {r['step_many']:.4f} | {r['step_one']:.4f} "
+                f"| {r['step_many'] / r['step_one']:.2f} |"
+            )
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -134,6 +347,8 @@ def main() -> None:
     if args.worker:
         _worker(args.quick)
         return
+    machine = machine_description()
+    start = time.time()
     extra = ["--quick"] if args.quick else []
     results = run_per_backend("benchmarks.growth_event_cost", extra)
     lines = [
@@ -141,20 +356,36 @@ def main() -> None:
         "| recompile s | step s |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for backend, models in results.items():
-        for name, r in models.items():
+    for backend, result in results.items():
+        for name, r in result["events"].items():
             lines.append(
                 f"| {backend} | {name} | {r['params']:,} | {r['added']:,} "
                 f"| {_seconds(r['analysis'])} | {r['rebuild']:.2f} "
                 f"| {r['recompile']:.2f} | {r['step']:.3f} |"
             )
     mode = "quick (tiny ViT only)" if args.quick else "full"
+    series_model = (
+        "the tiny ViT, 3 events of 200 parameters"
+        if args.quick
+        else "the reduced DeiT-S at 32x32 (patch 8), 9 events of "
+        f"{EVENT_BUDGET:,} parameters"
+    )
+    command = "python -m benchmarks.growth_event_cost" + (
+        " --quick" if args.quick else ""
+    )
     markdown = (
         f"Growth event cost, {mode}, batch 8, AdamW, 5 % of the parameters "
-        "added per event, 2 shared CPU cores. Analysis: "
-        "`splitting_eigenvalues` on the one batch.\n\n"
+        "added per event, Keras' default `jit_compile`. Analysis: "
+        f"`splitting_eigenvalues` on the one batch. Measured {machine}.\n\n"
         + "\n".join(lines)
-        + "\n"
+        + f"\n\nRecompile after each in-place event (`grow_model`), "
+        f"{series_model} at random neurons; event 0 is the first "
+        "compile.\n\n"
+        + _series_table(results)
+        + "\n\nSteady step of a model grown in many rounds beside the "
+        "same growth in one round (best of 3 alternations).\n\n"
+        + _rounds_table(results)
+        + f"\n\nCommand: `{command}` ({time.time() - start:.0f} s).\n"
     )
     path = write_result("growth_event_cost", markdown, quick=args.quick)
     print(markdown)

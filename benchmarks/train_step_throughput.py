@@ -18,7 +18,10 @@ time. The cross-backend ratios are therefore measured side by side in one
 run.
 
     python -m benchmarks.train_step_throughput [--quick] [--rounds N]
-        [--timm-python PATH]
+        [--models reduced grown uniform] [--timm-python PATH]
+
+`--models` limits the run to some of the models, with a table of its own
+(`results/train_step_throughput_uniform.md` for the uniform model alone).
 """
 
 import argparse
@@ -113,14 +116,17 @@ def keras_step(model, batch, image_size, num_classes, rng):
     return lambda: model.train_on_batch(x, y)
 
 
-def keras_worker(quick, image_size, patch_size, batch):
+def keras_worker(quick, image_size, patch_size, batch, names):
     import numpy as np
 
     rng = np.random.default_rng(0)
+    # Built in the fixed order, so each model gets the same weights and
+    # growth whichever subset is timed.
     models = {
         name: build_model(name, quick, image_size, patch_size, rng)
         for name in MODELS
     }
+    models = {name: models[name] for name in names}
     steps = {
         name: keras_step(model, batch, image_size, 100, rng)
         for name, model in models.items()
@@ -174,7 +180,7 @@ def timm_available(python: str) -> bool:
     return subprocess.run(probe, capture_output=True).returncode == 0
 
 
-def measure(quick, rounds, repeats, timm_python):
+def measure(quick, rounds, repeats, timm_python, names):
     """Starts the workers one after another, then times them in turns.
 
     Returns `({worker: ready_info}, {worker: {model: best seconds}})`.
@@ -184,6 +190,8 @@ def measure(quick, rounds, repeats, timm_python):
         "-m",
         "benchmarks.train_step_throughput",
         "--serve",
+        "--models",
+        *names,
         *flags,
     ]
     specs = {
@@ -191,7 +199,12 @@ def measure(quick, rounds, repeats, timm_python):
         for backend in BACKENDS
     }
     # Quick mode times a small ViT, so no DeiT-S in timm to set beside it.
-    if not quick and timm_python and timm_available(timm_python):
+    if (
+        not quick
+        and "uniform" in names
+        and timm_python
+        and timm_available(timm_python)
+    ):
         specs["timm"] = ([timm_python, *module, "--timm"], {})
     workers, best = {}, {}
     try:
@@ -199,7 +212,7 @@ def measure(quick, rounds, repeats, timm_python):
             workers[name] = Worker(command, env)
         for _ in range(rounds):
             for name, worker in workers.items():
-                models = ("uniform",) if name == "timm" else MODELS
+                models = ("uniform",) if name == "timm" else names
                 for model in models:
                     seconds = worker.request(model=model, repeats=repeats)
                     key = best.setdefault(name, {})
@@ -218,48 +231,50 @@ def report(quick, image_size, batch, ready, best, rounds, seconds, machine):
         name: {model: batch / t for model, t in times.items()}
         for name, times in best.items()
     }
-    lines = [
-        "| backend | reduced (img/s) | grown (img/s) | uniform (img/s) | "
-        "grown / reduced | uniform / reduced |",
-        "|---|---|---|---|---|---|",
-    ]
+    names = [model for model in MODELS if model in ips["jax"]]
+    ratios = [m for m in names if m != "reduced"] if "reduced" in names else []
+    header = ["backend", *(f"{m} (img/s)" for m in names)]
+    header += [f"{m} / reduced" for m in ratios]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for backend in BACKENDS:
         r = ips[backend]
-        lines.append(
-            f"| {backend} | {r['reduced']:.2f} | {r['grown']:.2f} | "
-            f"{r['uniform']:.2f} | {r['grown'] / r['reduced']:.2f} | "
-            f"{r['uniform'] / r['reduced']:.2f} |"
-        )
+        cells = [backend, *(f"{r[m]:.2f}" for m in names)]
+        cells += [f"{r[m] / r['reduced']:.2f}" for m in ratios]
+        lines.append("| " + " | ".join(cells) + " |")
     params = ready["jax"]["params"]
     model = "two-block ViT, dim 64" if quick else "DeiT-S"
     text = (
         f"{model}, image size {image_size}, batch {batch}, AdamW step, "
         f"jit-compiled, float32; best of {rounds} rounds. Parameters: "
-        f"reduced {params['reduced']:,}, grown {params['grown']:,}, "
-        f"uniform {params['uniform']:,}. Measured {machine}.\n\n"
+        + ", ".join(f"{m} {params[m]:,}" for m in names)
+        + f". Measured {machine}.\n\n"
         + "\n".join(lines)
-        + "\n\n"
+        + "\n"
     )
-    uniform = {name: r["uniform"] for name, r in ips.items()}
-    text += (
-        "Uniform step side by side: Keras-JAX / Keras-TensorFlow "
-        f"{uniform['jax'] / uniform['tensorflow']:.2f}"
-    )
-    if "timm" in ready:
-        timm = ready["timm"]
+    if "uniform" in names:
+        uniform = {name: r["uniform"] for name, r in ips.items()}
         text += (
-            f"; timm (PyTorch {timm['torch']}, {timm['threads']} threads, "
-            f"eager, {timm['params']:,} parameters) {uniform['timm']:.2f} "
-            f"img/s, Keras-JAX / timm {uniform['jax'] / uniform['timm']:.2f}, "
-            "Keras-TensorFlow / timm "
-            f"{uniform['tensorflow'] / uniform['timm']:.2f}"
+            "\nUniform step side by side: Keras-JAX / Keras-TensorFlow "
+            f"{uniform['jax'] / uniform['tensorflow']:.2f}"
         )
-    elif not quick:
-        text += " (timm not measured: PyTorch/timm not found)"
+        if "timm" in ready:
+            timm = ready["timm"]
+            text += (
+                f"; timm (PyTorch {timm['torch']}, {timm['threads']} "
+                f"threads, eager, {timm['params']:,} parameters) "
+                f"{uniform['timm']:.2f} img/s, Keras-JAX / timm "
+                f"{uniform['jax'] / uniform['timm']:.2f}, Keras-TensorFlow / "
+                f"timm {uniform['tensorflow'] / uniform['timm']:.2f}"
+            )
+        elif not quick:
+            text += " (timm not measured: PyTorch/timm not found)"
+        text += ".\n"
     cmd = "python -m benchmarks.train_step_throughput" + (
         " --quick" if quick else ""
     )
-    return text + f".\n\nCommand: `{cmd}` ({seconds:.0f} s).\n"
+    if names != list(MODELS):
+        cmd += " --models " + " ".join(names)
+    return text + f"\nCommand: `{cmd}` ({seconds:.0f} s).\n"
 
 
 def main(argv=None):
@@ -269,25 +284,31 @@ def main(argv=None):
     parser.add_argument("--timm", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument(
+        "--models", nargs="+", choices=MODELS, default=list(MODELS)
+    )
+    parser.add_argument(
         "--timm-python",
         default=os.environ.get("TIMM_PYTHON", sys.executable),
         help="a Python with torch and timm (default: $TIMM_PYTHON, or this "
         "one)",
     )
     args = parser.parse_args(argv)
+    names = [model for model in MODELS if model in args.models]
     image_size, patch_size = (32, 8) if args.quick else (224, 16)
     batch = 4 if args.quick else 16
     if args.serve:
         if args.timm:
             timm_worker(image_size, patch_size, batch)
         else:
-            keras_worker(args.quick, image_size, patch_size, batch)
+            keras_worker(args.quick, image_size, patch_size, batch, names)
         return
     rounds = args.rounds or (1 if args.quick else 3)
     repeats = 2
     machine = machine_description()
     start = time.time()
-    ready, best = measure(args.quick, rounds, repeats, args.timm_python)
+    ready, best = measure(
+        args.quick, rounds, repeats, args.timm_python, names
+    )
     text = report(
         args.quick,
         image_size,
@@ -299,7 +320,11 @@ def main(argv=None):
         machine,
     )
     print(text)
-    path = write_result("train_step_throughput", text, quick=args.quick)
+    # A subset of the models gets a table of its own.
+    suffix = "" if names == list(MODELS) else "_" + "_".join(names)
+    path = write_result(
+        "train_step_throughput" + suffix, text, quick=args.quick
+    )
     print(f"written to {path}")
 
 
