@@ -147,6 +147,14 @@ class GrowableDense(Int8KernelMixin, keras.layers.Layer):
     model's compiled functions and optimizer must be remade too (`grow`
     refuses, saying so).
 
+    `model.quantize("int8")` (or `layer.quantize("int8")`) stores the base
+    kernel in int8 with one scale per output neuron (`kernel_scale`) and
+    computes `x W` as `keras.layers.Dense` does in int8 mode; the bias and
+    the growth pairs stay in float and trainable. Other modes raise a
+    `ValueError` and leave the layer unchanged. A quantized layer cannot
+    grow: quantize after growth. A quantized layer round-trips through
+    `get_config`/`from_config`, `.keras` files and weights files.
+
     Args:
         units: Positive integer, the number of output neurons.
         activation: Activation applied to the (grown) pre-activation.
@@ -162,6 +170,9 @@ class GrowableDense(Int8KernelMixin, keras.layers.Layer):
         growth_rounds: Optional list of rounds, each a list of distinct
             neuron indices; used when rebuilding a grown layer from its
             config (growth weights then start at zero until loaded).
+        quantization_config: Optional
+            `keras.quantizers.Int8QuantizationConfig` of a quantized layer
+            (set by `quantize`; used when it is rebuilt from its config).
         **kwargs: Base layer keyword arguments (`name`, `dtype`, ...).
 
     Input shape:
@@ -536,20 +547,21 @@ class GrowableDense(Int8KernelMixin, keras.layers.Layer):
         layer: load it, then quantize.
         """
         numbered = [key for key in store.keys() if key.isdigit()]
-        if numbered and is_int8_kernel(store["0"]) != self._is_quantized:
-            if self._is_quantized:
-                raise ValueError(
-                    f"Layer {self.name!r} is quantized, but the saved "
-                    "weights hold a float kernel. Load them into the float "
-                    "model, then call `model.quantize('int8')`."
-                )
-            # A composite layer rebuilds its children from its own config,
-            # which does not record a child's quantized dtype policy: the
-            # file is what says this layer was quantized.
-            self._to_int8(self.quantization_config)
-        variables = self._variables_in_order()
+        int8_file = bool(numbered) and is_int8_kernel(store["0"])
+        if self._is_quantized and numbered and not int8_file:
+            raise ValueError(
+                f"Layer {self.name!r} is quantized, but the saved weights "
+                "hold a float kernel. Load them into the float model, then "
+                "call `model.quantize('int8')`."
+            )
+        if numbered and tuple(store["0"].shape) != tuple(self.kernel.shape):
+            raise ValueError(
+                f"Layer {self.name!r} has a kernel of shape "
+                f"{tuple(self.kernel.shape)}, but the saved kernel has shape "
+                f"{tuple(store['0'].shape)}."
+            )
         per_round = len(_GROWTH_SUFFIXES) if self.use_bias else 2
-        num_base = len(self._base_variables())
+        num_base = 1 + int(self.use_bias) + int(int8_file)
         saved_rounds, remainder = divmod(len(numbered) - num_base, per_round)
         if saved_rounds < 0 or remainder:
             raise ValueError(
@@ -582,6 +594,12 @@ class GrowableDense(Int8KernelMixin, keras.layers.Layer):
                     f"{r} ({expected.tolist()}); the file comes from "
                     "another growth history."
                 )
+        if int8_file and not self._is_quantized:
+            # A composite layer rebuilds its children from its own config,
+            # which does not record a child's quantized dtype policy: the
+            # file is what says that this layer was quantized.
+            self._to_int8(self.quantization_config)
+        variables = self._variables_in_order()
         count = num_base + per_round * saved_rounds
         for i, variable in enumerate(variables[:count]):
             variable.assign(store[str(i)])

@@ -89,7 +89,7 @@ class Int8KernelMixin:
         weight_quantizer = QuantizationConfig.weight_quantizer_or_default(
             config, AbsMaxQuantizer(axis=0)
         )
-        values, scale = weight_quantizer(self.kernel, to_numpy=True)
+        values, scale = weight_quantizer(self.kernel.value, to_numpy=True)
         self._to_int8(config, values, np.squeeze(np.asarray(scale), axis=0))
 
     def _check_quantization_mode(self, mode) -> None:
