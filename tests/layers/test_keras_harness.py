@@ -65,6 +65,25 @@ class GrowableDenseHarnessTest(testing.TestCase):
         )
 
 
+    def test_quantized_after_growth(self):
+        # The int8 kernel and its scale are not trainable; the bias and the
+        # growth pairs stay float and train.
+        self.run_layer_test(
+            GrowableDense,
+            init_kwargs={
+                "units": 5,
+                "activation": "gelu",
+                "growth_rounds": [[0, 2], [2, 3, 4]],
+                "dtype": "int8_from_float32",
+            },
+            input_shape=(2, 3, 4),
+            expected_output_shape=(2, 3, 5),
+            expected_num_trainable_weights=1 + 2 * 4,
+            expected_num_non_trainable_weights=2,
+            supports_masking=True,
+        )
+
+
 class VitBlocksHarnessTest(testing.TestCase):
     def test_attention(self):
         self.run_layer_test(
