@@ -102,6 +102,23 @@ def test_int8_output_is_dense_int8_plus_float_growth_branch(
     assert all(weights[n] == ("float32", True) for n in growth)
 
 
+def test_int8_under_mixed_bfloat16(rng):
+    x = rng.normal(size=(6, 8)).astype("float32")
+    layer = GrowableDense(16, activation="gelu", dtype="mixed_bfloat16")
+    layer.build((None, 8))
+    layer.grow([1, 2])
+    _randomize_growth(layer, rng)
+    float_out = _np(ops.cast(layer(x), "float32"))
+    layer.quantize("int8")
+    assert layer.dtype_policy.name == "int8_from_mixed_bfloat16"
+    out = layer(x)
+    assert keras.backend.standardize_dtype(out.dtype) == "bfloat16"
+    assert np.mean((_np(ops.cast(out, "float32")) - float_out) ** 2) < 1e-3
+    assert all(
+        str(v.dtype) == "float32" for v in layer.weights if v.name != "kernel"
+    )
+
+
 def test_training_moves_bias_and_pairs_not_the_int8_kernel(rng):
     x = rng.normal(size=(8, 8)).astype("float32")
     layer = _grown(rng)
