@@ -284,3 +284,18 @@ def test_bad_units_raise(units):
 def test_bad_growth_rounds_in_config_raise():
     with pytest.raises(ValueError, match="must lie in"):
         GrowableDense(4, growth_rounds=[[0, 4]])
+
+
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_float_weights_are_saved_in_keras_order(use_bias):
+    """Files written before weights were saved by role load unchanged."""
+    layer = _built(use_bias=use_bias)
+    layer.grow([1, 3])
+    layer.grow([2])
+    ours, keras_default = {}, {}
+    layer.save_own_variables(ours)
+    keras.layers.Layer.save_own_variables(layer, keras_default)
+    assert [key for key in ours if key.isdigit()] == list(keras_default)
+    for key, value in keras_default.items():
+        np.testing.assert_array_equal(_np(ours[key]), _np(value))
+    np.testing.assert_array_equal(ours["growth_1_indices"], [2])
