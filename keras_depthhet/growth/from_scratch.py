@@ -1,0 +1,150 @@
+"""A grown architecture, freshly initialised: the paper's Table 2 protocol.
+
+Guna et al. (2024, Table 2) ask whether the architecture that growth
+discovers is good in itself: they take the grown network's shape (which
+neurons got extra depth, in which rounds) and train it from a random
+initialisation, without growth. `fresh_model` builds that network: the
+same layers and growth rounds as a grown model, every weight drawn anew.
+"""
+
+import json
+import math
+import os
+import zipfile
+from collections.abc import Mapping
+
+import keras
+
+from keras_depthhet.models.vit import growable_layers
+
+PAIR_SCALE = 1 / math.sqrt(2)
+"""Factor on each of the two independent draws of a fresh pair's kernel,
+so that their sum, the only weight the layer computes with, has the
+variance of one draw of the layer's kernel initializer."""
+
+
+def _architecture(model_or_config):
+    """A new model (fresh weights, zero growth pairs) built from a model,
+    a config dict or a `.keras` file."""
+    if isinstance(model_or_config, keras.Model):
+        return type(model_or_config).from_config(model_or_config.get_config())
+    if isinstance(model_or_config, (str, os.PathLike)):
+        path = os.fspath(model_or_config)
+        if not path.endswith(".keras") or not os.path.isfile(path):
+            raise ValueError(
+                "Argument `model_or_config` must be a model, a model config "
+                "or the path of an existing `.keras` file. Received: "
+                f"model_or_config={path!r}"
+            )
+        try:
+            with zipfile.ZipFile(path) as archive:
+                config = json.loads(archive.read("config.json"))
+        except (zipfile.BadZipFile, KeyError, ValueError) as error:
+            raise ValueError(
+                f"Argument `model_or_config`: {path!r} is not a `.keras` "
+                f"file with a model config ({error})."
+            ) from error
+        return keras.saving.deserialize_keras_object(config)
+    if isinstance(model_or_config, Mapping):
+        config = dict(model_or_config)
+        if "class_name" in config and "config" in config:
+            return keras.saving.deserialize_keras_object(config)
+        return keras.Model.from_config(config)
+    raise ValueError(
+        "Argument `model_or_config` must be a `keras.Model`, its "
+        "`get_config()` (or serialized form) or the path of a `.keras` file. "
+        f"Received: model_or_config of type {type(model_or_config).__name__}"
+    )
+
+
+def _seeded(initializer, generator):
+    """`initializer` drawing from `generator`: a seeded initializer called
+    twice returns the same values, which would make `w+` equal `w-`."""
+    config = keras.initializers.serialize(initializer)
+    if "seed" not in config.get("config", {}):
+        return initializer
+    config["config"]["seed"] = None
+    clone = keras.initializers.deserialize(config)
+    clone.seed = generator
+    return clone
+
+
+def fresh_model(model_or_config, *, seed: int | None = None) -> keras.Model:
+    """A randomly initialised model with the architecture of a grown model.
+
+    The model is rebuilt from its config, so it has the same layers and
+    the same growth rounds (the same neurons given extra depth, round by
+    round) and the same parameter count, but no weight of the original:
+    every base weight is drawn from its layer's initializer, and every
+    +/- pair of a growth round is initialised so that it is not a
+    zero-sum pair. Each of `w+` and `w-` is an independent draw from the
+    layer's kernel initializer times `1/sqrt(2)`, and `b+ = b- = b/2` for
+    a draw `b` of its bias initializer. A layer computes with the pair's
+    sum only (`GELU(a+ + a-) + a+ + a-`), and the sum of two independent
+    zero-mean draws scaled by `1/sqrt(2)` has the variance of one column
+    of a fresh kernel: each pair starts as one fresh neuron of its layer,
+    feeding its target neuron through the growth branch, which is what a
+    network of that shape trained from scratch starts from. (Growth
+    itself starts a pair at `w- = -w+` to keep the function; in a fresh
+    network there is no function to keep.)
+
+    Args:
+        model_or_config: A (grown) `keras.Model`, its `get_config()`, its
+            serialized form (`keras.saving.serialize_keras_object`), or
+            the path of a `.keras` file (only its config is read).
+        seed: Optional integer; when given, `keras.utils.set_random_seed`
+            is called with it first, so the initialisation is
+            reproducible (Python's, NumPy's and the backend's global
+            seeds are then set, as that function does).
+
+    Returns:
+        A new, uncompiled model with the same architecture and fresh
+        weights.
+
+    Raises:
+        ValueError: for an argument that is not a model, a config or a
+            `.keras` file, or a quantized model (quantize after training).
+
+    Example:
+
+    ```python
+    grown = vit(image_size=8, patch_size=4, num_channels=1, num_classes=10,
+                dim=16, depth=1, num_heads=2, attention_width=0.5,
+                mlp_width=0.5)
+    grow_model(grown, {"block_0_mlp_fc1": [0, 3]})
+    fresh = fresh_model(grown, seed=1)
+    fresh.count_params() == grown.count_params()  # True
+    ```
+    """
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(
+                "Argument `seed` must be None or a non-negative integer. "
+                f"Received: seed={seed!r}"
+            )
+        keras.utils.set_random_seed(seed)
+    model = _architecture(model_or_config)
+    generator = keras.random.SeedGenerator(seed)
+    for layer in growable_layers(model):
+        if layer.quantization_mode is not None:
+            raise ValueError(
+                f"Layer {layer.name!r} is quantized "
+                f"({layer.quantization_mode}); a fresh model is trained, so "
+                "build it from the float model and quantize after training. "
+                "Received: a quantized model"
+            )
+        kernel_init = _seeded(layer.kernel_initializer, generator)
+        bias_init = _seeded(layer.bias_initializer, generator)
+        for variables in layer._growth_variables:
+            for suffix in ("kernel_plus", "kernel_minus"):
+                variable = variables[suffix]
+                draw = kernel_init(variable.shape, dtype=variable.dtype)
+                variable.assign(draw * PAIR_SCALE)
+            if "bias_plus" in variables:
+                plus = variables["bias_plus"]
+                draw = bias_init(plus.shape, dtype=plus.dtype)
+                # Two computations, two buffers: JAX refuses to donate one
+                # buffer held by two variables.
+                plus.assign(draw * 0.5)
+                variables["bias_minus"].assign(draw * 0.5)
+    return model
