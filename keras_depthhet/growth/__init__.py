@@ -10,12 +10,14 @@ scoring, selection and growth on a schedule inside `model.fit`.
 """
 
 from keras_depthhet.growth.callback import GrowthCallback
+from keras_depthhet.growth.from_scratch import fresh_model
 from keras_depthhet.growth.grow import grow_model, rebuild_optimizer
 from keras_depthhet.growth.rebuild import grown_config, rebuild_grown_model
 from keras_depthhet.growth.selection import plan_cost, select_neurons
 
 __all__ = [
     "GrowthCallback",
+    "fresh_model",
     "grow_model",
     "grown_config",
     "plan_cost",
