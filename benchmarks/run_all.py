@@ -31,6 +31,7 @@ BENCHMARKS = (
     "growth_event_cost",
     "recent_batches_overhead",
     "train_step_throughput",
+    "train_step_profile",
     "replication",
     "gpu_check",
 )

@@ -1,0 +1,236 @@
+"""Where a DeiT-S training step spends its time, per backend and op kind.
+
+Each backend, in its own process, compiles the training step of
+`benchmarks.train_step_throughput` (jit-compiled, AdamW, batch 16 at
+224x224), dumps XLA's optimized HLO, and traces two steps with its
+profiler (`jax.profiler`, `tf.profiler`). Every executed XLA op of the
+trace is then put in one kind by the layer that produced it (the HLO's
+`op_name`) and by whether it does a matrix product: dense matmuls (patch
+embedding, `qkv`, `proj`, `fc1`, `fc2`, head), attention matmuls (`Q K^T`,
+`A V`), softmax and attention layout, LayerNorm, GELU, the loss, the AdamW
+update and the rest. The table gives each kind's milliseconds per step and
+share, on both backends, from one run.
+
+    python -m benchmarks.train_step_profile [--quick] [--model NAME]
+"""
+
+import argparse
+import collections
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import BACKENDS, machine_description, write_result
+from benchmarks.train_step_throughput import MODELS, build_model, keras_step
+
+KINDS = (
+    "dense matmuls",
+    "attention matmuls",
+    "softmax and attention layout",
+    "LayerNorm",
+    "GELU",
+    "loss",
+    "AdamW update",
+    "other",
+)
+"""The op kinds of the table, in its order."""
+
+TRACED_STEPS = 2
+
+
+def op_kind(op_name: str, has_dot: bool) -> str:
+    """The kind of an XLA op, from its `op_name` and whether it has a dot.
+
+    Both backends name ops after the Keras layers (`block_3_attn_qkv`,
+    `block_3_norm1`) and the optimizer (`adam_w`).
+    """
+    name = op_name.lower()
+    if re.search(r"adam_?w", name):
+        return "AdamW update"
+    if re.search(r"crossentropy|compile_loss", name):
+        return "loss"
+    if has_dot:
+        dense = re.search(r"_(qkv|proj|fc1|fc2)(_\d+)?(/|$)", name)
+        if "attn" in name and not dense:
+            return "attention matmuls"
+        return "dense matmuls"
+    if "norm" in name:
+        return "LayerNorm"
+    if "fc1" in name:
+        return "GELU"
+    if "attn" in name:
+        return "softmax and attention layout"
+    return "other"
+
+
+def hlo_ops(hlo_text: str) -> dict[str, tuple[str, bool]]:
+    """`{instruction: (op_name, has_dot)}` of an optimized HLO module."""
+    bodies = dict(re.findall(r"\n(%[\w.-]+) \(.*?\n(.*?)\n\}", hlo_text, re.S))
+    ops = {}
+    for line in hlo_text[hlo_text.index("ENTRY") :].splitlines():
+        match = re.match(r"\s*(?:ROOT )?%([\w.-]+) = \S+ ([\w-]+)\(", line)
+        if not match:
+            continue
+        name, opcode = match.groups()
+        op_name = re.search(r'op_name="([^"]*)"', line)
+        calls = re.search(r"calls=(%[\w.-]+)", line)
+        body = bodies.get(calls.group(1), "") if calls else ""
+        has_dot = opcode in ("dot", "convolution") or bool(
+            re.search(r" (dot|convolution)\(", body)
+        )
+        ops[name] = (op_name.group(1) if op_name else "", has_dot)
+    return ops
+
+
+def profile_worker(quick: bool, name: str, batch: int, out: Path) -> dict:
+    """Compiles, warms up and traces the step; returns the trace's files."""
+    import keras
+    import numpy as np
+
+    image_size, patch_size = (32, 8) if quick else (224, 16)
+    rng = np.random.default_rng(0)
+    model = build_model(name, quick, image_size, patch_size, rng)
+    step = keras_step(model, batch, image_size, 100, rng)
+    for _ in range(2):
+        step()
+    trace = out / "trace"
+    start = time.perf_counter()
+    if keras.backend.backend() == "jax":
+        import jax
+
+        with jax.profiler.trace(str(trace)):
+            for _ in range(TRACED_STEPS):
+                step()
+    else:
+        import tensorflow as tf
+
+        tf.profiler.experimental.start(str(trace))
+        for _ in range(TRACED_STEPS):
+            step()
+        tf.profiler.experimental.stop()
+    seconds = (time.perf_counter() - start) / TRACED_STEPS
+    return {"params": model.count_params(), "traced_step_s": seconds}
+
+
+def _largest_train_module(dump: Path) -> str:
+    """The optimized HLO of the training step: the largest module dumped."""
+    files = glob.glob(str(dump / "*after_optimizations.txt"))
+    return Path(max(files, key=os.path.getsize)).read_text()
+
+
+def op_times(out: Path) -> collections.Counter:
+    """Milliseconds per step of each op kind, from `out`'s trace and HLO."""
+    from jax.profiler import ProfileData
+
+    ops = hlo_ops(_largest_train_module(out / "hlo"))
+    pattern = str(out / "trace" / "**" / "*.xplane.pb")
+    [path] = glob.glob(pattern, recursive=True)
+    times = collections.Counter()
+    for plane in ProfileData.from_file(path).planes:
+        for line in plane.lines:
+            for event in line.events:
+                stats = dict(event.stats)
+                if stats.get("hlo_op") not in ops:
+                    continue
+                op_name, has_dot = ops[stats["hlo_op"]]
+                kind = op_kind(op_name, has_dot)
+                times[kind] += event.duration_ns / 1e6 / TRACED_STEPS
+    return times
+
+
+def run_backend(backend: str, args, out: Path) -> dict:
+    """Runs `profile_worker` under `backend` with XLA's HLO dump on."""
+    command = [sys.executable, "-m", "benchmarks.train_step_profile"]
+    command += ["--worker", str(out), "--model", args.model]
+    command += ["--quick"] if args.quick else []
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": backend,
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "XLA_FLAGS": f"--xla_dump_to={out / 'hlo'} --xla_dump_hlo_as_text",
+    }
+    proc = subprocess.run(
+        command,
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout + proc.stderr)
+        raise RuntimeError(f"profile worker failed under {backend}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def report(results: dict, args, seconds: float, machine: str) -> str:
+    totals = {b: sum(r["times"].values()) for b, r in results.items()}
+    lines = [
+        "| op kind | JAX ms/step | JAX share | TensorFlow ms/step "
+        "| TensorFlow share | JAX / TensorFlow |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for kind in KINDS:
+        jax_ms = results["jax"]["times"].get(kind, 0.0)
+        tf_ms = results["tensorflow"]["times"].get(kind, 0.0)
+        ratio = f"{jax_ms / tf_ms:.2f}" if tf_ms else "n/a"
+        lines.append(
+            f"| {kind} | {jax_ms:.1f} | {jax_ms / totals['jax']:.0%} "
+            f"| {tf_ms:.1f} | {tf_ms / totals['tensorflow']:.0%} | {ratio} |"
+        )
+    lines.append(
+        f"| all ops | {totals['jax']:.1f} | 100% | "
+        f"{totals['tensorflow']:.1f} | 100% | "
+        f"{totals['jax'] / totals['tensorflow']:.2f} |"
+    )
+    model = "two-block ViT, dim 64, 32x32" if args.quick else "DeiT-S, 224x224"
+    command = "python -m benchmarks.train_step_profile" + (
+        " --quick" if args.quick else ""
+    )
+    if args.model != "uniform":
+        command += f" --model {args.model}"
+    steps = ", ".join(
+        f"{b} {r['traced_step_s']:.2f} s" for b, r in results.items()
+    )
+    return (
+        f"Op times of one {args.model} {model} training step (batch "
+        f"{args.batch}, AdamW, jit-compiled, float32), from the profiler "
+        f"trace of {TRACED_STEPS} steps (traced step: {steps}). Measured "
+        f"{machine}.\n\n"
+        + "\n".join(lines)
+        + f"\n\nCommand: `{command}` ({seconds:.0f} s).\n"
+    )
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--model", choices=MODELS, default="uniform")
+    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.batch = 4 if args.quick else 16
+    if args.worker:
+        out = profile_worker(args.quick, args.model, args.batch, args.worker)
+        print(json.dumps(out))
+        return
+    machine = machine_description()
+    start = time.time()
+    results = {}
+    for backend in BACKENDS:
+        with tempfile.TemporaryDirectory() as tmp:
+            results[backend] = run_backend(backend, args, Path(tmp))
+            results[backend]["times"] = op_times(Path(tmp))
+    text = report(results, args, time.time() - start, machine)
+    print(text)
+    suffix = "" if args.model == "uniform" else f"_{args.model}"
+    path = write_result("train_step_profile" + suffix, text, args.quick)
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()
