@@ -47,6 +47,7 @@ def _check_plan(plan, layers: Mapping[str, GrowableDense]) -> dict:
                 f"Layer {name!r} must be built before it can grow. Build the "
                 "model (call it on data) first."
             )
+        layer._check_growable()
         try:
             checked[name] = _validate_indices(indices, layer.units)
         except ValueError as error:
@@ -148,7 +149,8 @@ def rebuild_optimizer(
                 continue
             fresh += 1
             if name == EMA_SLOTS:
-                slot.assign(variable)
+                # A copy: on JAX the slot must not share the weight's buffer.
+                slot.assign(keras.ops.convert_to_numpy(variable))
     return fresh
 
 

@@ -163,6 +163,11 @@ class RecentBatches:
         """Whether batches are being kept."""
         return self._wrapper is not None
 
+    @property
+    def num_kept(self) -> int:
+        """How many batches are kept now."""
+        return len(self._kept)
+
     def attach(self, model: keras.Model) -> None:
         """Chooses the model whose training batches are kept.
 

@@ -73,7 +73,7 @@ def test_scale_that_overflows_the_weights_is_refused_at_train_begin():
     x, y = random_data(32)
     model = compiled_tiny_vit()
     grower = GrowthCallback(
-        warmup=2, interval=1, scale=1e38, analysis_data=(x, y)
+        warmup=2, interval=1, scale=1e39, analysis_data=(x, y)
     )
     _refused(model, grower, x, y, "`scale`")
 

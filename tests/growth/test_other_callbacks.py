@@ -52,7 +52,7 @@ def test_early_stopping_restores_pre_growth_best_into_the_grown_model():
     grower = _grower()
     predictions = _Predictions(x)
     stopper = keras.callbacks.EarlyStopping(
-        monitor="fake", patience=10, restore_best_weights=True
+        monitor="fake", mode="min", patience=10, restore_best_weights=True
     )
     # The best epoch (0) ends before its event? No: events follow epochs
     # 1, 2, 3, so epoch 0's weights come from a smaller model.
@@ -91,6 +91,7 @@ def test_best_weights_checkpoint_loads_into_the_grown_model(tmp_path):
             keras.callbacks.ModelCheckpoint(
                 path,
                 monitor="fake",
+                mode="min",
                 save_best_only=True,
                 save_weights_only=True,
             ),
