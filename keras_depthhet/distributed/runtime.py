@@ -15,6 +15,7 @@ import json
 import numbers
 import os
 import re
+import threading
 from dataclasses import dataclass
 
 import keras
@@ -94,17 +95,17 @@ def _tf_devices():
     return gpus or tf.config.list_logical_devices("CPU")
 
 
-def _positive_or_none(name: str, value) -> int | None:
-    if value is None:
+def _positive_int(name: str, value, optional: bool = False) -> int | None:
+    if value is None and optional:
         return None
     if (
         isinstance(value, bool)
         or not isinstance(value, numbers.Integral)
         or value < 1
     ):
+        kind = "a positive integer" + (" or None" if optional else "")
         raise ValueError(
-            f"Argument `{name}` must be None or a positive integer. "
-            f"Received: {name}={value!r}"
+            f"Argument `{name}` must be {kind}. Received: {name}={value!r}"
         )
     return int(value)
 
@@ -129,7 +130,7 @@ def validate_tf_config(
             `"host:port"` addresses, `task` does not name one of them, or
             the cluster does not hold `num_workers` workers.
     """
-    num_workers = _positive_or_none("num_workers", num_workers)
+    num_workers = _positive_int("num_workers", num_workers, optional=True)
     text = os.environ.get("TF_CONFIG") if text is None else text
     if not text:
         if num_workers not in (None, 1):
@@ -239,9 +240,7 @@ def initialize_multi_host(
             f"Received: num_processes={num_processes}, "
             f"process_id={process_id}"
         )
-    timeout = _positive_or_none("timeout", timeout)
-    if timeout is None:
-        raise ValueError("Argument `timeout` must be a positive integer.")
+    timeout = _positive_int("timeout", timeout)
     addresses = (job_addresses or "").split(",")
     if not all(_ADDRESS.fullmatch(a) for a in addresses) or len(
         addresses
@@ -253,6 +252,20 @@ def initialize_multi_host(
         )
     import jax
 
+    message = (
+        f"Process {process_id} of {num_processes} has not joined the run "
+        f"coordinated by {addresses[0]} within {timeout} s: check that every "
+        "process was started with the same coordinator and `num_processes`, "
+        "and a distinct `process_id`."
+    )
+    # JAX ends the process itself (DEADLINE_EXCEEDED) when joining times
+    # out; say why first.
+    warning = threading.Timer(
+        max(timeout - 2, timeout * 0.9),
+        lambda: print(f"initialize_multi_host: {message}", flush=True),
+    )
+    warning.daemon = True
+    warning.start()
     try:
         jax.distributed.initialize(
             coordinator_address=addresses[0],
@@ -262,12 +275,9 @@ def initialize_multi_host(
             heartbeat_timeout_seconds=timeout,
         )
     except Exception as error:
-        raise RuntimeError(
-            f"Process {process_id} of {num_processes} could not join the "
-            f"run coordinated by {addresses[0]} within {timeout} s: check "
-            "that every process was started with the same coordinator and "
-            f"`num_processes`, and a distinct `process_id`. ({error})"
-        ) from None
+        raise RuntimeError(f"{message} ({error})") from None
+    finally:
+        warning.cancel()
     multi_worker.seed_all_processes()
 
 
@@ -292,7 +302,10 @@ def _strategy_runtime(name: str, strategy) -> Runtime:
 
 
 def resolve_distribution(
-    distribution="auto", *, num_workers: int | None = None
+    distribution="auto",
+    *,
+    num_workers: int | None = None,
+    timeout: int = 300,
 ) -> Runtime:
     """The `Runtime` for `distribution` on the running backend.
 
@@ -307,6 +320,9 @@ def resolve_distribution(
         num_workers: Optional positive integer: for
             `"multi_worker_mirrored"`, the number of workers `TF_CONFIG`
             must list (see `validate_tf_config`).
+        timeout: Positive integer: for `"multi_worker_mirrored"`, the
+            seconds a worker waits for the others to join, or for a
+            silent one, before failing instead of hanging.
 
     Returns:
         The resolved `Runtime`.
@@ -360,10 +376,21 @@ def resolve_distribution(
             f'"{other}" (or "auto"). Received: distribution={distribution!r}'
         )
     if distribution == "multi_worker_mirrored":
-        validate_tf_config(num_workers=num_workers)
+        count = validate_tf_config(num_workers=num_workers)
+        timeout = _positive_int("timeout", timeout)
+        if count > 1:
+            multi_worker.bound_tf_cluster_waits(timeout)
         import tensorflow as tf
 
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        try:
+            strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        except tf.errors.OpError as error:
+            raise RuntimeError(
+                f"Not all {count} workers of TF_CONFIG joined the cluster "
+                f"within {timeout} s: check that every worker was started, "
+                "with the same cluster in TF_CONFIG. "
+                f"({error.message.splitlines()[0]})"
+            ) from None
         return _strategy_runtime(distribution, strategy)
     if backend == "tensorflow":
         devices = _tf_devices()

@@ -146,23 +146,43 @@ def _fingerprint(value) -> float:
     return float(int(hashlib.sha256(text.encode()).hexdigest()[:13], 16))
 
 
-def check_same_settings(workers: Workers, settings: dict) -> None:
-    """Raises on every worker unless all workers hold the same `settings`.
+def check_same_settings(
+    workers: Workers, settings: dict, failure: Exception | None = None
+) -> None:
+    """Raises on every worker unless all passed their checks and hold the
+    same `settings`.
 
-    One all-gather of a fingerprint per entry; the error names the
-    entries that differ and this worker's values of them.
+    One all-gather of a failure flag and a fingerprint per setting, so a
+    worker whose own checks failed does not leave the others waiting in
+    the next collective: each raises, naming the workers that failed or
+    the settings that differ (with this worker's values of them).
 
     Args:
         workers: The run's `Workers`.
         settings: `{name: JSON-serialisable value}`, with the same names
             on every worker.
+        failure: The exception this worker's own checks raised, if any;
+            it is raised again here once the others know.
 
     Raises:
-        ValueError: on every worker, if some worker's values differ.
+        ValueError: on every worker, if some worker failed or holds other
+            settings.
     """
     names = sorted(settings)
-    prints = workers.all_gather([_fingerprint(settings[n]) for n in names])
-    differ = [n for i, n in enumerate(names) if len(set(prints[:, i])) > 1]
+    prints = workers.all_gather(
+        [float(failure is not None)]
+        + [_fingerprint(settings[n]) for n in names]
+    )
+    if failure is not None:
+        raise failure
+    failed = [rank for rank in range(workers.size) if prints[rank, 0]]
+    if failed:
+        raise ValueError(
+            f"Worker(s) {failed} of the {workers.size} workers of this run "
+            "failed their checks when training began (their output says "
+            f"why), so worker {workers.rank} stops too."
+        )
+    differ = [n for i, n in enumerate(names, 1) if len(set(prints[:, i])) > 1]
     if differ:
         mine = {n: settings[n] for n in differ}
         raise ValueError(
@@ -285,29 +305,41 @@ def growth_settings(callback, backup=None) -> dict:
     return settings
 
 
-def join_workers(callback, backup=None) -> Workers | None:
+def join_workers(callback, backup=None, checks=None) -> Workers | None:
     """Checks a `GrowthCallback` against the other workers of its run.
 
-    Called by `GrowthCallback.on_train_begin`: in a multi-worker run,
-    every worker compares its `growth_settings` with the others', then
-    checks that its backup callback (if any) writes once.
+    Called by `GrowthCallback.on_train_begin`: runs this worker's own
+    `checks`, then, in a multi-worker run, compares the outcome and the
+    `growth_settings` with the other workers' (`check_same_settings`) and
+    checks that the backup callback (if any) writes once.
 
     Args:
         callback: The `GrowthCallback`, with its model set.
         backup: The `keras.callbacks.BackupAndRestore` listed after it,
             if any.
+        checks: Optional function of no arguments that raises when this
+            worker cannot train.
 
     Returns:
         The run's `Workers`, or `None` in a one-worker run.
 
     Raises:
-        ValueError: on every worker, if the workers' settings differ or
-            the backup callback is not a `ChiefBackupAndRestore`.
+        ValueError: on every worker, if a worker's checks failed, the
+            workers' settings differ, or the backup callback is not a
+            `ChiefBackupAndRestore`.
     """
     workers = workers_of(callback.model)
     if workers is None:
+        if checks is not None:
+            checks()
         return None
-    check_same_settings(workers, growth_settings(callback, backup))
+    failure = None
+    try:
+        if checks is not None:
+            checks()
+    except Exception as error:
+        failure = error
+    check_same_settings(workers, growth_settings(callback, backup), failure)
     if backup is not None and not isinstance(backup, ChiefBackupAndRestore):
         raise ValueError(
             "In a multi-worker run every worker would write the same "

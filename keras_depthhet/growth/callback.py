@@ -296,10 +296,11 @@ class GrowthCallback(keras.callbacks.Callback):
         self._early_stopping = [
             c for c in siblings if isinstance(c, keras.callbacks.EarlyStopping)
         ]
-        self._check_ready(list(layers.values()))
         from keras_depthhet.distributed.workers import join_workers
 
-        self._workers = join_workers(self, self._backup)
+        self._workers = join_workers(
+            self, self._backup, lambda: self._check_ready(list(layers.values()))
+        )
         if self._backup is not None:
             self._restore_growth()
         if self.budget_schedule == "lr" and self._initial_lr is None:

@@ -24,6 +24,10 @@ to patch functions whose source is not the one it was written for, so a
 Keras upgrade that changes (or fixes) them fails loudly
 (`tests/utils/test_multi_worker.py` checks the same fingerprints).
 
+`bound_tf_cluster_waits` makes TensorFlow's coordination service give up
+(with an error, not a hang) when a worker does not join the cluster or
+stops answering, which `MultiWorkerMirroredStrategy` leaves unbounded.
+
 On JAX, `seed_all_processes` gives every process the same Keras seed (as
 `keras.distribution.initialize` does after starting `jax.distributed`).
 """
@@ -147,6 +151,46 @@ def enable_multi_worker_fit() -> None:
     reduce_per_replica.__wrapped__ = keras_reduce
     cls._maybe_symbolic_build = _maybe_symbolic_build
     trainer.reduce_per_replica = reduce_per_replica
+
+
+def bound_tf_cluster_waits(timeout: int) -> None:
+    """Bounds how long a TensorFlow worker waits for the others.
+
+    Configures the coordination service that `MultiWorkerMirroredStrategy`
+    starts from `TF_CONFIG` as the strategy would, with `timeout` seconds
+    to register every worker and to declare a silent worker dead. Must be
+    called before the strategy is created; does nothing once the service
+    is configured.
+    """
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.distribute import multi_worker_util
+    from tensorflow.python.distribute.cluster_resolver import (
+        TFConfigClusterResolver,
+    )
+    from tensorflow.python.eager import context
+
+    if context.context().coordination_service is not None:
+        return
+    cluster = multi_worker_util.normalize_cluster_spec(
+        TFConfigClusterResolver().cluster_spec()
+    )
+    jobs = [
+        coordination_config_pb2.CoordinatedJob(
+            name=job, num_tasks=cluster.num_tasks(job)
+        )
+        for job in ("chief", "worker")
+        if job in cluster.jobs
+    ]
+    context.context().configure_coordination_service(
+        service_type="standalone",
+        service_leader=multi_worker_util.coordination_leader(cluster),
+        cluster_register_timeout_in_ms=timeout * 1000,
+        heartbeat_timeout_in_ms=timeout * 1000,
+        coordinated_jobs=jobs,
+    )
+    # Without the barrier, registration waits for missing workers forever.
+    config = context.context()._coordination_service_config
+    config.cluster_register_with_barrier = True
 
 
 def seed_all_processes() -> None:
