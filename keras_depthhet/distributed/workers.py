@@ -241,8 +241,14 @@ class ChiefBackupAndRestore(keras.callbacks.BackupAndRestore):
     Example:
 
     ```python
-    callbacks = [GrowthCallback(...), ChiefBackupAndRestore("shared/backup")]
-    model.fit(train_ds, epochs=300, callbacks=callbacks)
+    model = vit(image_size=8, patch_size=4, num_channels=1, num_classes=10,
+                dim=16, depth=1, num_heads=2)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy())
+    x, y = np.random.rand(32, 8, 8, 1), np.random.randint(0, 10, 32)
+    growth = GrowthCallback(interval=1, warmup=1, param_budget=200,
+                            layer_threshold=0, criterion="random", verbose=0)
+    model.fit(x, y, epochs=2, verbose=0,
+              callbacks=[growth, ChiefBackupAndRestore("backup")])
     ```
     """
 

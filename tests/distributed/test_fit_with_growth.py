@@ -6,10 +6,10 @@ import keras
 import numpy as np
 import pytest
 
+from keras_depthhet.distributed import fit_with_growth
 from keras_depthhet.growth.callback import GrowthCallback
 from keras_depthhet.models.vit import growable_layers
 from tests.growth.helpers import random_data, tiny_vit, values_by_path
-from training.distributed import fit_with_growth
 
 TRACES = [0]
 
@@ -225,6 +225,11 @@ def test_stops_when_a_callback_stops_training():
         ({"callbacks": [GrowthCallback(criterion="random")]}, "growth="),
         ({"build_model": tiny_vit()}, "build_model"),
         ({"build_model": tiny_vit}, "compiled"),
+        ({"growth": {"analysis_data": None}}, "analysis_data"),
+        (
+            {"callbacks": [keras.callbacks.BackupAndRestore("backup")]},
+            "BackupAndRestore",
+        ),
     ],
 )
 def test_bad_input_fails_before_training(kwargs, match):

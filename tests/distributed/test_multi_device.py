@@ -14,7 +14,7 @@ if keras.backend.backend() == "tensorflow":
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2
     )
 from tests.growth.helpers import fixed_batch_loss, random_data, tiny_vit
-from training.distributed import fit_with_growth
+from keras_depthhet.distributed import fit_with_growth
 
 x, y = random_data(32)
 

@@ -5,11 +5,11 @@ import socket
 
 import pytest
 
-from tests.subprocess_utils import run_python
-from training.distributed_runtime import (
+from keras_depthhet.distributed import (
     initialize_multi_host,
     validate_tf_config,
 )
+from tests.subprocess_utils import run_python
 
 
 def _free_port() -> int:
@@ -24,7 +24,14 @@ def test_validate_tf_config():
         {"cluster": cluster, "task": {"type": "worker", "index": 1}}
     )
     assert validate_tf_config(text) == 3
+    assert validate_tf_config(text, num_workers=3) == 3
     assert validate_tf_config("") == 1
+    with pytest.raises(ValueError, match="`num_workers` is 2 but TF_CONFIG's"):
+        validate_tf_config(text, num_workers=2)
+    with pytest.raises(ValueError, match="TF_CONFIG is not set"):
+        validate_tf_config("", num_workers=2)
+    with pytest.raises(ValueError, match="positive integer or None"):
+        validate_tf_config(text, num_workers=0)
     for bad, match in (
         ("{not json", "must be JSON"),
         (json.dumps({"cluster": {}}), "worker"),
@@ -50,6 +57,7 @@ def test_initialize_multi_host_checks_arguments(backend):
         (("localhost", 1, 0), "host:port"),
         (("a:1,b:2,c:3", 2, 0), "one per process"),
         ((None, "x", 0), "integers"),
+        (("localhost:1234,b:2", 3, 0), "one per process"),
     ):
         with pytest.raises(ValueError, match=match):
             initialize_multi_host(*args)
@@ -63,7 +71,7 @@ def test_tf_multi_worker_strategy_from_tf_config():
     out = run_python(
         """
         import json
-        from training.distributed_runtime import resolve_distribution
+        from keras_depthhet.distributed import resolve_distribution
         runtime = resolve_distribution("multi_worker_mirrored")
         print(json.dumps({"name": runtime.name,
                           "replicas": runtime.num_replicas,
@@ -83,7 +91,7 @@ def test_jax_multi_process_initialize():
     out = run_python(
         f"""
         import json, jax
-        from training.distributed_runtime import (
+        from keras_depthhet.distributed import (
             initialize_multi_host, resolve_distribution)
         initialize_multi_host("localhost:{_free_port()}", 1, 0)
         runtime = resolve_distribution("data_parallel")

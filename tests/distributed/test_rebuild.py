@@ -66,7 +66,8 @@ def test_rebuild_equals_grow_model_in_place():
     loss_before = fixed_batch_loss(functional, x, y)
 
     added = grow_model(in_place, PLAN)
-    grown = rebuild_grown_model(functional, PLAN)
+    # The scale is checked as `grow_model` checks it: NumPy scalars pass.
+    grown = rebuild_grown_model(functional, PLAN, scale=np.float32(0.2))
 
     assert grown is not functional
     assert grown.count_params() - functional.count_params() == added
