@@ -22,7 +22,7 @@ build reads shapes from the first local replica's batch (it needs shapes
 and dtypes only), and scalars are averaged over the replicas. It refuses
 to patch functions whose source is not the one it was written for, so a
 Keras upgrade that changes (or fixes) them fails loudly
-(`tests/utils/test_multi_worker.py` checks the same fingerprints).
+(`tests/distributed/test_keras_multi_worker_fixes.py` checks them).
 
 `bound_tf_cluster_waits` makes TensorFlow's coordination service give up
 (with an error, not a hang) when a worker does not join the cluster or
