@@ -348,6 +348,7 @@ class GrowthCallback(keras.callbacks.Callback):
         if optimizer is not None and optimizer.built:
             _optimizer_state(optimizer)
         for layer in layers:
+            layer._check_growable()
             kernel = keras.ops.convert_to_numpy(layer.kernel)
             bias = (
                 keras.ops.convert_to_numpy(layer.bias)
@@ -451,7 +452,12 @@ class GrowthCallback(keras.callbacks.Callback):
         """`analysis_data`, or the training batches kept before the event."""
         if self.analysis_data is not None:
             return self.analysis_data
-        if self._recent is None or self._recent.model is not self.model:
+        recent = self._recent
+        if (
+            recent is None
+            or recent.model is not self.model
+            or not (recent.started or recent.num_kept)
+        ):
             raise ValueError(
                 "`GrowthCallback` without `analysis_data` scores neurons on "
                 "the training batches it keeps inside `model.fit`; to decide "
