@@ -222,7 +222,7 @@ RULES = {
     "name": RUN_NAME,
     "seed": integer(0),
     "distribution": one_of(*DISTRIBUTION_NAMES),
-    "data.dataset": one_of("digits", "cifar100", "imagenet100"),
+    "data.dataset": one_of("digits", "mnist_t10k", "cifar100", "imagenet100"),
     "data.data_dir": PATH,
     "data.manual_dir": PATH,
     "data.image_folder": PATH,
@@ -246,6 +246,7 @@ RULES = {
     "model.mlp_width": WIDTH,
     "model.qkv_bias": BOOLEAN,
     "model.drop_path_rate": number(0, 1, high_open=True),
+    "model.architecture_from": PATH,
     "train.epochs": integer(1),
     "train.batch_size": integer(1),
     "train.base_lr": number(0, low_open=True),
@@ -325,6 +326,13 @@ def _check_relations(config: dict) -> None:
                 data[key],
                 f"one value per channel (model.num_channels={channels})",
             )
+    if model["architecture_from"] is not None and config["growth"]["enabled"]:
+        raise _fail(
+            "growth.enabled",
+            True,
+            "False when model.architecture_from is set (a discovered "
+            "architecture is trained from scratch as it is)",
+        )
     low, high = config["augment"]["crop_area"]
     if low > high:
         raise _fail(
@@ -352,6 +360,28 @@ def check_config(config: dict) -> None:
         if not rule.accepts(value):
             raise _fail(key, value, rule.expected)
     _check_relations(config)
+
+
+ARCHITECTURE_KEYS = (
+    "dim",
+    "depth",
+    "num_heads",
+    "mlp_ratio",
+    "attention_width",
+    "mlp_width",
+    "qkv_bias",
+)
+"""The `model` values that shape the transformer blocks, where growth adds
+neurons. A run trained with `model.architecture_from` must share them with
+the run it takes its architecture from; the input stem (`image_size`,
+`patch_size`, `num_channels`), the head (`num_classes`) and
+`drop_path_rate` may differ."""
+
+
+def vit_arguments(model: dict) -> dict:
+    """The config's `model` section as `keras_depthhet.models.vit`'s
+    keyword arguments (without `architecture_from`)."""
+    return {k: v for k, v in model.items() if k != "architecture_from"}
 
 
 def _parse_value(text: str):

@@ -9,6 +9,7 @@ prepared raises `DataNotPreparedError` saying how to prepare it.
 """
 
 import dataclasses
+import gzip
 import importlib
 import os
 from pathlib import Path
@@ -74,6 +75,59 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Splits:
     images = (digits.images * (255.0 / 16.0)).astype("float32")[..., None]
     labels = digits.target.astype("int32")
     return array_splits(images, labels, 10, test_fraction, seed)
+
+
+MNIST_T10K_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+"""The two files of the MNIST test set, in its original IDX format."""
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """A gzip-compressed IDX file of unsigned bytes (MNIST's format)."""
+    with gzip.open(path, "rb") as file:
+        data = file.read()
+    if data[:2] != b"\0\0" or data[2] != 8:
+        raise ValueError(
+            f"File {str(path)!r} is not an IDX file of unsigned bytes."
+        )
+    rank = data[3]
+    shape = np.frombuffer(data, ">u4", count=rank, offset=4).astype(int)
+    return np.frombuffer(data, "u1", offset=4 + 4 * rank).reshape(shape)
+
+
+def load_mnist_t10k(
+    data_dir: str | None, test_fraction: float = 0.2, seed: int = 0
+) -> Splits:
+    """The MNIST test set (10,000 28x28 images) split into train and test.
+
+    MNIST ships with no dependency of this package, so the two files
+    `t10k-images-idx3-ubyte.gz` and `t10k-labels-idx1-ubyte.gz` are read
+    from `data_dir` (`--set data.data_dir=DIR`). The stratified split is
+    fixed by `seed`; `test_fraction=0.2` gives 8,000 / 2,000 images.
+
+    Raises:
+        DataNotPreparedError: if `data_dir` is not given or lacks a file.
+    """
+    missing = [
+        name
+        for name in MNIST_T10K_FILES
+        if data_dir is None or not (Path(data_dir) / name).is_file()
+    ]
+    if missing:
+        raise DataNotPreparedError(
+            f"The mnist_t10k dataset reads {' and '.join(missing)} from "
+            "data.data_dir, which does not hold them; pass --set "
+            f"data.data_dir=DIR with both files in DIR. Received: "
+            f"data.data_dir={data_dir!r}"
+        )
+    images = read_idx(Path(data_dir) / MNIST_T10K_FILES[0])
+    labels = read_idx(Path(data_dir) / MNIST_T10K_FILES[1])
+    return array_splits(
+        images.astype("float32")[..., None],
+        labels.astype("int32"),
+        10,
+        test_fraction,
+        seed,
+    )
 
 
 def array_splits(
@@ -349,9 +403,9 @@ def load_splits(data: dict, num_classes: int, seed: int) -> Splits:
 
     Args:
         data: The config's `data` dict (`dataset` is one of `digits`,
-            `cifar100`, `imagenet100`).
+            `mnist_t10k`, `cifar100`, `imagenet100`).
         num_classes: The model's number of classes.
-        seed: Seed of the digits train/test split.
+        seed: Seed of the digits and MNIST train/test splits.
 
     Returns:
         The `Splits`.
@@ -359,6 +413,8 @@ def load_splits(data: dict, num_classes: int, seed: int) -> Splits:
     name = data["dataset"]
     if name == "digits":
         splits = load_digits(data["test_fraction"], seed)
+    elif name == "mnist_t10k":
+        splits = load_mnist_t10k(data["data_dir"], data["test_fraction"], seed)
     elif name == "cifar100":
         splits = load_cifar100(data["data_dir"])
     elif name == "imagenet100":
@@ -372,8 +428,8 @@ def load_splits(data: dict, num_classes: int, seed: int) -> Splits:
         )
     else:
         raise ValueError(
-            "Argument `data.dataset` must be one of 'digits', 'cifar100', "
-            f"'imagenet100'. Received: data.dataset={name!r}"
+            "Argument `data.dataset` must be one of 'digits', 'mnist_t10k', "
+            f"'cifar100', 'imagenet100'. Received: data.dataset={name!r}"
         )
     if splits.num_classes != num_classes:
         raise ValueError(

@@ -7,7 +7,10 @@ Usage:
     python -m training.train --workdir DIR --resume
 
 With no arguments it trains the offline default `digits_tiny` into
-`runs/digits_tiny-<time>`. The arguments, the config (every value's type
+`runs/digits_tiny-<time>`. `--set model.architecture_from=RUN_DIR` (with
+`growth.enabled=False`) trains the architecture that the finished run in
+RUN_DIR grew, freshly initialised: the paper's Table 2 protocol (see
+`architecture_model`). The arguments, the config (every value's type
 and range, see `training.config.check_config`) and the work directory are
 checked before Keras or a backend is imported, so `--help` and these
 errors answer at once; the model's arguments, the dataset, the optional
@@ -56,10 +59,12 @@ import time
 from pathlib import Path
 
 from training.config import (
+    ARCHITECTURE_KEYS,
     ConfigError,
     apply_overrides,
     check_config,
     load_config,
+    vit_arguments,
 )
 
 DEFAULT_CONFIG = "digits_tiny"
@@ -359,6 +364,103 @@ def discard_workdir(created: list[Path]) -> None:
             return
 
 
+# ------------------------------------------------------------ architecture
+def check_architecture_source(config: dict) -> Path | None:
+    """The run whose grown architecture `config` trains from scratch.
+
+    Reads no model: checks that `model.architecture_from` is the directory
+    of a finished run of `training.train` with a `model.keras`, and that
+    the run's blocks are shaped as this config's (`ARCHITECTURE_KEYS`).
+
+    Returns:
+        The run directory, or None when `model.architecture_from` is None.
+
+    Raises:
+        ConfigError: naming `model.architecture_from` (or the differing
+            key) and the value received.
+    """
+    given = config["model"]["architecture_from"]
+    if given is None:
+        return None
+    run = Path(given)
+    expected = (
+        "the directory of a finished run of `python -m training.train` "
+        "(its run.json, config.json and model.keras)"
+    )
+
+    def refuse(why: str) -> ConfigError:
+        return ConfigError(
+            f"Config value `model.architecture_from` must be {expected}; "
+            f"{why}. Received: model.architecture_from={given!r}"
+        )
+
+    info = read_run_file(run) if run.is_dir() else None
+    if info is None or info["program"] != PROGRAM:
+        raise refuse(f"it has no {RUN_FILE} of `training.train`")
+    if info["status"] != "finished":
+        raise refuse(f"its run is {info['status']}, not finished")
+    if not (run / "model.keras").is_file():
+        raise refuse("it has no model.keras")
+    try:
+        source = json.loads((run / "config.json").read_text())["model"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise refuse(f"its config.json cannot be read ({error})") from error
+    for key in ARCHITECTURE_KEYS:
+        value = config["model"][key]
+        if source.get(key) != value:
+            raise ConfigError(
+                f"Config value `model.{key}` must equal that of the run in "
+                f"model.architecture_from={given!r} ({source.get(key)!r}): "
+                "the discovered blocks are trained as they grew. Received: "
+                f"model.{key}={value!r}"
+            )
+    return run
+
+
+def architecture_model(config: dict, run: str | Path):
+    """A fresh model of `config` with the growth rounds of `run`'s model.
+
+    The blocks' growth rounds (which neurons grew, round by round) are
+    read from `run/model.keras` and applied to the model `config`
+    describes, whose input stem and head may differ from the run's (say
+    8x8 digits in 2x2 patches there, 28x28 MNIST in 7x7 patches here: 16
+    tokens both); every weight is then drawn afresh with `config["seed"]`
+    (`keras_depthhet.growth.fresh_model`).
+
+    Raises:
+        ValueError: if the run's model has other growable layers, or
+            layers of other widths, than the model of `config`.
+    """
+    import keras
+
+    from keras_depthhet.growth import fresh_model, grown_config
+    from keras_depthhet.models import vit
+    from keras_depthhet.models.vit import growable_layer_map
+
+    source = keras.saving.load_model(Path(run) / "model.keras", compile=False)
+    source_layers = growable_layer_map(source)
+    base = vit(**vit_arguments(config["model"]), name=config["name"])
+    layers = growable_layer_map(base)
+    shapes = {n: (x.input_dim, x.units) for n, x in layers.items()}
+    source_shapes = {
+        n: (x.input_dim, x.units) for n, x in source_layers.items()
+    }
+    if shapes != source_shapes:
+        differ = sorted(set(shapes.items()) ^ set(source_shapes.items()))
+        raise ValueError(
+            f"The model in {str(run)!r} has other growable layers (name, "
+            "input and output widths) than the config's model, e.g. "
+            f"{differ[:2]}. Received: model.architecture_from={str(run)!r}"
+        )
+    rounds = {n: x.growth_rounds for n, x in source_layers.items()}
+    model_config = base.get_config()
+    for r in range(max((len(v) for v in rounds.values()), default=0)):
+        plan = {n: v[r] for n, v in rounds.items() if len(v) > r}
+        model_config = grown_config(model_config, plan)
+    del source, base
+    return fresh_model(model_config, seed=config["seed"])
+
+
 # ----------------------------------------------------------------- growth
 def _recording_growth_callback(analysis_for, plot_event, **kwargs):
     """A `GrowthCallback` that analyses each event's own batches
@@ -473,6 +575,7 @@ class Experiment:
         self.resume = resume
         if not resume:
             check_workdir(self.workdir, overwrite)
+        self.architecture_source = check_architecture_source(config)
         keras.utils.set_random_seed(config["seed"])
         model_config = config["model"]
         train = config["train"]
@@ -509,7 +612,14 @@ class Experiment:
 
         config, train = self.config, self.config["train"]
         with self.runtime.scope():
-            self.model = vit(**config["model"], name=config["name"])
+            if self.architecture_source is None:
+                self.model = vit(
+                    **vit_arguments(config["model"]), name=config["name"]
+                )
+            else:
+                self.model = architecture_model(
+                    config, self.architecture_source
+                )
             self.model.compile(
                 optimizer=recipe.make_optimizer(train, self.steps),
                 loss=recipe.make_loss(train),
@@ -785,6 +895,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             config = load_config(args.config or DEFAULT_CONFIG)
             config = apply_overrides(config, args.set)
+            check_architecture_source(config)
             workdir = Path(args.workdir or default_workdir(config["name"]))
             check_workdir(workdir, args.overwrite)
     except (ConfigError, WorkdirError) as error:

@@ -6,6 +6,7 @@ import re
 import pytest
 
 from training.config import (
+    ARCHITECTURE_KEYS,
     DISTRIBUTION_NAMES,
     GROWTH_CRITERIA,
     RULES,
@@ -24,6 +25,10 @@ CONFIGS = (
     "cifar100_deit_s_uniform",
     "imagenet100_deit_s",
     "imagenet100_deit_s_uniform",
+    "mnist_tiny",
+    "mnist_tiny_uniform",
+    "mnist_tiny_from_digits",
+    "cifar100_deit_s_from_imagenet100",
 )
 
 
@@ -48,13 +53,54 @@ def test_config_by_path_equals_by_name():
 
 
 def test_uniform_counterparts_are_full_width_without_growth():
-    for name in ("digits_tiny", "cifar100_deit_s", "imagenet100_deit_s"):
+    for name in (
+        "digits_tiny",
+        "mnist_tiny",
+        "cifar100_deit_s",
+        "imagenet100_deit_s",
+    ):
         grown, uniform = load_config(name), load_config(f"{name}_uniform")
         assert uniform == uniform_counterpart(grown)
         assert grown["growth"]["enabled"] and not uniform["growth"]["enabled"]
         assert grown["model"]["attention_width"] == 0.5
         assert uniform["model"]["mlp_width"] == 1.0
         assert uniform["data"] == grown["data"]
+
+
+@pytest.mark.parametrize(
+    "name, source, uniform",
+    [
+        ("mnist_tiny_from_digits", "digits_tiny", "mnist_tiny_uniform"),
+        (
+            "cifar100_deit_s_from_imagenet100",
+            "imagenet100_deit_s",
+            "cifar100_deit_s_uniform",
+        ),
+    ],
+)
+def test_table_2_configs_train_a_grown_architecture_beside_uniform(
+    name, source, uniform
+):
+    """Growth on one dataset, the architecture from scratch on another,
+    the uniform model on the same data as the second."""
+    config, grown, baseline = (
+        load_config(name),
+        load_config(source),
+        load_config(uniform),
+    )
+    assert config["model"]["architecture_from"] == f"runs/{source}"
+    assert not config["growth"]["enabled"] and grown["growth"]["enabled"]
+    assert config["data"]["dataset"] != grown["data"]["dataset"]
+    assert config["data"] == baseline["data"]
+    assert config["train"] == baseline["train"]
+    for key in ARCHITECTURE_KEYS:
+        assert config["model"][key] == grown["model"][key], key
+    assert baseline["model"]["attention_width"] == 1.0
+    tokens = {
+        c["model"]["image_size"] // c["model"]["patch_size"]
+        for c in (config, grown)
+    }
+    assert len(tokens) == 1
 
 
 def test_imagenet100_matches_paper_table_1_settings():
@@ -191,6 +237,11 @@ def test_bad_values_name_the_key_the_value_and_what_is_expected(
         ("data.image_size=16", "equal to model.image_size=8"),
         ("data.mean=(0.1, 0.2)", "one value per channel"),
         ("augment.crop_area=(0.9, 0.2)", "smallest <= largest"),
+        (
+            "model.architecture_from='runs/x'",
+            "`growth.enabled` must be False when model.architecture_from "
+            "is set",
+        ),
     ],
 )
 def test_relations_between_values(override, fragment):

@@ -1,5 +1,7 @@
 """Data loaders: digits, tfds (mocked), image folders, class lists."""
 
+import gzip
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -19,6 +21,50 @@ def test_digits_split_is_fixed_stratified_and_scaled():
     again = data.load_digits(test_fraction=0.2, seed=0)
     first = [int(y) for _, y in again.test.take(20)]
     assert first == test_labels[:20].tolist()
+
+
+def _write_idx(path, array):
+    header = bytes([0, 0, 8, array.ndim])
+    header += b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    with gzip.open(path, "wb") as file:
+        file.write(header + array.astype("u1").tobytes())
+
+
+def test_mnist_t10k_from_idx_files_split_by_seed(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (50, 28, 28), dtype="u1")
+    labels = np.repeat(np.arange(10), 5).astype("u1")
+    _write_idx(tmp_path / data.MNIST_T10K_FILES[0], images)
+    _write_idx(tmp_path / data.MNIST_T10K_FILES[1], labels)
+    np.testing.assert_array_equal(
+        data.read_idx(tmp_path / data.MNIST_T10K_FILES[0]), images
+    )
+    config = {"dataset": "mnist_t10k", "data_dir": str(tmp_path)}
+    splits = data.load_splits({**config, "test_fraction": 0.2}, 10, seed=1)
+    assert (splits.num_train, splits.num_test) == (40, 10)
+    test = [(x.numpy(), int(y)) for x, y in splits.test]
+    assert sorted(y for _, y in test) == list(range(10))  # stratified
+    for image, label in test:
+        assert image.shape == (28, 28, 1) and image.dtype == np.float32
+        index = [
+            i for i in range(50) if np.array_equal(images[i], image[..., 0])
+        ]
+        assert labels[index[0]] == label
+    again = data.load_mnist_t10k(str(tmp_path), 0.2, seed=1)
+    assert [int(y) for _, y in again.test] == [y for _, y in test]
+    other = data.load_mnist_t10k(str(tmp_path), 0.2, seed=2)
+    assert not all(
+        np.array_equal(a.numpy(), b)
+        for (a, _), (b, _) in zip(other.test, test, strict=True)
+    )
+    (tmp_path / data.MNIST_T10K_FILES[1]).unlink()
+    with pytest.raises(data.DataNotPreparedError, match="t10k-labels"):
+        data.load_mnist_t10k(str(tmp_path))
+    with pytest.raises(data.DataNotPreparedError, match="data_dir=None"):
+        data.load_mnist_t10k(None)
+    (tmp_path / "bad.gz").write_bytes(gzip.compress(b"\1\2\3\4"))
+    with pytest.raises(ValueError, match="not an IDX file"):
+        data.read_idx(tmp_path / "bad.gz")
 
 
 def test_cifar100_from_mocked_tfds(tmp_path):

@@ -4,7 +4,12 @@ A config is a nested dict of plain values (numbers, strings, booleans,
 None, tuples, lists), so it prints, diffs and saves as JSON. The sections:
 
 - `data`: which dataset and where it lives (`training.data`).
-- `model`: keyword arguments of `keras_depthhet.models.vit`.
+- `model`: keyword arguments of `keras_depthhet.models.vit`, and
+  `architecture_from`: None, or the directory of a finished run of
+  `python -m training.train` whose grown architecture (its blocks' growth
+  rounds) this run trains from scratch, freshly initialised
+  (`keras_depthhet.growth.fresh_model`), with growth disabled: the
+  paper's Table 2 protocol.
 - `train`: optimisation (AdamW, cosine schedule, label smoothing).
 - `augment`: the DeiT augmentations, each switchable (`training.recipe`).
 - `growth`: `GrowthCallback` arguments; `enabled=False` trains the model
@@ -65,6 +70,7 @@ def base_config() -> dict:
             "mlp_width": 0.5,
             "qkv_bias": True,
             "drop_path_rate": 0.1,
+            "architecture_from": None,
         },
         "train": {
             "epochs": 300,
@@ -114,5 +120,6 @@ def uniform_counterpart(config: dict) -> dict:
     config["name"] = f"{config['name']}_uniform"
     config["model"]["attention_width"] = 1.0
     config["model"]["mlp_width"] = 1.0
+    config["model"]["architecture_from"] = None
     config["growth"]["enabled"] = False
     return config
