@@ -3,16 +3,19 @@
 The paper's comparisons (Guna et al. 2024, arXiv 2402.12418) at the scale
 of a 2-core CPU: the `digits_tiny` experiment (a tiny ViT on
 scikit-learn's 8x8 digits, real data that ships with scikit-learn), each
-variant trained with several seeds (the seed fixes the train/test split,
-the initialisation and the random criterion's draws), reported as
-mean +- standard deviation over seeds.
+arm trained with several seeds (the seed fixes the train/test split, the
+data order, the initialisation and the random criterion's draws), reported
+as mean +- standard deviation over seeds and as paired differences with
+95 % confidence intervals.
 
-1. Main comparison: (a) heterogeneous growth of the reduced model
-   (splitting criterion), (b) the uniform full-width model, (c) the
-   reduced model without growth, (d) growth with random neuron selection,
-   (e) growth with the gradient-proxy criterion of the authors' code. The
-   growing variants share the schedule and grow to the same
-   `target_params`.
+1. Main comparison, six arms: (a) heterogeneous growth of the reduced
+   model (splitting criterion), (b) the uniform full-width model, (c) the
+   reduced model without growth, (d) growth with random neuron
+   selection, (e) growth with the gradient-proxy criterion of the
+   authors' code, (f) the architecture that (a) grew with the same seed,
+   freshly initialised and trained from scratch without growth (the
+   paper's Table 2 protocol, on the same data). The growing arms share
+   the schedule and grow to the same `target_params`.
 2. Scaling-interval ablation (the paper's Table 4 shape): growth every 3,
    6 or 9 epochs inside the same growth window, the per-event budget set
    so that every interval reaches the same target.
@@ -22,30 +25,51 @@ mean +- standard deviation over seeds.
 Usage:
 
     KERAS_BACKEND=tensorflow python -m benchmarks.replication \
-        [--quick] [--seeds N] [--out DIR]
+        [--quick] [--seeds N] [--arms a,b,...] [--out DIR] [--mnist DIR] \
+        [--epochs N] [--test-fraction F] [--hours H] [--pilot]
 
-The full mode (27 runs, 22-26 minutes on a shared 2-core CPU) writes
-`benchmarks/results/replication.md`. `--quick` (a smoke run of under a
-minute) trains two variants of a one-block model for 2 short epochs with
-one seed and writes only
-`benchmarks/results/quick/replication.md`. Run directories go to a
-temporary directory (deleted at the end) unless `--out DIR` is given.
+The full mode (30 runs, about half an hour on a quiet 2-core CPU) writes
+`benchmarks/results/replication.md`. `--quick` (a smoke run of a minute
+or two) trains arms (a) and (b) of a one-block model for 2 short epochs
+with one seed and writes only `benchmarks/results/quick/replication.md`.
 The backend is the one Keras is configured with (`KERAS_BACKEND`).
 
 `--mnist DIR` runs the main comparison (not the ablations) on the MNIST
-test set instead: the 10,000 images of `t10k-images-idx3-ubyte.gz` and
-`t10k-labels-idx1-ubyte.gz` in DIR, split 8,000 / 2,000 (stratified, by
-seed), with the same tiny ViT on 7x7-pixel patches (16 tokens, as on
-the digits) and the same schedule; it writes
-`benchmarks/results/replication_mnist.md` (about 28 minutes).
+test set instead (`mnist_tiny`: the 10,000 images of
+`t10k-images-idx3-ubyte.gz` and `t10k-labels-idx1-ubyte.gz` in DIR,
+split by the seed, 2,000 test images unless `--test-fraction` says
+otherwise, the same tiny ViT on 7x7-pixel patches) and writes
+`benchmarks/results/replication_mnist.md`. `--epochs N` scales the
+34-epoch schedule (growth warm-up, interval and window, learning-rate
+warm-up) to N epochs; a run with `--epochs` or `--test-fraction` writes
+`replication_mnist_seeded.md` instead.
+
+Each (arm, seed) is a unit of its own, trained seed by seed: with
+`--out DIR` its run directory is `DIR/<arm>-seed<k>`, its log
+`DIR/<arm>-seed<k>.log` and its result `DIR/<arm>-seed<k>.json`, beside
+the run directory. Running the same command again reuses every finished
+unit, continues an interrupted one from its last epoch (`--resume` of
+the training CLI) and trains the rest, so a run cut off loses only the
+epoch in progress; a unit directory made with other settings is refused.
+Without `--out`, run directories go to a temporary directory, deleted at
+the end. `--hours H` starts no unit after H hours and reports the seeds
+whose arms all finished.
+
+`--pilot` measures, for the given settings, what the seeded comparison
+needs: arms (a), (b) and (d) with `--seeds` seeds (default 3), the
+standard deviation of the paired differences a - b and a - d, the time
+per run, and from them the number of seeds for a 95 % confidence
+interval of +-0.5 points on both differences and the time six arms
+would take; it writes `benchmarks/results/replication_pilot.md`, one row
+per settings (`--epochs`, `--test-fraction`), kept across pilot runs. A
+pilot's units are the seeded comparison's units of the same settings and
+`--out`, so they are reused.
 """
 
 import argparse
 import contextlib
 import copy
 import datetime
-import gzip
-import io
 import json
 import math
 import os
@@ -59,18 +83,21 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from benchmarks.common import write_result  # noqa: E402
+from benchmarks.common import RESULTS_DIR, write_result  # noqa: E402
 
 TARGET_FRACTION = 0.89
 """Target size of the grown models as a fraction of the uniform model.
 
 The paper's grown DeiT-S ends at 19.4M parameters, 89 % of the uniform
-DeiT-S's 21.7M (Table 1); the growing variants here stop at the same
+DeiT-S's 21.7M (Table 1); the growing arms here stop at the same
 fraction of the uniform tiny ViT.
 """
 
 LAYER_TYPES = ("qkv", "proj", "fc1", "fc2")
 """Growable layer types of a transformer block, as in the layer names."""
+
+FULL_EPOCHS = 34
+"""Epochs of the `digits_tiny` schedule that `--epochs` scales."""
 
 GROWTH_WINDOW_END = 26
 """Last growth epoch of the full schedule (events after 8, 17 and 26)."""
@@ -91,102 +118,78 @@ MAIN_VARIANTS = (
     ("c", "reduced, no growth"),
     ("d", "grown, random neurons"),
     ("e", "grown, gradient proxy"),
+    ("f", "architecture of (a), from scratch"),
 )
-"""The main comparison's variants: (key, label)."""
+"""The main comparison's arms: (key, label)."""
+
+ARMS = tuple(key for key, _ in MAIN_VARIANTS)
+
+PILOT_ARMS = ("a", "b", "d")
+"""The arms whose paired differences the pilot measures."""
+
+DIFFERENCES = (
+    ("a", "b"),
+    ("a", "d"),
+    ("a", "c"),
+    ("a", "e"),
+    ("f", "b"),
+    ("f", "a"),
+)
+"""Paired differences reported, `(x, y)` for x minus y; the first two are
+the ones the seeded comparison is sized for."""
+
+CI_HALF_WIDTH = 0.5
+"""Target half-width of the 95 % confidence intervals, in points."""
+
+ARCHITECTURE_OF_A = "(architecture of arm a, same seed)"
+"""Placeholder `model.architecture_from` of arm (f) until its seed runs."""
 
 
 # ------------------------------------------------------------------ configs
-MNIST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
-MNIST_TEST = 2_000
-"""Held-out images of the MNIST split (the other 8,000 train)."""
+def base_config(
+    quick: bool,
+    mnist: str | None = None,
+    epochs: int | None = None,
+    test_fraction: float | None = None,
+) -> dict:
+    """`digits_tiny`, or `mnist_tiny` reading MNIST from `mnist`.
 
-
-def read_idx(path: Path):
-    """A gzip-compressed IDX file (MNIST's format) as a NumPy array."""
-    import numpy as np
-
-    with gzip.open(path, "rb") as file:
-        data = file.read()
-    if data[:2] != b"\0\0" or data[2] != 8:
-        raise ValueError(f"{str(path)!r} is not an unsigned-byte IDX file.")
-    rank = data[3]
-    shape = np.frombuffer(data, ">u4", count=rank, offset=4).astype(int)
-    return np.frombuffer(data, "u1", offset=4 + 4 * rank).reshape(shape)
-
-
-def load_mnist(directory: str | Path, seed: int):
-    """The MNIST test set split 8,000 / 2,000 (stratified by `seed`).
-
-    Returns a `training.data.Splits` (images float32 in [0, 255], shape
-    28x28x1; int32 labels), as `training.data.load_splits` does.
+    `epochs` scales the schedule (growth warm-up and interval, learning
+    rate warm-up; the growth window scales in `growth_window`);
+    `test_fraction` sets the held-out share. In quick mode one block, 2
+    short epochs, one event.
     """
-    from training.data import array_splits
+    from training.config import check_config, load_config
 
-    directory = Path(directory)
-    missing = [f for f in MNIST_FILES if not (directory / f).is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"--mnist {str(directory)!r} lacks {', '.join(missing)}."
-        )
-    images = read_idx(directory / MNIST_FILES[0]).astype("float32")[..., None]
-    labels = read_idx(directory / MNIST_FILES[1]).astype("int32")
-    return array_splits(images, labels, 10, MNIST_TEST, seed)
-
-
-@contextlib.contextmanager
-def mnist_data(directory: str | Path | None):
-    """Lets `training.train.Experiment` load `dataset="mnist"` from DIR.
-
-    The trainer knows only the datasets of `training.data`; inside this
-    context its loader hands `"mnist"` configs to `load_mnist` and every
-    other config to the original loader.
-    """
-    if directory is None:
-        yield
-        return
-    import training.train as train_module
-
-    original = train_module.load_splits
-
-    def load_splits(data, num_classes, seed):
-        if data["dataset"] == "mnist":
-            return load_mnist(directory, seed)
-        return original(data, num_classes, seed)
-
-    train_module.load_splits = load_splits
-    try:
-        yield
-    finally:
-        train_module.load_splits = original
-
-
-def base_config(quick: bool, mnist: bool = False) -> dict:
-    """`digits_tiny`; in quick mode one block, 2 short epochs, one event.
-
-    With `mnist`, the same model on 28x28 MNIST images cut into 7x7
-    patches (16 tokens, as for the digits), normalised with MNIST's mean
-    and standard deviation.
-    """
-    from training.config import load_config
-
-    config = load_config("digits_tiny")
+    config = load_config("mnist_tiny" if mnist else "digits_tiny")
     if mnist:
-        config["name"] = "mnist_tiny"
-        config["data"].update(
-            dataset="mnist", image_size=28, mean=(0.1307,), std=(0.3081,)
+        config["data"]["data_dir"] = str(mnist)
+    if test_fraction is not None:
+        config["data"]["test_fraction"] = test_fraction
+    if epochs is not None:
+        scale = epochs / FULL_EPOCHS
+        config["train"].update(
+            epochs=epochs,
+            warmup_epochs=max(
+                1, round(config["train"]["warmup_epochs"] * scale)
+            ),
         )
-        config["model"].update(image_size=28, patch_size=7)
+        for key in ("warmup", "interval"):
+            config["growth"][key] = max(1, round(config["growth"][key] * scale))
     if quick:
         config["model"].update(depth=1)
         config["train"].update(epochs=2, warmup_epochs=1, steps_per_epoch=8)
         config["growth"].update(warmup=1, interval=9, analysis_batches=2)
+    check_config(config)
     return config
 
 
 def growth_window(config: dict) -> tuple[int, int]:
-    """First and last epoch at whose end a growth event may run."""
-    growth = config["growth"]
-    last = min(GROWTH_WINDOW_END, config["train"]["epochs"] - 1)
+    """First and last epoch at whose end a growth event may run: epochs
+    8 to 26 of 34, scaled to the config's epochs."""
+    growth, epochs = config["growth"], config["train"]["epochs"]
+    end = round(GROWTH_WINDOW_END * epochs / FULL_EPOCHS)
+    last = min(end, epochs - 1)
     return growth["warmup"], max(growth["warmup"], last)
 
 
@@ -206,10 +209,11 @@ def model_sizes(model_config: dict) -> tuple[int, int, int]:
     from keras_depthhet.models import vit
     from keras_depthhet.models.flops import count_flops
     from keras_depthhet.models.vit import growable_layers
+    from training.config import vit_arguments
 
     key = json.dumps(model_config, sort_keys=True)
     if key not in _SIZES:
-        model = vit(**model_config)
+        model = vit(**vit_arguments(model_config))
         cost = max(layer.growth_cost(1) for layer in growable_layers(model))
         _SIZES[key] = (model.count_params(), count_flops(model), cost)
         del model
@@ -264,17 +268,29 @@ def static(config: dict, *, attention_width, mlp_width) -> dict:
     return config
 
 
-def main_configs(config: dict, quick: bool) -> dict[str, dict]:
-    configs = {
-        "a": grown(config),
-        "b": static(config, attention_width=1.0, mlp_width=1.0),
-        "c": static(config, attention_width=0.5, mlp_width=0.5),
-        "d": grown(config, criterion="random"),
-        "e": grown(config, criterion="gradient_proxy"),
+def from_scratch(config: dict) -> dict:
+    """Arm (f): the reduced model's config, growth off, with the
+    architecture of arm (a) (`ARCHITECTURE_OF_A` until the seed runs)."""
+    config = static(config, attention_width=0.5, mlp_width=0.5)
+    config["model"]["architecture_from"] = ARCHITECTURE_OF_A
+    return config
+
+
+def main_configs(
+    config: dict, quick: bool, arms: tuple[str, ...] = ARMS
+) -> dict[str, dict]:
+    """The configs of `arms` (quick mode: (a) and (b) unless chosen)."""
+    makers = {
+        "a": lambda: grown(config),
+        "b": lambda: static(config, attention_width=1.0, mlp_width=1.0),
+        "c": lambda: static(config, attention_width=0.5, mlp_width=0.5),
+        "d": lambda: grown(config, criterion="random"),
+        "e": lambda: grown(config, criterion="gradient_proxy"),
+        "f": lambda: from_scratch(config),
     }
-    if quick:
-        configs = {key: configs[key] for key in ("a", "b")}
-    return configs
+    if quick and arms == ARMS:
+        arms = ("a", "b")
+    return {arm: makers[arm]() for arm in ARMS if arm in arms}
 
 
 def interval_configs(config: dict, quick: bool) -> dict[int, dict]:
@@ -301,76 +317,204 @@ def config_key(config: dict) -> str:
     )
 
 
-# --------------------------------------------------------------------- runs
-class Runner:
-    """Trains each distinct (config, seed) once and keeps its result."""
-
-    def __init__(self, root: Path, total: int):
-        self.root = root
-        self.total = total
-        self.done: dict[tuple[str, int], dict] = {}
-
-    def __call__(self, name: str, config: dict, seed: int) -> dict:
-        import keras
-
-        from training.train import Experiment
-
-        key = (config_key(config), seed)
-        if key in self.done:
-            return self.done[key]
-        config = copy.deepcopy(config)
-        config["name"] = name
-        config["seed"] = seed
-        workdir = self.root / f"{name}-seed{seed}"
-        keras.utils.clear_session()
-        log = io.StringIO()
-        start = time.perf_counter()
-        with contextlib.redirect_stdout(log):
-            row = Experiment(config, workdir, overwrite=True).run()
-        seconds = time.perf_counter() - start
-        (workdir / "fit.log").write_text(log.getvalue())
-        events = json.loads((workdir / "growth_events.json").read_text())
-        grown = dict.fromkeys(LAYER_TYPES, 0)
-        for layer, neurons in (
-            events[-1]["total_grown"] if events else {}
-        ).items():
-            grown[layer.rsplit("_", 1)[-1]] += neurons
-        row.update(
-            seconds=seconds,
-            events=[e["epoch"] for e in events if e.get("params_added")],
-            grown=grown,
-        )
-        self.done[key] = row
-        print(
-            f"[{len(self.done):2d}/{self.total}] {name} seed {seed}: "
-            f"top-1 {row['top1']:.2f} %, top-5 {row['top5']:.2f} %, "
-            f"params {row['base_params']:,} -> {row['final_params']:,}, "
-            f"growth after epochs {row['events'] or '-'}, {seconds:.0f} s",
-            flush=True,
-        )
-        return row
-
-
 def run_names(
-    config: dict, quick: bool, ablations: bool = True
+    config: dict,
+    quick: bool,
+    ablations: bool = True,
+    arms: tuple[str, ...] = ARMS,
 ) -> dict[str, tuple[str, dict]]:
-    """Every distinct run: `{config_key: (name, config)}`, first name wins."""
-    runs = {}
+    """Every distinct run: `{config_key: (name, config)}`, first name wins.
+
+    Arm (f) follows arm (a), whose run directory it reads.
+    """
     named = [
-        (f"main-{key}", c) for key, c in main_configs(config, quick).items()
+        (f"main-{key}", c)
+        for key, c in main_configs(config, quick, arms).items()
     ]
-    if not ablations:
-        return {config_key(c): (name, c) for name, c in named}
-    named += [
-        (f"interval-{i}", c) for i, c in interval_configs(config, quick).items()
-    ]
-    named += [
-        (f"base-{label.split()[0].lower()}", c)
-        for label, c in reduction_configs(config, quick).items()
-    ]
+    if ablations:
+        named += [
+            (f"interval-{i}", c)
+            for i, c in interval_configs(config, quick).items()
+        ]
+        named += [
+            (f"base-{label.split()[0].lower()}", c)
+            for label, c in reduction_configs(config, quick).items()
+        ]
+    runs = {}
     for name, c in named:
         runs.setdefault(config_key(c), (name, c))
     return runs
+
+
+# --------------------------------------------------------------------- runs
+class BudgetSpent(Exception):
+    """`--hours` has passed; no further unit starts."""
+
+
+def _unit_record(row: dict, seconds: float, cpu_seconds: float) -> dict:
+    """What a unit's `.json` keeps: the summary without local paths."""
+    record = {
+        key: value
+        for key, value in row.items()
+        if key not in ("workdir", "plots", "root", "seconds")
+    }
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    record.update(
+        seconds=seconds,
+        cpu_seconds=cpu_seconds,
+        load_average=list(load) if load else None,
+    )
+    return record
+
+
+def growth_events(workdir: str | Path) -> list[dict]:
+    return json.loads((Path(workdir) / "growth_events.json").read_text())
+
+
+def grown_neurons(events: list[dict]) -> dict[str, int]:
+    """Neurons grown per layer type, all blocks summed."""
+    grown = dict.fromkeys(LAYER_TYPES, 0)
+    for layer, neurons in (events[-1]["total_grown"] if events else {}).items():
+        grown[layer.rsplit("_", 1)[-1]] += neurons
+    return grown
+
+
+class Runner:
+    """Trains each distinct (config, seed) once, as a resumable unit.
+
+    A unit `NAME-seed<k>` has its run directory `root/NAME-seed<k>`, and
+    beside it its log (`.log`) and its result (`.json`). A unit whose
+    result exists is read back; one whose run directory holds a backup of
+    an unfinished run is resumed from it; any other is trained afresh.
+
+    Args:
+        root: Folder of the units.
+        total: Number of units, for the progress lines.
+        deadline: `time.perf_counter()` value after which no unit starts
+            (`BudgetSpent`), or None.
+    """
+
+    def __init__(self, root: Path, total: int, deadline: float | None = None):
+        # Arm (f)'s config names arm (a)'s directory: spelled one way.
+        self.root = root.resolve()
+        self.total = total
+        self.deadline = deadline
+        self.done: dict[tuple[str, int], dict] = {}
+
+    def unit_config(self, name: str, config: dict, seed: int) -> dict:
+        """`config` as unit `name`/`seed` trains it (arm (f) pointed at
+        arm (a)'s run directory of the same seed)."""
+        config = copy.deepcopy(config)
+        config["name"] = name
+        config["seed"] = seed
+        if config["model"]["architecture_from"] == ARCHITECTURE_OF_A:
+            source = self.root / f"main-a-seed{seed}"
+            config["model"]["architecture_from"] = str(source)
+        return config
+
+    def __call__(self, name: str, config: dict, seed: int) -> dict:
+        config = self.unit_config(name, config, seed)
+        key = (config_key(config), seed)
+        if key not in self.done:
+            unit = f"{name}-seed{seed}"
+            record = self._read(unit, config)
+            if record is None:
+                record = self._train(unit, config)
+                state = f"{record['seconds']:.0f} s"
+            else:
+                state = "finished before"
+            self.done[key] = record
+            self._show(name, seed, record, state)
+        return self.done[key]
+
+    def _read(self, unit: str, config: dict) -> dict | None:
+        """The unit's finished result, or None; refuses a unit directory
+        of other settings."""
+        workdir, path = self.root / unit, self.root / f"{unit}.json"
+        try:
+            saved = json.loads((workdir / "config.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if saved != json.loads(json.dumps(config)):
+            raise ValueError(
+                f"Unit {str(workdir)!r} was trained with other settings "
+                "than this command's; use another --out. Received: --out "
+                f"{str(self.root)!r}"
+            )
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def _train(self, unit: str, config: dict) -> dict:
+        import keras
+
+        from training.train import Experiment, backed_up_epochs, read_run_file
+
+        if self.deadline is not None and time.perf_counter() > self.deadline:
+            raise BudgetSpent(unit)
+        workdir = self.root / unit
+        info = read_run_file(workdir) if workdir.is_dir() else None
+        resume = (
+            info is not None
+            and info["status"] != "finished"
+            and backed_up_epochs(workdir) > 0
+        )
+        keras.utils.clear_session()
+        start, cpu = time.perf_counter(), time.process_time()
+        with (self.root / f"{unit}.log").open("a") as log:
+            with contextlib.redirect_stdout(log):
+                experiment = Experiment(
+                    config, workdir, overwrite=not resume, resume=resume
+                )
+                row = experiment.run()
+        record = _unit_record(
+            row, time.perf_counter() - start, time.process_time() - cpu
+        )
+        events = growth_events(workdir)
+        # Arm (f) does not grow; its neurons are those arm (a) grew.
+        source = config["model"]["architecture_from"]
+        record.update(
+            events=[e["epoch"] for e in events if e.get("params_added")],
+            grown=grown_neurons(growth_events(source) if source else events),
+            resumed=resume,
+        )
+        (self.root / f"{unit}.json").write_text(json.dumps(record, indent=1))
+        return record
+
+    def _show(self, name, seed, record, state) -> None:
+        print(
+            f"[{len(self.done):2d}/{self.total}] {name} seed {seed}: "
+            f"top-1 {record['top1']:.2f} %, top-5 {record['top5']:.2f} %, "
+            f"params {record['base_params']:,} -> "
+            f"{record['final_params']:,}, growth after epochs "
+            f"{record['events'] or '-'}, {state}",
+            flush=True,
+        )
+
+
+# ----------------------------------------------------------- statistics
+def t_quantile(df: int) -> float:
+    """The 97.5 % quantile of Student's t with `df` degrees of freedom."""
+    from scipy import stats
+
+    return float(stats.t.ppf(0.975, df))
+
+
+def half_width(sd: float, n: int) -> float:
+    """Half-width of the 95 % confidence interval of a mean of `n`."""
+    return t_quantile(n - 1) * sd / math.sqrt(n) if n > 1 else math.inf
+
+
+def seeds_needed(sd: float, target: float = CI_HALF_WIDTH) -> int:
+    """Fewest seeds whose 95 % interval of a paired mean with standard
+    deviation `sd` is at most +-`target`."""
+    n = 2
+    while half_width(sd, n) > target:
+        n += 1
+    return n
+
+
+def differences(rows_x: list[dict], rows_y: list[dict]) -> list[float]:
+    """Top-1 of x minus top-1 of y, seed by seed."""
+    return [x["top1"] - y["top1"] for x, y in zip(rows_x, rows_y, strict=True)]
 
 
 # ------------------------------------------------------------------ tables
@@ -413,6 +557,38 @@ def grown_cell(rows: list[dict]) -> str:
         f"{statistics.fmean(r['grown'][t] for r in rows):.0f}"
         for t in LAYER_TYPES
     )
+
+
+def signed(value: float, digits: int = 2) -> str:
+    return f"{value:+.{digits}f}"
+
+
+def difference_table(results: dict[str, list[dict]]) -> str:
+    """Paired differences of top-1 with their 95 % confidence intervals."""
+    lines = [
+        "| Difference of top-1 (points) | Seeds | Mean | 95 % CI "
+        "| Half-width | SD | Per seed |",
+        "|---|---:|---:|---|---:|---:|---|",
+    ]
+    labels = dict(MAIN_VARIANTS)
+    for x, y in DIFFERENCES:
+        if x not in results or y not in results:
+            continue
+        values = differences(results[x], results[y])
+        n, mean = len(values), statistics.fmean(values)
+        if n > 1:
+            sd = statistics.stdev(values)
+            half = half_width(sd, n)
+            interval = f"{signed(mean - half)} to {signed(mean + half)}"
+            spread = f"{half:.2f} | {sd:.2f}"
+        else:
+            interval, spread = "-", "- | -"
+        lines.append(
+            f"| ({x}) {labels[x]} - ({y}) {labels[y]} | {n} "
+            f"| {signed(mean)} | {interval} | {spread} "
+            f"| {', '.join(signed(v, 1) for v in values)} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def per_seed(rows: list[dict]) -> str:
@@ -519,6 +695,52 @@ def load_average() -> str:
         return "n/a"
 
 
+def command_line(args) -> str:
+    """The command, with `--mnist DIR` and `--out DIR` as written in the
+    docs (a path of the machine that ran it says nothing to a reader)."""
+    import keras
+
+    parts = [f"KERAS_BACKEND={keras.backend.backend()}"]
+    parts.append("python -m benchmarks.replication")
+    if args.pilot:
+        parts.append("--pilot")
+    if args.quick:
+        parts.append("--quick")
+    if args.mnist:
+        parts.append("--mnist DIR")
+    if args.epochs is not None:
+        parts.append(f"--epochs {args.epochs}")
+    if args.test_fraction is not None:
+        parts.append(f"--test-fraction {args.test_fraction:g}")
+    if args.seeds_given:
+        parts.append(f"--seeds {args.seeds}")
+    if args.arms != ARMS and not args.pilot:
+        parts.append(f"--arms {','.join(args.arms)}")
+    if args.hours is not None:
+        parts.append(f"--hours {args.hours:g}")
+    if args.out:
+        parts.append("--out DIR")
+    return " ".join(parts)
+
+
+def split_text(config: dict) -> tuple[str, str, str]:
+    """(dataset, train/test split, held-out set) in words."""
+    data = config["data"]
+    if data["dataset"] == "mnist_t10k":
+        test = round(10_000 * data["test_fraction"])
+        return (
+            "the MNIST test set (28x28, 7x7 patches)",
+            f"{10_000 - test:,}/{test:,}",
+            f"{test:,} held-out images",
+        )
+    test = math.ceil(1_797 * data["test_fraction"])
+    return (
+        "scikit-learn's digits",
+        f"{1_797 - test:,}/{test:,}",
+        f"{test} held-out digits",
+    )
+
+
 def report(
     args,
     config: dict,
@@ -526,57 +748,67 @@ def report(
     seconds: float,
     started: datetime.datetime,
     load_start: str,
+    seeds: list[int],
+    records: list[dict],
 ) -> str:
     import keras
 
     growth = config["growth"]
     base, _, _ = model_sizes(dict(config["model"]))
     target = target_params(config)
-    command = (
-        f"KERAS_BACKEND={keras.backend.backend()} "
-        "python -m benchmarks.replication"
-        + (" --quick" if args.quick else "")
-        + (f" --seeds {args.seeds}" if args.seeds_given else "")
-        + (f" --mnist {args.mnist}" if args.mnist else "")
-        + (f" --out {args.out}" if args.out else "")
-    )
     train = config["train"]
     mode = "quick (smoke run, not evidence)" if args.quick else "full"
-    if args.mnist:
-        dataset = "the MNIST test set (28x28, 7x7 patches)"
-        split = f"8,000/{MNIST_TEST:,}"
-        held_out = f"{MNIST_TEST:,} held-out images"
-    else:
-        dataset = "scikit-learn's digits"
-        split, held_out = "1,437/360", "360 held-out digits"
+    dataset, split, held_out = split_text(config)
+    seed_text = (
+        f"seeds {seeds[0]}-{seeds[-1]}"
+        if len(seeds) > 1
+        else f"seed {seeds[0]}"
+    )
+    loads = [r["load_average"][0] for r in records if r.get("load_average")]
+    cpu = sum(r.get("cpu_seconds") or 0 for r in records)
+    trained = sum(r.get("seconds") or 0 for r in records)
+    load_during = (
+        f"; the 1-minute load average at the end of each run: mean "
+        f"{statistics.fmean(loads):.1f}, {min(loads):.1f} to {max(loads):.1f}"
+        if loads
+        else ""
+    )
     text = (
         f"Replication on {dataset}, {mode} mode: "
-        f"{args.seeds} seed(s) per variant (seeds 0-{args.seeds - 1}; the "
-        f"seed fixes the {split} train/test split, the initialisation "
+        f"{len(seeds)} seed(s) per arm ({seed_text}; the seed fixes the "
+        f"{split} train/test split, the data order, the initialisation "
         "and the random draws), mean ± sample standard deviation over "
         f"seeds, top-1 and top-5 on the {held_out} after the last "
-        "epoch.\n\n"
-        f"- Command: `{command}`\n"
+        "epoch; paired differences with 95 % confidence intervals "
+        "(Student's t over seeds).\n\n"
+        f"- Command: `{command_line(args)}`\n"
         f"- Date: {started:%Y-%m-%d %H:%M} (local time); total wall time "
-        f"{seconds / 60:.1f} min ({seconds:.0f} s)\n"
+        f"{seconds / 60:.1f} min ({seconds:.0f} s); the runs' own wall "
+        f"time {trained / 60:.1f} min and CPU time {cpu / 60:.1f} min "
+        "(runs finished before and reused count their first time)\n"
         f"- Backend: {keras.backend.backend()} ({versions()})\n"
         f"- Machine: {machine()}, shared with other work; load average "
         f"(1, 5, 15 min) {load_start} at the start, {load_average()} at "
-        "the end\n"
-        f"- Schedule (`digits_tiny`): {train['epochs']} epochs, batch "
+        f"the end{load_during}\n"
+        f"- Schedule (`{config['name']}`): {train['epochs']} epochs, batch "
         f"{train['batch_size']}, AdamW at {train['base_lr']:g} (linear "
         f"warm-up over {train['warmup_epochs']} epoch(s), cosine decay); "
-        f"growth warm-up {growth['warmup']}, layer threshold "
+        f"growth warm-up {growth['warmup']}, interval "
+        f"{growth['interval']}, layer threshold "
         f"{growth['layer_threshold']}, splitting analysis on "
         f"{growth['analysis_batches']} batches of un-augmented training "
         "images\n"
-        f"- Growing variants start from the reduced base ({base:,} "
+        f"- Growing arms start from the reduced base ({base:,} "
         "parameters: attention and MLP widths halved) and stop at "
         f"`target_params` = {target:,}, {TARGET_FRACTION:.0%} of the "
         f"uniform model's {uniform_params(config):,} (the paper's ratio, "
         "19.4M / 21.7M); each event's budget is the parameters to add "
         "divided by the number of events in the growth window, plus the "
         "largest cost of one neuron, capped by the target\n"
+        "- Arm (f) builds, for each seed, the architecture arm (a) grew "
+        "(`keras_depthhet.growth.fresh_model`: every weight drawn afresh, "
+        "each +/- pair from the layer's initializer) and trains it "
+        "without growth on the same data\n"
         "- MFLOPs / image: forward FLOPs of the final model for one image, "
         "one multiply-add counted as one FLOP (the DeiT convention of "
         "`keras_depthhet.models.flops.count_flops`); 1 MFLOP = 0.001 "
@@ -590,7 +822,123 @@ def report(
     return text
 
 
+# ------------------------------------------------------------------ pilot
+PILOT_FILE = RESULTS_DIR / "replication_pilot.json"
+"""The pilot's rows, one per settings, kept across pilot runs."""
+
+
+def pilot_row(config: dict, results: dict[str, list[dict]]) -> dict:
+    """What one pilot measured for one setting of epochs and test size."""
+    _, split, _ = split_text(config)
+    row = {
+        "dataset": config["data"]["dataset"],
+        "epochs": config["train"]["epochs"],
+        "split": split,
+        "seeds": len(results["a"]),
+    }
+    for x, y in (("a", "b"), ("a", "d")):
+        values = differences(results[x], results[y])
+        row[f"{x}-{y}"] = {
+            "mean": statistics.fmean(values),
+            "sd": statistics.stdev(values) if len(values) > 1 else None,
+            "per_seed": values,
+        }
+    for arm in PILOT_ARMS:
+        rows = results[arm]
+        row[f"seconds_{arm}"] = statistics.fmean(r["seconds"] for r in rows)
+        row[f"cpu_{arm}"] = statistics.fmean(r["cpu_seconds"] for r in rows)
+    loads = [r["load_average"][0] for arm in PILOT_ARMS for r in results[arm]]
+    row["load"] = statistics.fmean(loads)
+    sds = [row[d]["sd"] for d in ("a-b", "a-d")]
+    if None not in sds:
+        needed = seeds_needed(max(sds))
+        # Six arms: (a), (d), (e) grow; (b), (c), (f) do not, and (b),
+        # the widest, stands for the other two.
+        per_seed = 3 * row["seconds_a"] + 3 * row["seconds_b"]
+        per_seed_cpu = 3 * row["cpu_a"] + 3 * row["cpu_b"]
+        row.update(
+            seeds_needed=needed,
+            hours_six_arms=needed * per_seed / 3600,
+            cpu_hours_six_arms=needed * per_seed_cpu / 3600,
+        )
+    return row
+
+
+def pilot_table(rows: list[dict]) -> str:
+    lines = [
+        "| Data | Epochs | Train/test | Seeds | a - b: mean, SD "
+        "| a - d: mean, SD | Wall s per run (a / b / d) "
+        "| CPU s per run (a / b / d) | Load | Seeds for ±0.5 "
+        "| Six arms: wall h (CPU h) |",
+        "|---|---:|---|---:|---|---|---|---|---:|---:|---|",
+    ]
+
+    def diff(row, key):
+        d = row[key]
+        sd = "-" if d["sd"] is None else f"{d['sd']:.2f}"
+        return f"{d['mean']:+.2f}, {sd}"
+
+    for row in rows:
+        times = " / ".join(f"{row[f'seconds_{a}']:.0f}" for a in PILOT_ARMS)
+        cpus = " / ".join(f"{row[f'cpu_{a}']:.0f}" for a in PILOT_ARMS)
+        needed = row.get("seeds_needed", "-")
+        hours = (
+            f"{row['hours_six_arms']:.1f} ({row['cpu_hours_six_arms']:.1f})"
+            if "hours_six_arms" in row
+            else "-"
+        )
+        lines.append(
+            f"| {row['dataset']} | {row['epochs']} | {row['split']} "
+            f"| {row['seeds']} | {diff(row, 'a-b')} | {diff(row, 'a-d')} "
+            f"| {times} | {cpus} | {row['load']:.1f} | {needed} | {hours} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def pilot_report(args, rows: list[dict], started, seconds) -> str:
+    return (
+        "Pilot of the seeded comparison: arms (a) grown, (b) uniform and "
+        "(d) random neurons, trained with the same seeds; per settings, "
+        "the mean and standard deviation over seeds of the paired "
+        "differences of top-1 (points), the mean time per run, the "
+        "1-minute load average at the end of the runs, the seeds a 95 % "
+        "confidence interval of ±0.5 points on both differences needs "
+        "(Student's t, with the larger SD), and the time six arms would "
+        "take with that many seeds ((b)'s time standing for (c) and (f), "
+        "(a)'s for (e)).\n\n"
+        f"- Last command: `{command_line(args)}`\n"
+        f"- Date of the last pilot: {started:%Y-%m-%d %H:%M} (local time), "
+        f"{seconds / 60:.0f} min\n"
+        f"- Machine: {machine()}, shared with other work; backend "
+        f"{__import__('keras').backend.backend()} ({versions()})\n\n"
+        + pilot_table(rows)
+    )
+
+
+def pilot(args, config: dict, results: dict, started, seconds) -> Path:
+    """Adds (or replaces) this setting's row and writes the pilot table."""
+    row = pilot_row(config, results)
+    rows = json.loads(PILOT_FILE.read_text()) if PILOT_FILE.exists() else []
+    same = ("dataset", "epochs", "split")
+    rows = [r for r in rows if any(r[k] != row[k] for k in same)] + [row]
+    if not args.quick:
+        PILOT_FILE.write_text(json.dumps(rows, indent=1) + "\n")
+    markdown = pilot_report(args, rows, started, seconds)
+    print(markdown)
+    return write_result("replication_pilot", markdown, quick=args.quick)
+
+
 # -------------------------------------------------------------------- main
+def _arms(text: str) -> tuple[str, ...]:
+    arms = tuple(dict.fromkeys(a.strip() for a in text.split(",") if a))
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown or not arms:
+        raise argparse.ArgumentTypeError(
+            f"arms are letters of {','.join(ARMS)}; received {text!r}"
+        )
+    return tuple(a for a in ARMS if a in arms)
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.replication",
@@ -599,16 +947,24 @@ def parse_args(argv):
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run: two variants, one block, 2 short epochs, one seed",
+        help="smoke run: arms a and b, one block, 2 short epochs, one seed",
     )
     parser.add_argument(
         "--seeds",
         type=int,
         default=None,
-        help="seeds per variant (default 3, quick 1)",
+        help="seeds per arm, 0 to N-1 (default 3, quick 1)",
     )
     parser.add_argument(
-        "--out", help="keep the run directories in DIR (default: deleted)"
+        "--arms",
+        type=_arms,
+        default=ARMS,
+        help="main-comparison arms, e.g. a,b,d (default: all, a-f; f needs a)",
+    )
+    parser.add_argument(
+        "--out",
+        help="keep the units (run directories, logs, results) in DIR and "
+        "reuse the finished ones (default: a temporary directory)",
     )
     parser.add_argument(
         "--mnist",
@@ -616,13 +972,51 @@ def parse_args(argv):
         help="run the main comparison on the MNIST test set in DIR instead "
         "(the two t10k-*-ubyte.gz files)",
     )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        help=f"scale the {FULL_EPOCHS}-epoch schedule to N epochs",
+    )
+    parser.add_argument(
+        "--test-fraction",
+        type=float,
+        help="held-out share of the data (default 0.2)",
+    )
+    parser.add_argument(
+        "--hours",
+        type=float,
+        help="start no unit after H hours; report the complete seeds",
+    )
+    parser.add_argument(
+        "--pilot",
+        action="store_true",
+        help="measure the paired differences' spread and the time per "
+        "run with arms a, b, d; write replication_pilot.md",
+    )
     args = parser.parse_args(argv)
     args.seeds_given = args.seeds is not None
     if args.seeds is None:
         args.seeds = 1 if args.quick else 3
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
+    if args.epochs is not None and args.epochs < 4:
+        parser.error("--epochs must be at least 4 (a warm-up and 3 events)")
+    if args.test_fraction is not None and not 0 < args.test_fraction < 1:
+        parser.error("--test-fraction must lie strictly between 0 and 1")
+    if args.pilot:
+        args.arms = PILOT_ARMS
+    if "f" in args.arms and "a" not in args.arms:
+        parser.error("--arms: arm f trains the architecture arm a grew")
     return args
+
+
+def report_name(args) -> str:
+    name = "replication"
+    if args.mnist:
+        name += "_mnist"
+    if args.epochs is not None or args.test_fraction is not None:
+        name += "_seeded"
+    return name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -630,9 +1024,11 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.datetime.now()
     load_start = load_average()
     start = time.perf_counter()
-    config = base_config(args.quick, mnist=bool(args.mnist))
-    ablations = not args.mnist
-    runs = run_names(config, args.quick, ablations)
+    config = base_config(
+        args.quick, args.mnist, args.epochs, args.test_fraction
+    )
+    ablations = not args.mnist and not args.pilot
+    runs = run_names(config, args.quick, ablations, args.arms)
     seeds = list(range(args.seeds))
     total = len(runs) * len(seeds)
     root = Path(args.out) if args.out else Path(tempfile.mkdtemp())
@@ -642,30 +1038,44 @@ def main(argv: list[str] | None = None) -> int:
         f"{total} runs into {root}",
         flush=True,
     )
-    runner = Runner(root, total)
-    by_key = {}
+    deadline = None if args.hours is None else start + 3600 * args.hours
+    runner = Runner(root, total, deadline)
+    by_seed: dict[int, dict[str, dict]] = {}
     try:
-        with mnist_data(args.mnist):
-            for seed in seeds:
-                for key, (name, run_config) in runs.items():
-                    by_key.setdefault(key, []).append(
-                        runner(name, run_config, seed)
-                    )
+        for seed in seeds:
+            for key, (name, run_config) in runs.items():
+                row = runner(name, run_config, seed)
+                by_seed.setdefault(seed, {})[key] = row
+    except BudgetSpent as spent:
+        print(f"--hours {args.hours:g} spent before unit {spent}", flush=True)
     finally:
         if not args.out:
             shutil.rmtree(root, ignore_errors=True)
+    seeds = [s for s in seeds if len(by_seed.get(s, {})) == len(runs)]
+    if not seeds:
+        print("No seed finished every arm; nothing to report.")
+        return 1
 
     def rows(run_config):
-        return by_key[config_key(run_config)]
+        return [by_seed[s][config_key(run_config)] for s in seeds]
 
     main_results = {
-        key: rows(c) for key, c in main_configs(config, args.quick).items()
+        key: rows(c)
+        for key, c in main_configs(config, args.quick, args.arms).items()
     }
-    intervals = interval_configs(config, args.quick)
-    reductions = reduction_configs(config, args.quick)
-    widths = {label: (a, m) for label, a, m in REDUCTIONS}
-    sections = {"Main comparison": main_table(main_results)}
+    seconds = time.perf_counter() - start
+    if args.pilot:
+        path = pilot(args, config, main_results, started, seconds)
+        print(f"Wrote {path} ({seconds:.0f} s)")
+        return 0
+    sections = {
+        "Main comparison": main_table(main_results),
+        "Paired differences": difference_table(main_results),
+    }
     if ablations:
+        intervals = interval_configs(config, args.quick)
+        reductions = reduction_configs(config, args.quick)
+        widths = {label: (a, m) for label, a, m in REDUCTIONS}
         sections["Scaling interval (same window, same target)"] = (
             interval_table(
                 {i: rows(c) for i, c in intervals.items()},
@@ -677,10 +1087,11 @@ def main(argv: list[str] | None = None) -> int:
                 {label: rows(c) for label, c in reductions.items()}, widths
             )
         )
-    seconds = time.perf_counter() - start
-    markdown = report(args, config, sections, seconds, started, load_start)
-    name = "replication_mnist" if args.mnist else "replication"
-    path = write_result(name, markdown, quick=args.quick)
+    records = [row for s in seeds for row in by_seed[s].values()]
+    markdown = report(
+        args, config, sections, seconds, started, load_start, seeds, records
+    )
+    path = write_result(report_name(args), markdown, quick=args.quick)
     print(markdown)
     print(f"Wrote {path} ({seconds:.0f} s)")
     return 0

@@ -4,6 +4,10 @@ Nothing is trained here; `python -m benchmarks.run_all --quick` runs the
 script itself.
 """
 
+import copy
+import json
+import statistics
+
 import pytest
 
 from benchmarks import replication
@@ -14,7 +18,7 @@ def full():
     return replication.base_config(quick=False)
 
 
-def test_full_mode_plans_nine_distinct_configurations(full):
+def test_full_mode_plans_ten_distinct_configurations(full):
     runs = replication.run_names(full, quick=False)
     names = [name for name, _ in runs.values()]
     assert names == [
@@ -23,6 +27,7 @@ def test_full_mode_plans_nine_distinct_configurations(full):
         "main-c",
         "main-d",
         "main-e",
+        "main-f",
         "interval-3",
         "interval-6",
         "base-attention",
@@ -133,3 +138,138 @@ def test_event_epochs_of_only_some_seeds_are_marked():
     rows = [_row(95.0, events=(8, 14)), _row(95.0, events=(8, 14, 20))]
     assert replication.events_cell(rows) == "8, 14 (+20 in 1 of 2 seeds)"
     assert replication.events_cell([_row(95.0, events=())]) == "-"
+
+
+def test_arm_f_is_the_reduced_model_from_arm_a_architecture(full, tmp_path):
+    configs = replication.main_configs(full, quick=False)
+    scratch = configs["f"]
+    assert not scratch["growth"]["enabled"]
+    assert scratch["model"] == {
+        **configs["c"]["model"],
+        "architecture_from": replication.ARCHITECTURE_OF_A,
+    }
+    runner = replication.Runner(tmp_path, total=1)
+    unit = runner.unit_config("main-f", scratch, seed=4)
+    assert unit["seed"] == 4 and unit["name"] == "main-f"
+    assert unit["model"]["architecture_from"] == str(
+        tmp_path.resolve() / "main-a-seed4"
+    )
+    # Arms chosen: the order of the comparison, (f) after (a).
+    assert list(replication.main_configs(full, False, ("f", "a", "b"))) == [
+        "a",
+        "b",
+        "f",
+    ]
+
+
+@pytest.mark.parametrize(
+    "epochs, events, warmup_epochs", [(34, [8, 17, 26], 3), (16, [4, 8, 12], 1)]
+)
+def test_epochs_scale_the_schedule(epochs, events, warmup_epochs):
+    config = replication.base_config(False, epochs=epochs, test_fraction=0.5)
+    grown = replication.main_configs(config, quick=False)["a"]
+    assert replication.event_epochs(grown) == events
+    assert grown["train"]["epochs"] == epochs
+    assert grown["train"]["warmup_epochs"] == warmup_epochs
+    assert grown["data"]["test_fraction"] == 0.5
+
+
+def test_mnist_comparison_reads_the_directory_given(tmp_path):
+    config = replication.base_config(False, mnist=str(tmp_path))
+    assert config["data"]["dataset"] == "mnist_t10k"
+    assert config["data"]["data_dir"] == str(tmp_path)
+    assert config["model"]["patch_size"] == 7
+    assert replication.split_text(config)[1] == "8,000/2,000"
+    args = replication.parse_args(
+        ["--mnist", str(tmp_path), "--out", str(tmp_path), "--seeds", "12"]
+    )
+    command = replication.command_line(args)
+    assert str(tmp_path) not in command
+    assert "--mnist DIR" in command and "--out DIR" in command
+
+
+def test_confidence_intervals_against_student_t_tables():
+    # t(0.975) for 2 and 9 degrees of freedom: 4.303 and 2.262.
+    assert replication.half_width(1.0, 3) == pytest.approx(
+        4.303 / 3**0.5, abs=1e-3
+    )
+    assert replication.half_width(0.76, 10) == pytest.approx(
+        2.262 * 0.76 / 10**0.5, abs=1e-3
+    )
+    # 0.76: 11 seeds give 2.228 * 0.76 / sqrt(11) = 0.51, 12 give 0.48.
+    assert replication.seeds_needed(0.76) == 12
+    assert replication.seeds_needed(0.2) == 3
+
+
+def test_difference_table_gives_mean_interval_and_seeds():
+    results = {
+        "a": [_row(95.0), _row(96.0), _row(94.0)],
+        "b": [_row(94.0), _row(95.0), _row(95.0)],
+        "d": [_row(95.5), _row(95.5), _row(94.5)],
+    }
+    table = replication.difference_table(results)
+    lines = table.splitlines()
+    assert len(lines) == 4  # a - b, a - d; c, e, f absent
+    half = 4.303 * statistics.stdev([1, 1, -1]) / 3**0.5
+    assert lines[2].startswith(
+        "| (a) grown, splitting criterion - (b) uniform full width | 3 "
+        "| +0.33 |"
+    )
+    assert f"| {half:.2f} | 1.15 |" in lines[2]
+    assert f"{1 / 3 - half:+.2f} to {1 / 3 + half:+.2f}" in lines[2]
+    assert lines[2].endswith("| +1.0, +1.0, -1.0 |")
+    assert "(d) grown, random neurons | 3 | -0.17 |" in lines[3]
+
+
+def test_arms_are_checked():
+    assert replication.parse_args(["--arms", "b,a"]).arms == ("a", "b")
+    assert replication.parse_args(["--pilot"]).arms == ("a", "b", "d")
+    for bad in (["--arms", "a,z"], ["--arms", "b,f"], ["--epochs", "2"]):
+        with pytest.raises(SystemExit):
+            replication.parse_args(bad)
+
+
+def test_a_unit_of_other_settings_is_refused(full, tmp_path):
+    runner = replication.Runner(tmp_path, total=1)
+    config = replication.main_configs(full, quick=False)["b"]
+    unit = tmp_path / "main-b-seed0"
+    unit.mkdir()
+    saved = runner.unit_config("main-b", config, 0)
+    (unit / "config.json").write_text(json.dumps(saved))
+    assert runner._read("main-b-seed0", saved) is None  # not finished
+    record = {"top1": 95.0}
+    (tmp_path / "main-b-seed0.json").write_text(json.dumps(record))
+    assert runner._read("main-b-seed0", saved) == record
+    other = copy.deepcopy(saved)
+    other["train"]["epochs"] = 16
+    with pytest.raises(ValueError, match="other settings"):
+        runner._read("main-b-seed0", other)
+
+
+def test_pilot_row_projects_seeds_and_time():
+    def rows(top1s, seconds, cpu):
+        return [
+            dict(
+                _row(t),
+                seconds=seconds,
+                cpu_seconds=cpu,
+                load_average=[10.0, 9.0, 8.0],
+            )
+            for t in top1s
+        ]
+
+    results = {
+        "a": rows([95.0, 96.0, 94.0], 300, 100),
+        "b": rows([94.0, 95.0, 95.0], 200, 80),
+        "d": rows([95.0, 96.0, 94.0], 300, 100),
+    }
+    config = replication.base_config(False, epochs=16)
+    row = replication.pilot_row(config, results)
+    assert row["a-b"]["sd"] == pytest.approx(statistics.stdev([1, 1, -1]))
+    assert row["a-d"]["sd"] == 0.0
+    needed = replication.seeds_needed(row["a-b"]["sd"])
+    assert row["seeds_needed"] == needed
+    assert row["hours_six_arms"] == pytest.approx(needed * 1500 / 3600)
+    assert row["cpu_hours_six_arms"] == pytest.approx(needed * 540 / 3600)
+    table = replication.pilot_table([row])
+    assert f"| {needed} |" in table and "| 300 / 200 / 300 |" in table
