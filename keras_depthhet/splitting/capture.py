@@ -471,8 +471,6 @@ def make_step(model, layers, loss, transform: Callable, kind: tuple):
     growth changes the variables and so makes a new step. The cache lives
     on the model (set past Keras' attribute tracking), so it goes with it.
     """
-    if loss is None:
-        loss = model.loss
     key = (
         keras.backend.backend(),
         tuple((k, id(layer)) for k, layer in layers.items()),
@@ -485,11 +483,14 @@ def make_step(model, layers, loss, transform: Callable, kind: tuple):
         cache = {}
         object.__setattr__(model, _CACHE_ATTRIBUTE, cache)
     cached = cache.get(key)
-    if cached is not None and (cached[0] is loss or cached[0] == loss):
+    # None means the compiled loss with its loss weights, not the same as
+    # passing `model.loss` itself.
+    given = ("compiled", model.loss) if loss is None else ("given", loss)
+    if cached is not None and (cached[0] is given or cached[0] == given):
         return cached[1]
     loss_fn = resolve_loss(model, loss)
     step = _backend_module().make_step(model, layers, loss_fn, transform)
-    cache[key] = (loss, step)
+    cache[key] = (given, step)
     return step
 
 
