@@ -30,7 +30,6 @@ PACKAGES = (
 ENTRY_POINTS = (
     "training.train",
     "training.compare",
-    "training.distributed.fit_with_growth",
 )
 _CONSTANT_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 

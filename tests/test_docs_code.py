@@ -113,7 +113,7 @@ EXAMPLES_NOT_RUN = {
     "keras_depthhet.growth.rebuild.rebuild_grown_model": (
         "works on the reader's `model`"
     ),
-    "training.distributed.fit_with_growth": (
+    "keras_depthhet.distributed.fit.fit_with_growth": (
         "trains 40 epochs on the reader's data"
     ),
 }
