@@ -244,11 +244,6 @@ def test_lr_budget_schedule_is_relative_to_the_peak_after_warm_up():
         ({"analysis_batches": 0}, "analysis_batches"),
         ({"layers": "block_0_mlp_fc1"}, "layers"),
         ({"verbose": 3}, "verbose"),
-        ({"criterion": "splitting", "analysis_data": None}, "analysis_data"),
-        (
-            {"criterion": "gradient_proxy", "analysis_data": None},
-            "analysis_data",
-        ),
     ],
 )
 def test_bad_arguments_raise_at_construction(kwargs, match):
