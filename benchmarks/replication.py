@@ -25,7 +25,8 @@ as mean +- standard deviation over seeds and as paired differences with
 Usage:
 
     KERAS_BACKEND=tensorflow python -m benchmarks.replication \
-        [--quick] [--seeds N] [--arms a,b,...] [--out DIR] [--mnist DIR] \
+        [--quick] [--seeds N] [--first-seed K] [--arms a,b,...] \
+        [--out DIR] [--mnist DIR] \
         [--epochs N] [--test-fraction F] [--hours H] [--pilot]
 
 The full mode (30 runs, about half an hour on a quiet 2-core CPU) writes
@@ -51,6 +52,9 @@ the run directory. Running the same command again reuses every finished
 unit, continues an interrupted one from its last epoch (`--resume` of
 the training CLI) and trains the rest, so a run cut off loses only the
 epoch in progress; a unit directory made with other settings is refused.
+Two processes may share one `--out` when their seeds differ
+(`--first-seed K` trains seeds K to K+N-1); a last command over all the
+seeds then reuses every unit and writes the report.
 Without `--out`, run directories go to a temporary directory, deleted at
 the end. `--hours H` starts no unit after H hours and reports the seeds
 whose arms all finished.
@@ -714,6 +718,8 @@ def command_line(args) -> str:
         parts.append(f"--test-fraction {args.test_fraction:g}")
     if args.seeds_given:
         parts.append(f"--seeds {args.seeds}")
+    if args.first_seed:
+        parts.append(f"--first-seed {args.first_seed}")
     if args.arms != ARMS and not args.pilot:
         parts.append(f"--arms {','.join(args.arms)}")
     if args.hours is not None:
@@ -956,6 +962,14 @@ def parse_args(argv):
         help="seeds per arm, 0 to N-1 (default 3, quick 1)",
     )
     parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        metavar="K",
+        help="start at seed K: seeds K to K+N-1 (another process can "
+        "train other seeds into the same --out)",
+    )
+    parser.add_argument(
         "--arms",
         type=_arms,
         default=ARMS,
@@ -999,6 +1013,8 @@ def parse_args(argv):
         args.seeds = 1 if args.quick else 3
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
+    if args.first_seed < 0:
+        parser.error("--first-seed must be at least 0")
     if args.epochs is not None and args.epochs < 4:
         parser.error("--epochs must be at least 4 (a warm-up and 3 events)")
     if args.test_fraction is not None and not 0 < args.test_fraction < 1:
@@ -1008,6 +1024,12 @@ def parse_args(argv):
     if "f" in args.arms and "a" not in args.arms:
         parser.error("--arms: arm f trains the architecture arm a grew")
     return args
+
+
+def seed_list(args) -> list[int]:
+    """The seeds this command trains: `--first-seed` and the next
+    `--seeds` - 1."""
+    return list(range(args.first_seed, args.first_seed + args.seeds))
 
 
 def report_name(args) -> str:
@@ -1029,7 +1051,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ablations = not args.mnist and not args.pilot
     runs = run_names(config, args.quick, ablations, args.arms)
-    seeds = list(range(args.seeds))
+    seeds = seed_list(args)
     total = len(runs) * len(seeds)
     root = Path(args.out) if args.out else Path(tempfile.mkdtemp())
     root.mkdir(parents=True, exist_ok=True)

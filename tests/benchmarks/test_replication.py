@@ -229,6 +229,20 @@ def test_arms_are_checked():
             replication.parse_args(bad)
 
 
+def test_first_seed_lets_two_processes_split_the_seeds(tmp_path):
+    common = ["--mnist", str(tmp_path), "--out", str(tmp_path)]
+    first = replication.parse_args(common + ["--seeds", "4"])
+    second = replication.parse_args(
+        common + ["--seeds", "3", "--first-seed", "4"]
+    )
+    assert replication.seed_list(first) == [0, 1, 2, 3]
+    assert replication.seed_list(second) == [4, 5, 6]
+    assert "--first-seed 4" in replication.command_line(second)
+    assert "--first-seed" not in replication.command_line(first)
+    with pytest.raises(SystemExit):
+        replication.parse_args(["--first-seed", "-1"])
+
+
 def test_a_unit_of_other_settings_is_refused(full, tmp_path):
     runner = replication.Runner(tmp_path, total=1)
     config = replication.main_configs(full, quick=False)["b"]
