@@ -29,6 +29,7 @@ BENCHMARKS = (
     "growable_dense_overhead",
     "splitting_cost",
     "growth_event_cost",
+    "multi_process_event_cost",
     "recent_batches_overhead",
     "train_step_throughput",
     "train_step_profile",

@@ -1,9 +1,13 @@
-"""`python -m benchmarks.run_all`: the script list, the runs, failures."""
+"""`python -m benchmarks.run_all`: the script list, the runs, failures;
+`multi_process_event_cost`'s table and worker clean-up."""
 
+import signal
 import subprocess
 import sys
 
-from benchmarks import common, run_all
+import pytest
+
+from benchmarks import common, multi_process_event_cost, run_all
 
 
 def test_every_benchmark_script_is_listed_and_exists():
@@ -76,3 +80,58 @@ def test_quick_results_never_replace_published_tables(monkeypatch, tmp_path):
     assert path == tmp_path / "quick" / "table.md"
     assert not (tmp_path / "table.md").exists()
     assert common.write_result("table", "full\n") == tmp_path / "table.md"
+
+
+def _worker_result(analysis, agreement, params=1000):
+    events = [
+        {"analysis": 9.0, "agreement": 0.0, "grow": 9.0, "recompile": 9.0},
+        {
+            "analysis": analysis,
+            "agreement": agreement,
+            "grow": 0.5,
+            "recompile": 1.5,
+        },
+    ]
+    return {"events": events, "steady_step": 0.01, "params": params}
+
+
+def test_multi_process_table_times_events_after_the_first():
+    chief, other = _worker_result(2.0, 0.0), _worker_result(0.0, 2.5)
+    assert multi_process_event_cost.median_parts(chief) == {
+        "analysis": 2.0,
+        "agreement": 0.0,
+        "grow": 0.5,
+        "recompile": 1.5,
+        "total": 4.0,
+    }
+    results = {"jax": {1: [_worker_result(1.0, 0.0)], 2: [chief, other]}}
+    rows = multi_process_event_cost.table(results).splitlines()[2:]
+    assert rows == [
+        "| jax | 1 | 1.00 | 0.00 | 0.50 | 1.50 | 3.00 | 1.00 | 10 | 1,000 |",
+        "| jax | 2 | 2.00 | 0.00 (other waits 2.50) | 0.50 | 1.50 | 4.00 "
+        "| 1.33 | 10 | 1,000 |",
+    ]
+
+
+def test_multi_process_run_kills_its_workers_at_the_timeout(monkeypatch):
+    started = []
+    popen = subprocess.Popen
+
+    def sleeping_worker(command, **kwargs):
+        command = [sys.executable, "-c", "import time; time.sleep(60)"]
+        started.append(popen(command, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(
+        multi_process_event_cost.subprocess, "Popen", sleeping_worker
+    )
+    monkeypatch.setattr(multi_process_event_cost, "TIMEOUT", 1)
+    with pytest.raises(RuntimeError, match="2 processes failed .killed after"):
+        multi_process_event_cost._run("jax", 2, ["2", "64"])
+    assert len(started) == 2
+    assert all(proc.returncode == -signal.SIGKILL for proc in started)
+
+
+def test_multi_process_run_reports_a_failed_worker():
+    with pytest.raises(RuntimeError, match="1 processes failed .exit 2"):
+        multi_process_event_cost._run("jax", 1, ["not", "numbers"])
