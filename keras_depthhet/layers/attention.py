@@ -95,9 +95,11 @@ class Attention(keras.layers.Layer):
             qkv, (-1, ops.shape(tokens)[1], 3, self.num_heads, self.head_dim)
         )
         query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        mixed = ops.dot_product_attention(
-            query, key, value, scale=self.head_dim**-0.5
-        )
+        scale = self.head_dim**-0.5
+        if keras.backend.backend() == "jax" and query.dtype == "float16":
+            mixed = _float16_attention(query, key, value, scale)
+        else:
+            mixed = ops.dot_product_attention(query, key, value, scale=scale)
         mixed = ops.reshape(mixed, (-1, ops.shape(tokens)[1], self.inner_dim))
         return self.proj(mixed)
 
@@ -115,3 +117,17 @@ class Attention(keras.layers.Layer):
                 self, {"qkv": self.qkv, "proj": self.proj}
             ),
         }
+
+
+def _float16_attention(query, key, value, scale):
+    """Attention of float16 `(batch, tokens, heads, head_dim)` tensors on JAX.
+
+    JAX's `dot_product_attention` asks XLA for float16 products with float32
+    results, which XLA's CPU backend refuses ("precision 'F16_F16_F32' is not
+    supported by dot_general on CPU"), so `mixed_float16` models could not
+    run on a CPU. The same maths in float16 matmuls, with the softmax in
+    float32 as under the fused kernel.
+    """
+    scores = ops.einsum("bqhd,bkhd->bhqk", query * scale, key)
+    weights = ops.softmax(ops.cast(scores, "float32"), axis=-1)
+    return ops.einsum("bhqk,bkhd->bqhd", ops.cast(weights, value.dtype), value)

@@ -29,9 +29,7 @@ def test_ema_slots_of_new_weights_start_at_the_weights():
     optimizer = model.optimizer
     averages = optimizer._model_variables_moving_average
     by_variable = dict(
-        zip(
-            [id(v) for v in model.trainable_variables], averages, strict=True
-        )
+        zip([id(v) for v in model.trainable_variables], averages, strict=True)
     )
     for variable in _growth_variables(model):
         np.testing.assert_array_equal(
@@ -42,8 +40,9 @@ def test_ema_slots_of_new_weights_start_at_the_weights():
 
 def test_ema_overwrite_at_the_end_of_fit_keeps_grown_weights():
     x, y = random_data(32)
+    momentum = 0.9
     model = compiled_tiny_vit(
-        keras.optimizers.Adam(1e-3, use_ema=True, ema_momentum=0.9)
+        keras.optimizers.Adam(1e-3, use_ema=True, ema_momentum=momentum)
     )
     grower = GrowthCallback(
         warmup=1,
@@ -54,27 +53,48 @@ def test_ema_overwrite_at_the_end_of_fit_keeps_grown_weights():
         seed=0,
         verbose=0,
     )
-    seen = {}
+    trained = []  # the new weights after each step since the event
 
     class Record(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             if epoch == 0:
-                seen.update(
-                    (id(v), keras.ops.convert_to_numpy(v).copy())
-                    for v in _growth_variables(self.model)
-                )
+                trained.append(_values(self.model))
+
+        def on_train_batch_end(self, batch, logs=None):
+            if trained:
+                trained.append(_values(self.model))
 
     model.fit(
         x, y, batch_size=8, epochs=3, callbacks=[grower, Record()], verbose=0
     )
-    assert grower.history and seen
-    for variable in _growth_variables(model):
-        start = seen[id(variable)]
-        end = keras.ops.convert_to_numpy(variable)
-        # Without the fix the EMA started at 0 and the final overwrite
-        # left ~4% of each new weight.
-        ratio = np.linalg.norm(end) / np.linalg.norm(start)
-        assert 0.8 < ratio < 1.25
+    assert grower.history and len(trained) == 1 + 8
+    # Keras' EMA, computed here from the recorded weights: the average of
+    # a new weight starts at its value at the event (not at 0).
+    expected = trained[0]
+    for step in trained[1:]:
+        expected = [
+            momentum * e + (1 - momentum) * v
+            for e, v in zip(expected, step, strict=True)
+        ]
+    from_zero = [0 * e for e in trained[0]]
+    for step in trained[1:]:
+        from_zero = [
+            momentum * e + (1 - momentum) * v
+            for e, v in zip(from_zero, step, strict=True)
+        ]
+    for end, want in zip(_values(model), expected, strict=True):
+        np.testing.assert_allclose(end, want, rtol=1e-4, atol=1e-7)
+    # The two starts give averages far apart: the check above can fail.
+    want, wrong = (
+        np.concatenate([v.ravel() for v in a]) for a in (expected, from_zero)
+    )
+    assert np.linalg.norm(want - wrong) > 0.2 * np.linalg.norm(want)
+
+
+def _values(model):
+    return [
+        keras.ops.convert_to_numpy(v).copy() for v in _growth_variables(model)
+    ]
 
 
 def _nested_equal_names():
