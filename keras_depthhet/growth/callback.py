@@ -83,9 +83,7 @@ def _peak_learning_rate(optimizer, initial: float) -> float:
     schedule = keras.optimizers.schedules.deserialize(config)
     step = int(keras.ops.convert_to_numpy(optimizer.iterations))
     steps = np.unique(np.linspace(0, step, num=min(step + 1, 257)).round())
-    rates = [
-        float(keras.ops.convert_to_numpy(schedule(int(s)))) for s in steps
-    ]
+    rates = [float(keras.ops.convert_to_numpy(schedule(int(s)))) for s in steps]
     return max(rates + [current])
 
 
@@ -402,7 +400,19 @@ class GrowthCallback(keras.callbacks.Callback):
         with open(metadata) as f:
             saved_epoch = int(json.load(f)["epoch"])
         events = [e for e in state["history"] if e["epoch"] <= saved_epoch]
-        for event in events:
+        # The model may already hold some of these events: the same model
+        # object fit again after an interruption, or a model loaded from a
+        # checkpoint. Only the events it lacks are replayed.
+        done = self._events_in_model(state["history"])
+        if done > len(events):
+            raise ValueError(
+                "The model has grown past the backup in "
+                f"{self._backup.backup_dir!r}: it holds {done} growth events "
+                f"and the backup ends after epoch {saved_epoch}, with "
+                f"{len(events)}. Resume with a model built as at the start "
+                "of the run; `BackupAndRestore` then loads the backup into it."
+            )
+        for event in events[done:]:
             grow_model(self.model, event["plan"], scale=self.scale)
         self.history = events
         self._initial_lr = state.get("initial_lr")
@@ -412,6 +422,32 @@ class GrowthCallback(keras.callbacks.Callback):
                 f"{self.model.count_params():,} parameters) from the backup "
                 f"in {self._backup.backup_dir!r}."
             )
+
+    def _events_in_model(self, events) -> int:
+        """How many of `events`, from the first, the model's growth rounds
+        are; raises where they are none of those prefixes."""
+        layers = growable_layer_map(self.model)
+        have = {
+            k: [sorted(np.asarray(r).tolist()) for r in layer.growth_rounds]
+            for k, layer in layers.items()
+        }
+        expected = {k: [] for k in layers}
+        for done in range(len(events) + 1):
+            if expected == have:
+                return done
+            if done < len(events):
+                for key, indices in events[done]["plan"].items():
+                    if len(indices) and key in expected:
+                        expected[key].append(
+                            sorted(np.asarray(indices).tolist())
+                        )
+        raise ValueError(
+            "The model's growth rounds are not those recorded in "
+            f"{self._state_path()!r} (by the GrowthCallback of the run "
+            "being resumed): resume with a model built as at the start of "
+            "that run. Received: a model with "
+            f"{sum(map(len, have.values()))} growth rounds in its layers."
+        )
 
     # -------------------------------------------------------------- scores
     def compute_scores(self) -> dict[str, np.ndarray]:

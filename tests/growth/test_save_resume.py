@@ -1,10 +1,12 @@
 """A model grown inside `fit` saves, loads, resumes and crosses backends."""
 
+import shutil
+
 import keras
 import numpy as np
 import pytest
 
-from keras_depthhet.growth import GrowthCallback
+from keras_depthhet.growth import GrowthCallback, grow_model
 from tests.growth.helpers import compiled_tiny_vit, random_data
 from tests.subprocess_utils import run_python
 
@@ -86,11 +88,17 @@ def test_backup_and_restore_resumes_after_growth(tmp_path):
         )
     grown_params = model.count_params()
     assert len(grower.history) == 1
+    shutil.copytree(tmp_path / "backup", tmp_path / "copy")
     history = model.fit(x, y, epochs=4, callbacks=[grower, backup], **FIT)
     assert len(history.epoch) == 2  # Resumed at epoch 3.
     assert model.count_params() == grown_params
     assert len(grower.history) == 1
     _assert_same(_weights(model), _uninterrupted(x, y, 4))
+    # A model whose growth is not the backup's is refused before training.
+    grow_model(model, {"block_0_mlp_fc2": [1]})
+    copy = keras.callbacks.BackupAndRestore(str(tmp_path / "copy"))
+    with pytest.raises(ValueError, match="growth rounds are not those"):
+        model.fit(x, y, epochs=5, callbacks=[_grower(), copy], **FIT)
 
 
 def test_grown_model_saved_mid_training_predicts_the_same_on_other_backend(
