@@ -306,6 +306,23 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def event_lines(results: dict) -> str:
+    """Every worker's events, part by part, as a Markdown list."""
+    lines = []
+    for backend, runs in results.items():
+        for processes, workers in runs.items():
+            for rank, worker in enumerate(workers):
+                events = "; ".join(
+                    " + ".join(f"{event[p]:.2f}" for p in PARTS)
+                    for event in worker["events"]
+                )
+                lines.append(
+                    f"- {backend}, {processes} process(es), worker {rank}: "
+                    f"{events}"
+                )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.multi_process_event_cost",
@@ -340,6 +357,9 @@ def main() -> None:
         "share the cores: the steady step is the cores' limit, not the "
         "network's.\n\n"
         + table(results)
+        + "\n\nEach event, in order, as analysis + agreement + grow + "
+        "recompile seconds:\n\n"
+        + event_lines(results)
         + f"\n\nCommand: `{command}` ({time.time() - start:.0f} s).\n"
     )
     path = write_result("multi_process_event_cost", markdown, args.quick)

@@ -111,6 +111,15 @@ def test_multi_process_table_times_events_after_the_first():
         "| jax | 2 | 2.00 | 0.00 (other waits 2.50) | 0.50 | 1.50 | 4.00 "
         "| 1.33 | 10 | 1,000 |",
     ]
+    lines = multi_process_event_cost.event_lines(results).splitlines()
+    assert lines[0] == (
+        "- jax, 1 process(es), worker 0: 9.00 + 0.00 + 9.00 + 9.00; "
+        "1.00 + 0.00 + 0.50 + 1.50"
+    )
+    assert [line[:30] for line in lines[1:]] == [
+        "- jax, 2 process(es), worker 0",
+        "- jax, 2 process(es), worker 1",
+    ]
 
 
 def test_multi_process_run_kills_its_workers_at_the_timeout(monkeypatch):
