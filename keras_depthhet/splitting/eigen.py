@@ -11,11 +11,14 @@ weights `g * sigma''(z')`. Two solvers share that form:
   (`4 * N * n * D` flops) and a neuron leaves the batch once converged.
 
 Each batch's matrices are formed inside the backend's traced capture step
-(`keras.ops`) and summed on the host in float64; the eigen-solves run in
-NumPy (float64 for the dense and tridiagonal problems). The Lanczos
-products are float32 matmuls: NumPy's BLAS (`NumpyProducts`, no compilation
-per shape as the active width shrinks) or, on the TensorFlow backend for
-large layers, TensorFlow's.
+(`keras.ops`) and summed on the host in float64; the dense eigen-solves run
+in NumPy (float64). The matrix-free solve takes its products from the
+backend (`capture.lanczos_products`, dispatched in `lanczos_min_eigen`): on
+JAX the whole solve runs on the default device (`eigen_jax`: one jitted
+loop, fixed shapes, nothing fetched but the results); otherwise the host
+runs the Lanczos loop below with float32 products from NumPy's BLAS
+(`NumpyProducts`) or, on the TensorFlow backend for large layers,
+TensorFlow's, and float64 tridiagonal checks in NumPy.
 """
 
 import numpy as np
@@ -343,6 +346,15 @@ def smallest_ritz(
     return theta, last
 
 
+def start_vectors(units: int, dim: int, seed: int) -> np.ndarray:
+    """The seeded random unit start vectors `(units, dim)` of Lanczos."""
+    start = np.random.default_rng(seed).standard_normal(
+        (units, dim), dtype="float32"
+    )
+    start /= np.linalg.norm(start, axis=1, keepdims=True)
+    return start
+
+
 def lanczos_min_eigen(
     x: np.ndarray,
     c: np.ndarray,
@@ -375,25 +387,33 @@ def lanczos_min_eigen(
         max_iter: Most Lanczos steps per neuron.
         return_vectors: Whether to also return the Ritz vectors.
         seed: Seed of the start vectors.
-        products: The products `S_i v_i`, a `NumpyProducts` (the
-            default) or an object with the same `__call__`, `keep` and
-            `eigh` (the TensorFlow backend's runs all three in
+        products: How the products `S_i v_i` run: a `NumpyProducts`
+            (the default) or an object with the same `__call__`, `keep`
+            and `eigh` (the TensorFlow backend's runs all three in
             TensorFlow: NumPy's BLAS threads, left spinning after a call,
-            would slow TensorFlow's).
+            would slow TensorFlow's), which this loop calls step by step;
+            or an object whose `solve(tol, max_iter, return_vectors,
+            seed)` runs the whole solve on the backend's device (the JAX
+            backend's `eigen_jax.DeviceLanczos`).
 
     Returns:
         `(values (n,), vectors (n, D) or None, steps (n,) int,
-        converged (n,) bool)`.
+        converged (n,) bool)`: NumPy arrays, or the device's arrays from
+        a `solve` (the caller fetches them).
     """
     if products is None:
         products = NumpyProducts(x, c)
+    if hasattr(products, "solve"):
+        return products.solve(
+            tol=tol,
+            max_iter=max_iter,
+            return_vectors=return_vectors,
+            seed=seed,
+        )
     dim = x.shape[1]
     units = c.shape[1]
     max_steps = min(max_iter, dim)
-    start = np.random.default_rng(seed).standard_normal(
-        (units, dim), dtype="float32"
-    )
-    start /= np.linalg.norm(start, axis=1, keepdims=True)
+    start = start_vectors(units, dim, seed)
     # The basis grows by doubling: most neurons stop after a few dozen steps.
     basis = np.zeros((units, min(max_steps, 32), dim), dtype="float32")
     basis[:, 0] = start

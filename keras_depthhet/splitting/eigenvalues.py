@@ -134,10 +134,13 @@ def splitting_eigenvalues(
     by batch and calls a symmetric eigen-solver in float64;
     `"matrix_free"` runs a batched Lanczos iteration over all neurons of a
     layer with products `S_i v` as two matmuls over the captured inputs
-    (`tokens * (d+1 + units)` floats held per layer; on TensorFlow the
-    products of large layers run as TensorFlow matmuls, otherwise on
-    NumPy's BLAS). `"auto"` takes, per layer, the one with fewer flops
-    among those that fit `memory_budget`.
+    (`tokens * (d+1 + units)` floats held per layer). On JAX the whole
+    solve runs where the model runs, on the default device, as one
+    compiled program per layer shape (compiled at the first analysis,
+    reused at later ones); on TensorFlow the products of large layers
+    run as TensorFlow matmuls, the others and the convergence checks on
+    NumPy. `"auto"` takes, per layer, the one with fewer flops among
+    those that fit `memory_budget`.
     Layers are processed in groups that fit the budget together; each
     group costs one forward and backward pass over the batches.
 
@@ -305,7 +308,7 @@ def _solve(plan, store, tol, max_iter, return_vectors):
         converged = np.ones(units, dtype=bool)
     else:
         x, c = store
-        values, vectors, steps, converged = eigen.lanczos_min_eigen(
+        found = eigen.lanczos_min_eigen(
             x,
             c,
             tol=tol,
@@ -313,6 +316,12 @@ def _solve(plan, store, tol, max_iter, return_vectors):
             return_vectors=return_vectors,
             products=capture.lanczos_products(x, c),
         )
+        # The results' only trip to the host, where the solve ran on the
+        # device.
+        values, vectors, steps, converged = (
+            None if a is None else np.asarray(a) for a in found
+        )
+        steps = steps.astype("int64")
         if not converged.all():
             warnings.warn(
                 f"Layer {plan.key!r}: {int((~converged).sum())} of "
