@@ -16,7 +16,7 @@ class _FixedScores(GrowthCallback):
     """Hand-made scores: the callback's wiring without the analysis."""
 
     def __init__(self, scores_fn, **kwargs):
-        super().__init__(criterion="splitting", analysis_data=(0, 0), **kwargs)
+        super().__init__(criterion="splitting", **kwargs)
         self.scores_fn = scores_fn
 
     def compute_scores(self):
