@@ -4,13 +4,16 @@ The analysis hook asks the enclosing `tf.GradientTape` to watch the output
 tensor of every call of a hooked layer; `tape.gradient` then gives
 `dL/d(output)` directly. The model runs in float32.
 The step is one `tf.function`, compiled with XLA when the model's
-`jit_compile` is on.
+`jit_compile` is on. The captures stay in TensorFlow: the matrix-free
+solve runs there too, products and convergence checks, for every layer
+size (`eigen_tensorflow`, always compiled with XLA).
 """
 
 from collections.abc import Callable
 
 import tensorflow as tf
 
+from keras_depthhet.splitting import eigen_tensorflow
 from keras_depthhet.splitting.sites import CallSites
 from keras_depthhet.utils.keras_internals import float32_compute
 
@@ -95,43 +98,11 @@ def make_step(model, layers: dict, loss_fn: Callable, transform: Callable):
     return step
 
 
-class LanczosProducts:
-    """The Lanczos products `S_i v_i`, run as TensorFlow matmuls.
-
-    Same role as `eigen.NumpyProducts`: `((v X~^T) * C^T) X~` for the
-    active neurons, `keep` drops the done ones. TensorFlow's CPU matmuls
-    (oneDNN) run these products faster than NumPy's BLAS, and keeping
-    every product, and the small eigen-solves of the convergence checks,
-    in TensorFlow leaves NumPy's BLAS threads idle, which would otherwise
-    contend with TensorFlow's for the cores.
-    """
-
-    def __init__(self, x, c):
-        self._x = tf.convert_to_tensor(x, "float32")
-        self._rows = tf.transpose(tf.convert_to_tensor(c, "float32"))
-
-    def __call__(self, v):
-        projected = tf.matmul(v, self._x, transpose_b=True)
-        return tf.matmul(projected * self._rows, self._x).numpy()
-
-    def keep(self, index):
-        self._rows = tf.gather(self._rows, index)
-
-    @staticmethod
-    def eigh(matrices):
-        values, vectors = tf.linalg.eigh(tf.constant(matrices))
-        return values.numpy(), vectors.numpy()
-
-
-MIN_PRODUCT_FLOPS = 2e8
-"""Flops of one full-width product below which NumPy runs the products.
-
-For small layers the cost of an eager TensorFlow call outweighs its
-faster matmuls."""
-
-
 def lanczos_products(x, c):
-    """Products for `eigen.lanczos_min_eigen` (see `LanczosProducts`)."""
-    if 4.0 * x.shape[0] * x.shape[1] * c.shape[1] < MIN_PRODUCT_FLOPS:
-        return None
-    return LanczosProducts(x, c)
+    """The whole Lanczos solve in TensorFlow (`eigen_tensorflow`).
+
+    One XLA-compiled loop with fixed shapes, for every layer size: the
+    captures `x` and `c` stay where the capture step left them, and only
+    the results are fetched.
+    """
+    return eigen_tensorflow.DeviceLanczos(x, c)

@@ -12,13 +12,13 @@ weights `g * sigma''(z')`. Two solvers share that form:
 
 Each batch's matrices are formed inside the backend's traced capture step
 (`keras.ops`) and summed on the host in float64; the dense eigen-solves run
-in NumPy (float64). The matrix-free solve takes its products from the
-backend (`capture.lanczos_products`, dispatched in `lanczos_min_eigen`): on
-JAX the whole solve runs on the default device (`eigen_jax`: one jitted
-loop, fixed shapes, nothing fetched but the results); otherwise the host
-runs the Lanczos loop below with float32 products from NumPy's BLAS
-(`NumpyProducts`) or, on the TensorFlow backend for large layers,
-TensorFlow's, and float64 tridiagonal checks in NumPy.
+in NumPy (float64). The matrix-free solve runs where the captures are:
+`capture.lanczos_products` gives the backend's twin of the Lanczos loop
+below (`eigen_jax`, `eigen_tensorflow`: one compiled loop with fixed
+shapes, nothing fetched but the results), which `lanczos_min_eigen` hands
+the whole solve. The loop below is the reference they follow, on the
+host: float32 products from NumPy's BLAS (`NumpyProducts`) and float64
+tridiagonal checks in NumPy.
 """
 
 import numpy as np
@@ -389,12 +389,11 @@ def lanczos_min_eigen(
         seed: Seed of the start vectors.
         products: How the products `S_i v_i` run: a `NumpyProducts`
             (the default) or an object with the same `__call__`, `keep`
-            and `eigh` (the TensorFlow backend's runs all three in
-            TensorFlow: NumPy's BLAS threads, left spinning after a call,
-            would slow TensorFlow's), which this loop calls step by step;
-            or an object whose `solve(tol, max_iter, return_vectors,
-            seed)` runs the whole solve on the backend's device (the JAX
-            backend's `eigen_jax.DeviceLanczos`).
+            and `eigh`, which this loop calls step by step; or an object
+            whose `solve(tol, max_iter, return_vectors, seed)` runs the
+            whole solve on the backend's device instead
+            (`eigen_jax.DeviceLanczos`, `eigen_tensorflow.DeviceLanczos`,
+            from `capture.lanczos_products`).
 
     Returns:
         `(values (n,), vectors (n, D) or None, steps (n,) int,

@@ -134,13 +134,12 @@ def splitting_eigenvalues(
     by batch and calls a symmetric eigen-solver in float64;
     `"matrix_free"` runs a batched Lanczos iteration over all neurons of a
     layer with products `S_i v` as two matmuls over the captured inputs
-    (`tokens * (d+1 + units)` floats held per layer). On JAX the whole
-    solve runs where the model runs, on the default device, as one
-    compiled program per layer shape (compiled at the first analysis,
-    reused at later ones); on TensorFlow the products of large layers
-    run as TensorFlow matmuls, the others and the convergence checks on
-    NumPy. `"auto"` takes, per layer, the one with fewer flops among
-    those that fit `memory_budget`.
+    (`tokens * (d+1 + units)` floats held per layer). The whole solve
+    runs where the model runs (JAX's default device, TensorFlow's
+    device), as one XLA program per layer shape, compiled at the first
+    analysis and reused at later ones of the same shapes. `"auto"` takes,
+    per layer, the one with fewer flops among those that fit
+    `memory_budget`.
     Layers are processed in groups that fit the budget together; each
     group costs one forward and backward pass over the batches.
 
@@ -283,8 +282,8 @@ def _capture_group(model, group, loss, batches, total) -> dict:
                     matrices += stores[name]
                 stores[name] = matrices
             else:
-                # Kept as backend tensors: the solver's products take
-                # them as they are (TensorFlow) or as NumPy arrays.
+                # Kept as backend tensors, on the device: the solve runs
+                # there.
                 pieces[name].append(arrays)
         del terms
     for name, parts in pieces.items():
@@ -316,7 +315,7 @@ def _solve(plan, store, tol, max_iter, return_vectors):
             return_vectors=return_vectors,
             products=capture.lanczos_products(x, c),
         )
-        # The results' only trip to the host, where the solve ran on the
+        # The results' only trip to the host: the solve ran on the
         # device.
         values, vectors, steps, converged = (
             None if a is None else np.asarray(a) for a in found

@@ -1,26 +1,89 @@
-"""The matrix-free solve on the JAX backend's default device (`eigen_jax`).
+"""The matrix-free solve where the captures are, on JAX and TensorFlow.
 
-The solve is pure JAX, so most of these tests run under either Keras
-backend; the end-to-end test checks the backend's own path.
+Both solves are plain JAX or TensorFlow code, so their tests run under
+either Keras backend; the end-to-end test checks the backend's own path.
 """
+
+import contextlib
+import functools
+from types import SimpleNamespace
 
 import jax
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_depthhet.splitting import (
     capture,
     eigen,
     eigen_jax,
+    eigen_tensorflow,
     splitting_eigenvalues,
 )
 from tests.growth.helpers import random_data, tiny_vit
 from tests.splitting.test_solvers import _problem, _tridiagonals
 
 
-def _on_device(*arrays):
-    return [jax.device_put(a) for a in arrays]
+def _jax_traced_without_callbacks(solve, x, c):
+    """Whether `solve(x, c)` traces as JAX code that calls no host code.
+
+    On the CPU, JAX does not guard device-to-host transfers (NumPy reads
+    the buffer in place), so `jax.transfer_guard` cannot see a capture
+    being fetched there. Tracing can: fetching a traced capture raises,
+    and a host callback would show in the program.
+    """
+    return "callback" not in str(jax.make_jaxpr(solve)(x, c))
+
+
+def _tf_traced_without_callbacks(solve, x, c):
+    """`_jax_traced_without_callbacks` for TensorFlow: a graph without
+    Python functions (`tf.py_function`, `tf.numpy_function`)."""
+    concrete = tf.function(solve, autograph=False).get_concrete_function(
+        tf.TensorSpec(x.shape, "float32"), tf.TensorSpec(c.shape, "float32")
+    )
+    graph = concrete.graph.as_graph_def()
+    kinds = {node.op for node in graph.node}
+    for function in graph.library.function:
+        kinds |= {node.op for node in function.node_def}
+    return not any("PyFunc" in kind for kind in kinds)
+
+
+SOLVERS = {
+    "jax": SimpleNamespace(
+        module=eigen_jax,
+        put=jax.device_put,
+        array=jax.Array,
+        compiled=jax.jit,
+        float64=functools.partial(jax.enable_x64, True),
+        traced_without_callbacks=_jax_traced_without_callbacks,
+        fetch_error=jax.errors.TracerArrayConversionError,
+    ),
+    "tensorflow": SimpleNamespace(
+        module=eigen_tensorflow,
+        put=tf.constant,
+        array=tf.Tensor,
+        compiled=functools.partial(
+            tf.function, jit_compile=True, autograph=False
+        ),
+        float64=contextlib.nullcontext,
+        traced_without_callbacks=_tf_traced_without_callbacks,
+        fetch_error=NotImplementedError,
+    ),
+}
+
+
+@pytest.fixture(params=list(SOLVERS))
+def solver(request):
+    return SOLVERS[request.param]
+
+
+def _solve(solver, x, c, **kwargs):
+    found = solver.module.lanczos_min_eigen(
+        solver.put(x), solver.put(c), **kwargs
+    )
+    assert all(a is None or isinstance(a, solver.array) for a in found)
+    return [None if a is None else np.asarray(a) for a in found]
 
 
 def _residuals(matrices, values, vectors):
@@ -30,18 +93,16 @@ def _residuals(matrices, values, vectors):
     return np.linalg.norm(product - values[:, None] * vectors, axis=1) / scale
 
 
-def test_device_solve_matches_dense_eigh_and_host_lanczos(rng):
+def test_device_solve_matches_dense_eigh_and_host_lanczos(rng, solver):
     # More neurons than one product chunk, one of them without curvature:
     # neurons stop at different steps and the done ones are masked.
     x, c, matrices = _problem(rng, 400, 41, 150)
     c[:, 7] = 0.0
     matrices[7] = 0.0
-    found = eigen_jax.lanczos_min_eigen(
-        *_on_device(x, c), tol=1e-4, max_iter=100, return_vectors=True
+    values, vectors, steps, converged = _solve(
+        solver, x, c, tol=1e-4, max_iter=100, return_vectors=True
     )
-    assert all(isinstance(a, jax.Array) for a in found)
-    values, vectors, steps, converged = (np.asarray(a) for a in found)
-    reference, _ = eigen.dense_min_eigen(matrices, return_vectors=True)
+    reference = eigen.dense_min_eigen(matrices)
     scale = np.abs(reference).max()
     np.testing.assert_allclose(values, reference, rtol=1e-3, atol=1e-6 * scale)
     assert converged.all()
@@ -63,14 +124,11 @@ def test_device_solve_matches_dense_eigh_and_host_lanczos(rng):
     assert np.mean(steps == host_steps) > 0.9
 
 
-def test_fewer_tokens_than_inputs_exhaust_the_krylov_space(rng):
+def test_fewer_tokens_than_inputs_exhaust_the_krylov_space(rng, solver):
     # S_i has rank at most 12: the solve stops at step 13 at the latest.
     x, c, matrices = _problem(rng, 12, 41, 5)
-    values, _, steps, converged = (
-        np.asarray(a) if a is not None else a
-        for a in eigen_jax.lanczos_min_eigen(
-            *_on_device(x, c), tol=1e-4, max_iter=100
-        )
+    values, _, steps, converged = _solve(
+        solver, x, c, tol=1e-4, max_iter=100
     )
     reference = eigen.dense_min_eigen(matrices)
     np.testing.assert_allclose(
@@ -79,27 +137,28 @@ def test_fewer_tokens_than_inputs_exhaust_the_krylov_space(rng):
     assert converged.all() and steps.max() <= 13
 
 
-def test_max_iter_bounds_the_steps_and_reports_unconverged(rng):
+def test_max_iter_bounds_the_steps_and_reports_unconverged(rng, solver):
     x, c, _ = _problem(rng, 600, 97, 8)
-    _, _, steps, converged = eigen_jax.lanczos_min_eigen(
-        *_on_device(x, c), tol=1e-9, max_iter=3
-    )
-    assert int(steps.max()) == 3
-    assert not np.asarray(converged).any()
+    _, _, steps, converged = _solve(solver, x, c, tol=1e-9, max_iter=3)
+    assert steps.max() == 3
+    assert not converged.any()
 
 
 @pytest.mark.parametrize("size", [1, 2, 7, 40])
-def test_tridiagonal_solves_match_dense_eigh(rng, size):
+def test_tridiagonal_solves_match_dense_eigh(rng, size, solver):
     alphas, betas, matrices = _tridiagonals(rng, 60, size)
     values, vectors = np.linalg.eigh(matrices)
     scale = np.abs(values).max(axis=1) + 1e-300
-    with jax.enable_x64(True):
-        theta, last = jax.jit(eigen_jax.smallest_ritz)(alphas, betas)
+    smallest = solver.compiled(solver.module.smallest_ritz)
+    with solver.float64():
+        theta, last = smallest(alphas, betas)
         guessed = [
-            jax.jit(eigen_jax.smallest_ritz)(alphas, betas, guess)[0]
+            smallest(alphas, betas, guess)[0]
             for guess in (values[:, 0] - scale, values[:, 0] + scale)
         ]
-        ritz = jax.jit(eigen_jax.ritz_vectors)(alphas, betas, values[:, 0])
+        ritz = solver.compiled(solver.module.ritz_vectors)(
+            alphas, betas, values[:, 0]
+        )
     for found in [theta, *guessed]:
         np.testing.assert_array_less(
             np.abs(np.asarray(found) - values[:, 0]), 1e-12 * scale
@@ -117,40 +176,34 @@ def test_tridiagonal_solves_match_dense_eigh(rng, size):
     np.testing.assert_allclose(overlap[simple], 1.0, atol=1e-6)
 
 
-def _traced_without_callbacks(solve, x, c):
-    """Whether `solve(x, c)` traces as JAX code that calls no host code.
-
-    On the CPU, JAX does not guard device-to-host transfers (NumPy reads
-    the buffer in place), so `jax.transfer_guard` cannot see a capture
-    being fetched there. Tracing can: fetching a traced capture raises,
-    and a host callback would show in the program.
-    """
-    return "callback" not in str(jax.make_jaxpr(solve)(x, c))
-
-
-def test_solve_fetches_no_capture(rng):
+def test_solve_fetches_no_capture(rng, solver):
     x, c, matrices = _problem(rng, 300, 33, 70)
-    x, c = _on_device(x, c)
+    x, c = solver.put(x), solver.put(c)
     kwargs = {"tol": 1e-3, "max_iter": 50}
 
     def device_solve(x, c):
-        return eigen_jax.lanczos_min_eigen(x, c, return_vectors=True, **kwargs)
+        return solver.module.lanczos_min_eigen(
+            x, c, return_vectors=True, **kwargs
+        )
 
-    assert _traced_without_callbacks(device_solve, x, c)
-    with jax.transfer_guard("disallow"):
+    assert solver.traced_without_callbacks(device_solve, x, c)
+    if solver.module is eigen_jax:
+        with jax.transfer_guard("disallow"):
+            found = jax.block_until_ready(device_solve(x, c))
+    else:
         found = device_solve(x, c)
-        jax.block_until_ready(found)
     np.testing.assert_allclose(
         np.asarray(found[0]), eigen.dense_min_eigen(matrices), rtol=1e-3
     )
     # The check fails for the host loop, which fetches the captures.
-    with pytest.raises(jax.errors.TracerArrayConversionError):
-        _traced_without_callbacks(
+    with pytest.raises(solver.fetch_error):
+        solver.traced_without_callbacks(
             lambda x, c: eigen.lanczos_min_eigen(x, c, **kwargs), x, c
         )
 
 
 def test_splitting_eigenvalues_solves_where_the_model_runs(monkeypatch):
+    own = SOLVERS[keras.backend.backend()]
     model = tiny_vit()
     x, y = random_data(24)
     data = [(x[:12], y[:12]), (x[12:], y[12:])]
@@ -159,23 +212,21 @@ def test_splitting_eigenvalues_solves_where_the_model_runs(monkeypatch):
     solved = []
     solve = eigen.lanczos_min_eigen
 
-    def guarded(x, c, **kwargs):
+    def checked(x, c, **kwargs):
         solved.append(kwargs["products"])
-        if keras.backend.backend() != "jax":
-            return solve(x, c, **kwargs)
-        assert isinstance(x, jax.Array) and isinstance(c, jax.Array)
+        assert isinstance(x, own.array) and isinstance(c, own.array)
 
         def traced(x, c):
             products = capture.lanczos_products(x, c)
             return solve(x, c, **dict(kwargs, products=products))
 
-        assert _traced_without_callbacks(traced, x, c)
-        with jax.transfer_guard("disallow"):
-            found = solve(x, c, **kwargs)
-            jax.block_until_ready(found)
-        return found
+        assert own.traced_without_callbacks(traced, x, c)
+        if own.module is eigen_jax:
+            with jax.transfer_guard("disallow"):
+                return jax.block_until_ready(solve(x, c, **kwargs))
+        return solve(x, c, **kwargs)
 
-    monkeypatch.setattr(eigen, "lanczos_min_eigen", guarded)
+    monkeypatch.setattr(eigen, "lanczos_min_eigen", checked)
     free, info = splitting_eigenvalues(
         model,
         data,
@@ -185,11 +236,7 @@ def test_splitting_eigenvalues_solves_where_the_model_runs(monkeypatch):
         tol=1e-4,
         return_info=True,
     )
-    if keras.backend.backend() == "jax":
-        assert isinstance(solved[0], eigen_jax.DeviceLanczos)
-    else:
-        # TensorFlow keeps its host loop (see `_capture_tensorflow`).
-        assert not isinstance(solved[0], eigen_jax.DeviceLanczos)
+    assert isinstance(solved[0], own.module.DeviceLanczos)
     dense = splitting_eigenvalues(
         model, data, loss=loss, layers=[name], method="dense"
     )
