@@ -19,9 +19,14 @@ run.
 
     python -m benchmarks.train_step_throughput [--quick] [--rounds N]
         [--models reduced grown uniform] [--timm-python PATH]
+        [--jax-xla-flags=FLAGS ...]
 
 `--models` limits the run to some of the models, with a table of its own
 (`results/train_step_throughput_uniform.md` for the uniform model alone).
+`--jax-xla-flags=FLAGS` (repeatable; the `=` lets FLAGS start with `--`)
+adds one more JAX worker whose `XLA_FLAGS` is FLAGS, timed in the same
+turns as the others: XLA compiler options tried on the benchmark's side
+only, never set by the library.
 """
 
 import argparse
@@ -180,7 +185,7 @@ def timm_available(python: str) -> bool:
     return subprocess.run(probe, capture_output=True).returncode == 0
 
 
-def measure(quick, rounds, repeats, timm_python, names):
+def measure(quick, rounds, repeats, timm_python, names, xla_flags=()):
     """Starts the workers one after another, then times them in turns.
 
     Returns `({worker: ready_info}, {worker: {model: best seconds}})`.
@@ -198,6 +203,9 @@ def measure(quick, rounds, repeats, timm_python, names):
         backend: ([sys.executable, *module], {"KERAS_BACKEND": backend})
         for backend in BACKENDS
     }
+    for flags in xla_flags:
+        env = {"KERAS_BACKEND": "jax", "XLA_FLAGS": flags}
+        specs[_flagged(flags)] = ([sys.executable, *module], env)
     # Quick mode times a small ViT, so no DeiT-S in timm to set beside it.
     if (
         not quick
@@ -225,7 +233,22 @@ def measure(quick, rounds, repeats, timm_python, names):
     return {name: w.ready for name, w in workers.items()}, best
 
 
-def report(quick, image_size, batch, ready, best, rounds, seconds, machine):
+def _flagged(flags: str) -> str:
+    """The name of the JAX worker run with `XLA_FLAGS=flags`."""
+    return f"jax, XLA_FLAGS=`{flags}`"
+
+
+def report(
+    quick,
+    image_size,
+    batch,
+    ready,
+    best,
+    rounds,
+    seconds,
+    machine,
+    xla_flags=(),
+):
     """The Markdown table and the side-by-side ratios."""
     ips = {
         name: {model: batch / t for model, t in times.items()}
@@ -236,7 +259,7 @@ def report(quick, image_size, batch, ready, best, rounds, seconds, machine):
     header = ["backend", *(f"{m} (img/s)" for m in names)]
     header += [f"{m} / reduced" for m in ratios]
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
-    for backend in BACKENDS:
+    for backend in [*BACKENDS, *map(_flagged, xla_flags)]:
         r = ips[backend]
         cells = [backend, *(f"{r[m]:.2f}" for m in names)]
         cells += [f"{r[m] / r['reduced']:.2f}" for m in ratios]
@@ -257,6 +280,11 @@ def report(quick, image_size, batch, ready, best, rounds, seconds, machine):
             "\nUniform step side by side: Keras-JAX / Keras-TensorFlow "
             f"{uniform['jax'] / uniform['tensorflow']:.2f}"
         )
+        for flags in xla_flags:
+            text += (
+                f", with XLA_FLAGS=`{flags}` "
+                f"{uniform[_flagged(flags)] / uniform['tensorflow']:.2f}"
+            )
         if "timm" in ready:
             timm = ready["timm"]
             text += (
@@ -274,6 +302,8 @@ def report(quick, image_size, batch, ready, best, rounds, seconds, machine):
     )
     if names != list(MODELS):
         cmd += " --models " + " ".join(names)
+    if xla_flags:
+        cmd += "".join(f" --jax-xla-flags='{f}'" for f in xla_flags)
     return text + f"\nCommand: `{cmd}` ({seconds:.0f} s).\n"
 
 
@@ -292,6 +322,14 @@ def main(argv=None):
         help="a Python with torch and timm (default: $TIMM_PYTHON, or this "
         "one)",
     )
+    parser.add_argument(
+        "--jax-xla-flags",
+        action="append",
+        default=[],
+        metavar="FLAGS",
+        help="one more JAX worker, run with XLA_FLAGS=FLAGS (repeatable; "
+        "write --jax-xla-flags=FLAGS)",
+    )
     args = parser.parse_args(argv)
     names = [model for model in MODELS if model in args.models]
     image_size, patch_size = (32, 8) if args.quick else (224, 16)
@@ -307,7 +345,12 @@ def main(argv=None):
     machine = machine_description()
     start = time.time()
     ready, best = measure(
-        args.quick, rounds, repeats, args.timm_python, names
+        args.quick,
+        rounds,
+        repeats,
+        args.timm_python,
+        names,
+        args.jax_xla_flags,
     )
     text = report(
         args.quick,
@@ -318,6 +361,7 @@ def main(argv=None):
         rounds,
         time.time() - start,
         machine,
+        args.jax_xla_flags,
     )
     print(text)
     # A subset of the models gets a table of its own.
