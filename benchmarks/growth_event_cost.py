@@ -212,27 +212,67 @@ def _growable(model):
     return growable_layers(model)
 
 
+class _CompileClock:
+    """Seconds JAX spends tracing and XLA spends compiling, since `reset`.
+
+    Read from JAX's monitoring events; on TensorFlow both stay `None`.
+    """
+
+    def __init__(self):
+        import keras
+
+        self.trace = self.compile = None
+        if keras.backend.backend() != "jax":
+            return
+        import jax
+
+        self.trace = self.compile = 0.0
+        jax.monitoring.register_event_duration_secs_listener(self._record)
+
+    def _record(self, event, duration, **kwargs):
+        if event.endswith("/jaxpr_trace_duration"):
+            self.trace += duration
+        elif event.endswith("/backend_compile_duration"):
+            self.compile += duration
+
+    def reset(self):
+        if self.trace is not None:
+            self.trace = self.compile = 0.0
+
+
+def _first_and_steady(model, x, y, clock, repeats) -> dict:
+    """The first step's recompile (its time minus a steady step's), split
+    into JAX tracing and XLA compiling where known, and the steady step."""
+    clock.reset()
+    start = time.perf_counter()
+    model.train_on_batch(x, y)
+    first = time.perf_counter() - start
+    trace, compile_ = clock.trace, clock.compile
+    step = best_time(lambda: model.train_on_batch(x, y), repeats, warmup=1)
+    return {
+        "params": model.count_params(),
+        "variables": len(model.trainable_variables),
+        "recompile": first - step,
+        "trace": trace,
+        "xla_compile": compile_,
+        "step": step,
+    }
+
+
 def _event_series(build, shape, batch, events, budget, repeats) -> dict:
-    """Recompile and steady step after each of `events` in-place events."""
+    """Recompile and steady step after each of `events` in-place events.
+
+    Ends with the same growth made in one round (as many parameters, a
+    fraction of the variables), compiled once: the recompile's control.
+    """
     from keras_depthhet.growth import grow_model
 
+    clock = _CompileClock()
     rng = np.random.default_rng(0)
     x = rng.normal(size=(batch, *shape)).astype("float32")
     y = rng.integers(0, 10, batch)
     model = _compiled(build())
-    start = time.perf_counter()
-    model.train_on_batch(x, y)
-    first = time.perf_counter() - start
-    step = best_time(lambda: model.train_on_batch(x, y), repeats, warmup=1)
-    rows = [
-        {
-            "event": 0,
-            "params": model.count_params(),
-            "variables": len(model.trainable_variables),
-            "recompile": first - step,
-            "step": step,
-        }
-    ]
+    rows = [{"event": 0, **_first_and_steady(model, x, y, clock, repeats)}]
     layers = _growable(model)
     grown = {layer.name: set() for layer in layers}
     for event in range(1, events + 1):
@@ -240,22 +280,16 @@ def _event_series(build, shape, batch, events, budget, repeats) -> dict:
         for name, indices in plan.items():
             grown[name].update(indices)
         grow_model(model, plan)
-        start = time.perf_counter()
-        model.train_on_batch(x, y)
-        first = time.perf_counter() - start
-        step = best_time(lambda: model.train_on_batch(x, y), repeats, 0)
         rows.append(
-            {
-                "event": event,
-                "params": model.count_params(),
-                "variables": len(model.trainable_variables),
-                "recompile": first - step,
-                "step": step,
-            }
+            {"event": event, **_first_and_steady(model, x, y, clock, repeats)}
         )
     one = _compiled(_same_growth_in_one_round(build, model))
-    one.train_on_batch(x, y)
-    return {"events": rows, "rounds": _step_ratio(model, one, x, y, repeats)}
+    one_round = _first_and_steady(one, x, y, clock, repeats)
+    return {
+        "events": rows,
+        "one_round": one_round,
+        "rounds": _step_ratio(model, one, x, y, repeats),
+    }
 
 
 def _tiny_rounds(rounds: int, repeats: int) -> dict:
@@ -307,14 +341,18 @@ def _seconds(value) -> str:
 def _series_table(results: dict) -> str:
     lines = [
         "| backend | event | parameters | trainable variables "
-        "| recompile s | step s |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| recompile s | JAX tracing s | XLA compile s | step s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for backend, result in results.items():
-        for row in result["series"]["events"]:
+        series = result["series"]
+        rows = [(str(r["event"]), r) for r in series["events"]]
+        rows.append(("same growth, one round", series["one_round"]))
+        for event, row in rows:
             lines.append(
-                f"| {backend} | {row['event']} | {row['params']:,} "
+                f"| {backend} | {event} | {row['params']:,} "
                 f"| {row['variables']:,} | {row['recompile']:.2f} "
+                f"| {_seconds(row['trace'])} | {_seconds(row['xla_compile'])} "
                 f"| {row['step']:.3f} |"
             )
     return "\n".join(lines)
@@ -382,7 +420,11 @@ def main() -> None:
         f"{series_model} at random neurons; event 0 is the first "
         "compile.\n\n"
         + _series_table(results)
-        + "\n\nSteady step of a model grown in many rounds beside the "
+        + "\n\nThe last row of each backend compiles a model grown by the "
+        "same neurons in one round (as many parameters, fewer variables). "
+        "JAX tracing and XLA compile: JAX's compile events during the first "
+        "step (not separated on TensorFlow).\n\n"
+        "Steady step of a model grown in many rounds beside the "
         "same growth in one round (best of 3 alternations).\n\n"
         + _rounds_table(results)
         + f"\n\nCommand: `{command}` ({time.time() - start:.0f} s).\n"
