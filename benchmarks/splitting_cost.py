@@ -4,6 +4,7 @@ For a tiny ViT and the paper's reduced DeiT-S, the time of analysing N
 batches is divided by the time of N training steps (forward, backward,
 Adam update, jitted) on the same batches, measured in the same process.
 Beside it: the Lanczos steps used, the achieved flop rate of the solver,
+its warm time against the host loop on NumPy (same captures),
 the arithmetic floor of exact lambda_min (one fwd+bwd to capture plus
 `4 * tokens * units * (d+1)` flops per neuron-step), the dense per-neuron
 method of the splitting papers' code (form `S_i`, call `eigh`, neuron by
@@ -23,7 +24,11 @@ import functools
 import json
 import time
 
-from benchmarks.common import run_per_backend, write_result
+from benchmarks.common import (
+    machine_description,
+    run_per_backend,
+    write_result,
+)
 
 SAMPLED_NEURONS = 4
 """Neurons per layer timed for the dense per-neuron baseline."""
@@ -81,14 +86,13 @@ def _models(quick: bool) -> list[dict]:
     return [tiny, deit, dict(deit, batches=4)]
 
 
-def _dense_per_neuron(model, data, loss, layers) -> float:
-    """Seconds of forming `S_i` and `eigh` for every neuron, one at a time.
+def _captures(model, data, loss, layers) -> dict:
+    """Each layer's `(X~, C)` over `data`, as the backend's tensors.
 
-    Timed on `SAMPLED_NEURONS` neurons per layer and scaled by the width;
-    uses the library's capture for `X~` and `C` (not timed).
+    The library's capture step, as `splitting_eigenvalues` runs it (not
+    timed).
     """
     import keras
-    import numpy as np
 
     from keras_depthhet.splitting import capture
     from keras_depthhet.splitting.curvature import splitting_terms
@@ -105,11 +109,29 @@ def _dense_per_neuron(model, data, loss, layers) -> float:
     for x, y in data:
         terms, _ = step(x, y, None, len(y) / total)
         for name, arrays in terms.items():
-            pieces[name].append([keras.ops.convert_to_numpy(a) for a in arrays])
+            pieces[name].append(arrays)
+    return {
+        name: tuple(
+            keras.ops.concatenate(list(part))
+            for part in zip(*parts, strict=True)
+        )
+        for name, parts in pieces.items()
+    }
+
+
+def _dense_per_neuron(captures: dict, layers) -> float:
+    """Seconds of forming `S_i` and `eigh` for every neuron, one at a time.
+
+    Timed on `SAMPLED_NEURONS` neurons per layer and scaled by the width.
+    """
+    import keras
+    import numpy as np
+
     seconds = 0.0
     for layer in layers:
-        x_tilde = np.concatenate([p[0] for p in pieces[layer.name]])
-        c = np.concatenate([p[1] for p in pieces[layer.name]])
+        x_tilde, c = (
+            keras.ops.convert_to_numpy(a) for a in captures[layer.name]
+        )
         start = time.perf_counter()
         for i in range(SAMPLED_NEURONS):
             matrix = x_tilde.T @ (c[:, i : i + 1] * x_tilde)
@@ -117,6 +139,39 @@ def _dense_per_neuron(model, data, loss, layers) -> float:
         elapsed = time.perf_counter() - start
         seconds += elapsed * layer.units / SAMPLED_NEURONS
     return seconds
+
+
+def _solve_seconds(captures: dict) -> dict:
+    """Warm seconds of the matrix-free solves of all layers, two ways.
+
+    `backend`: the solve `splitting_eigenvalues` runs, one compiled
+    program on the backend's device. `numpy`: the host loop with NumPy
+    products and checks (JAX's solver before the device solves;
+    TensorFlow's ran the products of large layers as TensorFlow
+    matmuls). Same captures, same process, the best of two calls each,
+    alternated; results fetched to the host in both.
+    """
+    import numpy as np
+
+    from keras_depthhet.splitting import capture, eigen
+
+    def solve(x, c, products):
+        found = eigen.lanczos_min_eigen(
+            x, c, tol=1e-3, max_iter=300, products=products
+        )
+        return np.asarray(found[0])
+
+    best = {"backend": float("inf"), "numpy": float("inf")}
+    for _ in range(2):
+        for way in best:
+            start = time.perf_counter()
+            for x, c in captures.values():
+                if way == "numpy":
+                    solve(x, c, None)
+                else:
+                    solve(x, c, capture.lanczos_products(x, c))
+            best[way] = min(best[way], time.perf_counter() - start)
+    return best
 
 
 def _timed(fn):
@@ -172,6 +227,17 @@ def worker(quick: bool) -> dict:
                 return_info=True,
             )
             _, first = _timed(call)
+            # A later growth event: a new model of the same shapes needs a
+            # new capture step, while the solver's compiled programs (one
+            # per layer shape on JAX) are reused.
+            keras.utils.set_random_seed(0)
+            twin = vit(**spec["kwargs"])
+            _, event = _timed(
+                functools.partial(
+                    splitting_eigenvalues, twin, data, loss=loss, method=method
+                )
+            )
+            del twin
             # The best of two warm calls (the machine is shared).
             (_, info), warm = min(
                 (_timed(call) for _ in range(2)), key=lambda r: r[1]
@@ -189,6 +255,7 @@ def worker(quick: bool) -> dict:
             )
             methods[method] = {
                 "first_call_s": first,
+                "event_s": event,
                 "seconds": warm,
                 "capture_s": info["capture"]["seconds"],
                 "solve_s": solve,
@@ -199,7 +266,10 @@ def worker(quick: bool) -> dict:
             }
         gradient_proxy(model, data)
         _, proxy = _timed(functools.partial(gradient_proxy, model, data))
-        baseline = _dense_per_neuron(model, data, loss, layers)
+        captures = _captures(model, data, loss, layers)
+        baseline = _dense_per_neuron(captures, layers)
+        solves = _solve_seconds(captures)
+        del captures
         for x, y in data[:1] * 2:
             model.train_on_batch(x, y)
         train = float("inf")
@@ -215,6 +285,8 @@ def worker(quick: bool) -> dict:
             methods=methods,
             proxy_s=proxy,
             dense_per_neuron_s=baseline,
+            solve_backend_s=solves["backend"],
+            solve_numpy_s=solves["numpy"],
         )
         results.append(row)
     return {"backend": keras.backend.backend(), "results": results}
@@ -225,40 +297,54 @@ def floor_of(row: dict, method: dict) -> float:
     return 1.0 + method["solver_gflops"] / row["train_gflops"]
 
 
-def _markdown(per_backend: dict, quick: bool) -> str:
+def _markdown(per_backend: dict, quick: bool, machine: str) -> str:
     lines = [
+        f"Measured {machine}.",
+        "",
         "Time of `splitting_eigenvalues` over N batches divided by the time "
         "of N jitted training steps (fwd + bwd + Adam) on the same batches, "
         "same process, shared 2-core CPU (timings are noisy: the best of "
-        "two warm calls and of four passes of training steps). `first` "
-        "includes tracing and compiling the capture step (once per growth "
-        "event in real use); `warm` reuses it. Floor: one fwd+bwd (taken "
-        "as one training step) plus the solver's flops at the training "
-        "step's flop rate, for the Lanczos steps actually used. Dense per "
-        "neuron: the splitting papers' method (form `S_i`, float64 `eigh`, "
-        f"neuron by neuron), timed on {SAMPLED_NEURONS} neurons per layer "
-        "and scaled to all.",
+        "two warm calls and of four passes of training steps). `first` is "
+        "the first analysis in the process: it traces and compiles the "
+        "capture step and the solver (one program per layer shape); "
+        "`event` analyses a second model of the same shapes, as "
+        "at a later growth event (a new capture step, the solver's "
+        "programs reused); `warm` reuses everything. Floor: one fwd+bwd "
+        "(taken as one training step) plus the solver's flops at the "
+        "training step's flop rate, for the Lanczos steps actually used. "
+        "Solve backend / NumPy: the warm matrix-free solves of all layers "
+        "as `splitting_eigenvalues` runs them (one compiled program on "
+        "the backend's device) over the host loop on NumPy (JAX's solver "
+        "before the device solves), on the same captures in the same "
+        "process. Dense per neuron: the "
+        "splitting papers' method (form `S_i`, float64 `eigh`, neuron by "
+        f"neuron), timed on {SAMPLED_NEURONS} neurons per layer and scaled "
+        "to all.",
         "",
         "| backend | model | N x batch | method | warm / train | first / "
-        "train | floor / train | steps mean (max) | solver GFLOP/s | "
-        "train GFLOP/s | dense per neuron / train | proxy / train |",
-        "|" + "---|" * 12,
+        "train | event / train | floor / train | steps mean (max) | "
+        "solver GFLOP/s | train GFLOP/s | solve backend / NumPy | dense "
+        "per neuron / train | proxy / train |",
+        "|" + "---|" * 14,
     ]
     notes = []
     for backend, result in per_backend.items():
         for row in result["results"]:
             train = row["train_s"]
             train_rate = row["train_gflops"] / train
+            solves = row["solve_backend_s"] / row["solve_numpy_s"]
             for method, m in row["methods"].items():
                 floor = floor_of(row, m)
                 lines.append(
                     f"| {backend} | {row['model']} | {row['batches']} x "
                     f"{row['batch']} | {method} | {m['seconds'] / train:.2f} "
                     f"| {m['first_call_s'] / train:.2f} | "
+                    f"{m['event_s'] / train:.2f} | "
                     + (f"{floor:.2f}" if m["steps_max"] else "-")
                     + f" | {m['steps_mean']:.1f} ({m['steps_max']}) | "
                     f"{m['solver_gflop_per_s']:.1f} | {train_rate:.1f} | "
-                    f"{row['dense_per_neuron_s'] / train:.1f} | "
+                    + (f"{solves:.2f}" if m["steps_max"] else "-")
+                    + f" | {row['dense_per_neuron_s'] / train:.1f} | "
                     f"{row['proxy_s'] / train:.2f} |"
                 )
             if "DeiT" in row["model"] and "matrix_free" in row["methods"]:
@@ -266,13 +352,13 @@ def _markdown(per_backend: dict, quick: bool) -> str:
                 steps_per_epoch = IMAGENET100_TRAIN / 256
                 # Both times grow in proportion to the images, so the
                 # ratio also prices analysing 256 images in steps of 256.
-                event_steps = m["first_call_s"] / train
+                event_steps = m["event_s"] / train
                 fraction = event_steps / (30 * steps_per_epoch)
                 notes.append(
                     f"- {backend}, {row['batches']} x {row['batch']} "
                     "images: analysing 256 images (one batch of the "
                     f"paper's size) costs about {event_steps:.2f} training "
-                    "steps of batch 256 (first call), "
+                    "steps of batch 256 (a growth event's call), "
                     f"{100 * fraction:.4f}% of the 30 epochs "
                     f"({30 * steps_per_epoch:.0f} steps) between growth "
                     f"events; the dense per-neuron method is "
@@ -312,10 +398,11 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args.quick)))
         return
+    machine = machine_description()
     per_backend = run_per_backend(
         "benchmarks.splitting_cost", ["--quick"] if args.quick else []
     )
-    markdown = _markdown(per_backend, args.quick)
+    markdown = _markdown(per_backend, args.quick, machine)
     print(markdown)
     path = write_result("splitting_cost", markdown, quick=args.quick)
     print(f"written to {path}")
