@@ -300,6 +300,8 @@ def report(
     cmd = "python -m benchmarks.train_step_throughput" + (
         " --quick" if quick else ""
     )
+    if rounds != (1 if quick else 3):
+        cmd += f" --rounds {rounds}"
     if names != list(MODELS):
         cmd += " --models " + " ".join(names)
     if xla_flags:
