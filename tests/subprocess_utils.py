@@ -14,6 +14,12 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def xla_flags(XLA_FLAGS: str = "", **_) -> str:
+    """This process's XLA flags (the suite's compile settings) followed by
+    `XLA_FLAGS`, so that a child's own flags (a device count) add to them."""
+    return f"{os.environ.get('XLA_FLAGS', '')} {XLA_FLAGS}".strip()
+
+
 def run_python(
     code: str, *, backend: str, env: dict | None = None, timeout: int = 600
 ) -> dict:
@@ -28,6 +34,7 @@ def run_python(
         "PYTHONPATH": str(REPO_ROOT),
         **(env or {}),
     }
+    child_env["XLA_FLAGS"] = xla_flags(**(env or {}))
     proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         env=child_env,

@@ -69,6 +69,7 @@ def test_the_guides_have_code_that_runs():
         for path in PAGES_WITH_CODE
     ],
 )
+@pytest.mark.slow
 def test_page_code_runs(path, tmp_path):
     keras.utils.clear_session()
     run_blocks(markdown_blocks(path), tmp_path)
@@ -88,6 +89,7 @@ def _example_names() -> dict:
     return names
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module_name", DOCTESTED)
 def test_docstring_examples_show_what_they_print(module_name):
     module = importlib.import_module(module_name)

@@ -8,6 +8,7 @@ blocks say why they do not run (conventions in `tests/docs_blocks.py`).
 import re
 
 import keras
+import pytest
 
 from tests.docs_blocks import markdown_blocks, marking_problems, run_blocks
 from tests.subprocess_utils import REPO_ROOT
@@ -31,6 +32,7 @@ def test_readme_blocks_run_or_say_why():
     assert not problems, "\n".join(problems)
 
 
+@pytest.mark.slow
 def test_readme_blocks_run_and_show_what_they_claim(tmp_path):
     blocks = markdown_blocks(README)
     keras.utils.clear_session()

@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from benchmarks import gpu_check
 from tests.subprocess_utils import REPO_ROOT
 
@@ -50,9 +52,8 @@ def _number(cell: str) -> float:
     return float(cell.replace(",", ""))
 
 
-def test_quick_check_fills_a_row_per_model_and_the_event_row(
-    backend, tmp_path
-):
+@pytest.mark.slow
+def test_quick_check_fills_a_row_per_model_and_the_event_row(backend, tmp_path):
     out = tmp_path / "check.md"
     command = [sys.executable, "-m", "benchmarks.gpu_check", "--quick"]
     command += ["--backends", backend, "--out", str(out)]

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.subprocess_utils import REPO_ROOT
+from tests.subprocess_utils import REPO_ROOT, xla_flags
 
 WORKER = Path(__file__).with_name("worker.py")
 
@@ -50,7 +50,7 @@ def worker_env(backend: str, rank: int, ports: list[int]) -> dict:
         "KERAS_BACKEND": backend,
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "PYTHONPATH": str(REPO_ROOT),
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+        "XLA_FLAGS": xla_flags("--xla_force_host_platform_device_count=1"),
         "WORKER_RANK": str(rank),
         "NUM_WORKERS": str(len(ports)),
         "JOB_ADDRESSES": ",".join(f"127.0.0.1:{p}" for p in ports),

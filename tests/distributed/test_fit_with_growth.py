@@ -74,6 +74,7 @@ class Snapshots(keras.callbacks.Callback):
         )
 
 
+@pytest.mark.slow
 def test_equivalent_to_in_place_growth_callback():
     x, y = random_data()
     in_place = build()
@@ -145,6 +146,7 @@ def test_plan_growth_decides_without_growing():
     assert target.plan_growth(4) is None
 
 
+@pytest.mark.slow
 def test_callbacks_and_history_continue_as_one_run(tmp_path):
     x, y = random_data()
     log = tmp_path / "log.csv"
@@ -168,6 +170,7 @@ def test_callbacks_and_history_continue_as_one_run(tmp_path):
     assert params[0] == params[1] < params[2] < params[3]
 
 
+@pytest.mark.slow
 def test_recompiles_once_per_segment():
     x, y = random_data()
     TRACES[0] = 0

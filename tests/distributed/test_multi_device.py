@@ -1,6 +1,7 @@
 """Two devices: JAX DataParallel, TF MirroredStrategy (subprocesses)."""
 
 import numpy as np
+import pytest
 
 from tests.subprocess_utils import run_python
 
@@ -81,6 +82,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 def test_two_devices_grow_like_one(backend):
     # The child runs on the suite's own backend; the suite runs once per
     # backend, so both runtimes are covered without running either twice.

@@ -55,6 +55,7 @@ def test_grown_config_rejects_unknown_layer():
         grown_config(config, {"block_9_mlp_fc1": [0]})
 
 
+@pytest.mark.slow
 def test_rebuild_equals_grow_model_in_place():
     x, y = random_data()
     keras.utils.set_random_seed(7)
@@ -93,6 +94,7 @@ def test_rebuild_equals_grow_model_in_place():
         )
 
 
+@pytest.mark.slow
 def test_rebuild_keeps_compile_arguments_and_new_weights_train():
     x, y = random_data()
     model = compiled_tiny_vit(jit_compile=False)

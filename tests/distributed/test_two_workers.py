@@ -41,6 +41,7 @@ def in_place(tmp_path_factory):
     return out, results(found)
 
 
+@pytest.mark.slow
 def test_in_place_growth_agrees_although_analysis_data_differ(in_place):
     out, (chief, other) = in_place
     # Alone, the workers would grow different neurons at the first event.
@@ -59,6 +60,7 @@ def test_in_place_growth_agrees_although_analysis_data_differ(in_place):
     assert [e["plan"] for e in lines] == [e["plan"] for e in chief["events"]]
 
 
+@pytest.mark.slow
 def test_rebuild_loop_agrees(backend, tmp_path):
     config = {"epochs": 2, "mode": "rebuild"}
     chief, other = results(launch(backend, config, tmp_path, timeout=900))
@@ -71,6 +73,7 @@ def test_rebuild_loop_agrees(backend, tmp_path):
     assert set(chief["seconds"][0]) == {"analysis", "rebuild"}
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_on_two_workers(backend, tmp_path, in_place):
     config = {"epochs": 2, "backup": True}
     crashed = launch(

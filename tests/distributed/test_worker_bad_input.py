@@ -19,6 +19,7 @@ def errors(found) -> list[str]:
     return [(w.result or {}).get("error", "") + "\n" + w.output for w in found]
 
 
+@pytest.mark.slow
 def test_workers_started_with_different_settings(backend, tmp_path):
     found = launch(backend, {"param_budget": [300, 400]}, tmp_path)
     for rank, error in enumerate(errors(found)):
@@ -45,6 +46,7 @@ def test_worker_count_that_disagrees_with_the_cluster(backend, tmp_path):
             assert "one per process" in error and "num_processes=3" in error
 
 
+@pytest.mark.slow
 def test_worker_that_never_joins_stops_the_others(backend, tmp_path):
     # Worker 1 is told of 1 worker and stops at once; worker 0 gives up
     # waiting for it after `timeout` seconds, saying why.

@@ -45,6 +45,7 @@ def test_event_schedule():
     ]
 
 
+@pytest.mark.slow
 def test_events_history_logs_and_standard_callbacks(tmp_path, capsys):
     x, y = random_data()
     model = compiled_tiny_vit()
@@ -163,6 +164,7 @@ def test_no_eligible_neuron_logs_one_line(capsys):
     assert len(out) == 1 and "no growth" in out[0]
 
 
+@pytest.mark.slow
 def test_target_params_is_never_exceeded_and_stops_growth():
     x, y = random_data()
     model = compiled_tiny_vit()

@@ -5,6 +5,7 @@ child interpreter; each backend's suite runs its own backend's case.
 """
 
 import numpy as np
+import pytest
 
 from tests.subprocess_utils import run_python
 
@@ -61,6 +62,7 @@ def _check(result):
     assert result["moved"] > 0
 
 
+@pytest.mark.slow
 def test_growth_inside_fit_on_two_devices(backend):
     if backend == "jax":
         code = (

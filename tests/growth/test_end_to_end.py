@@ -18,6 +18,7 @@ def _digits():
     return (x[:1400], y[:1400]), (x[1400:], y[1400:])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("criterion", ["splitting", "gradient_proxy"])
 def test_digits_grows_by_splitting_and_learns(criterion):
     (x, y), (x_test, y_test) = _digits()

@@ -55,6 +55,7 @@ class _GrowOnce(keras.callbacks.Callback):
         }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jit_compile", [True, False])
 def test_growth_inside_fit_keeps_function_and_optimizer_state(jit_compile):
     x, y = random_data()

@@ -78,6 +78,7 @@ def _assert_every_entry_point_uses_growth_weights(model, x, y):
     ), "fit does not train the growth weights"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jit_compile", [True, False])
 def test_grow_model_after_every_compiled_function(jit_compile):
     x, y = random_data(48)
@@ -87,6 +88,7 @@ def test_grow_model_after_every_compiled_function(jit_compile):
     _assert_every_entry_point_uses_growth_weights(model, x, y)
 
 
+@pytest.mark.slow
 def test_growth_callback_inside_fit():
     x, y = random_data(48)
     model = compiled_tiny_vit()
@@ -105,6 +107,7 @@ def test_growth_callback_inside_fit():
     _assert_every_entry_point_uses_growth_weights(model, x, y)
 
 
+@pytest.mark.slow
 def test_rebuilt_model():
     x, y = random_data(48)
     model = compiled_tiny_vit()
@@ -114,6 +117,7 @@ def test_rebuilt_model():
     _assert_every_entry_point_uses_growth_weights(grown, x, y)
 
 
+@pytest.mark.slow
 def test_loaded_grown_file(tmp_path):
     x, y = random_data(48)
     model = compiled_tiny_vit()
@@ -125,6 +129,7 @@ def test_loaded_grown_file(tmp_path):
     _assert_every_entry_point_uses_growth_weights(loaded, x, y)
 
 
+@pytest.mark.slow
 def test_layer_grow_is_refused_once_traced_and_allowed_before():
     x, y = random_data(32)
     model = compiled_tiny_vit()

@@ -14,6 +14,7 @@ import time
 
 import keras
 import numpy as np
+import pytest
 
 from tests.subprocess_utils import REPO_ROOT
 
@@ -77,6 +78,7 @@ def _finish(process, timeout=600):
     return output
 
 
+@pytest.mark.slow
 def test_sigkill_after_a_growth_event_resumes_to_the_same_weights(tmp_path):
     backup = tmp_path / "backup"
     killed = _start(tmp_path, backup, tmp_path / "never.npz", pause=30)

@@ -8,12 +8,14 @@ growth that passing the same batches explicitly as `analysis_data` gives.
 
 import keras
 import numpy as np
+import pytest
 
 import keras_depthhet.splitting as splitting_module
 from keras_depthhet import GrowthCallback
 from keras_depthhet.models import growable_layer_map, vit
 
 
+@pytest.mark.slow
 def test_the_one_liner_grows_as_explicit_analysis_data_would(monkeypatch):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(320, 8, 8, 1)).astype("float32")

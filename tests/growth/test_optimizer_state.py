@@ -38,6 +38,7 @@ def test_ema_slots_of_new_weights_start_at_the_weights():
         )
 
 
+@pytest.mark.slow
 def test_ema_overwrite_at_the_end_of_fit_keeps_grown_weights():
     x, y = random_data(32)
     momentum = 0.9
@@ -146,6 +147,7 @@ def _momenta(model):
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_growth_inside_fit_under_mixed_precision(policy):
     x, y = random_data(32)
@@ -212,6 +214,7 @@ def _state(optimizer):
     }
 
 
+@pytest.mark.slow
 def test_splitting_scores_under_mixed_precision_are_float32_scores():
     from keras_depthhet import splitting
 

@@ -46,6 +46,7 @@ class _FakeLoss(keras.callbacks.Callback):
         logs["fake"] = 0.0 if epoch == self.best else 1.0 + epoch
 
 
+@pytest.mark.slow
 def test_early_stopping_restores_pre_growth_best_into_the_grown_model():
     x, y = random_data(32)
     model = compiled_tiny_vit()
@@ -74,6 +75,7 @@ def test_early_stopping_restores_pre_growth_best_into_the_grown_model():
     )
 
 
+@pytest.mark.slow
 def test_best_weights_checkpoint_loads_into_the_grown_model(tmp_path):
     x, y = random_data(32)
     model = compiled_tiny_vit()
@@ -115,6 +117,7 @@ def test_backup_and_restore_must_come_after_growth_callback(tmp_path):
     assert model.count_params() == params
 
 
+@pytest.mark.slow
 def test_backup_resumes_a_fresh_model_with_growth_and_optimizer_state(
     tmp_path,
 ):

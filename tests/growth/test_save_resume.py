@@ -53,6 +53,7 @@ def _uninterrupted(x, y, epochs):
     return _weights(model)
 
 
+@pytest.mark.slow
 def test_keras_file_resumes_to_the_uninterrupted_weights(tmp_path):
     x, y = random_data()
     model = _model()
@@ -75,6 +76,7 @@ class _Interrupt(keras.callbacks.Callback):
             raise RuntimeError("interrupted")
 
 
+@pytest.mark.slow
 def test_backup_and_restore_resumes_after_growth(tmp_path):
     x, y = random_data()
     model = _model()
@@ -101,6 +103,7 @@ def test_backup_and_restore_resumes_after_growth(tmp_path):
         model.fit(x, y, epochs=5, callbacks=[_grower(), copy], **FIT)
 
 
+@pytest.mark.slow
 def test_grown_model_saved_mid_training_predicts_the_same_on_other_backend(
     tmp_path, backend
 ):

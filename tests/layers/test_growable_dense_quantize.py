@@ -299,6 +299,7 @@ def test_growth_of_a_quantized_layer_is_refused(rng):
     assert len(layer.growth_rounds) == len(ROUNDS)
 
 
+@pytest.mark.slow
 def test_quantized_vit(rng, tmp_path):
     x = rng.normal(size=(3, 8, 8, 1)).astype("float32")
     model = vit(**VIT)

@@ -64,7 +64,6 @@ class GrowableDenseHarnessTest(testing.TestCase):
             supports_masking=True,
         )
 
-
     def test_quantized_after_growth(self):
         # The int8 kernel and its scale are not trainable; the bias and the
         # growth pairs stay float and train.

@@ -149,9 +149,7 @@ def test_transformer_block_is_pre_norm_residual(rng):
         return ops.convert_to_numpy(layer(tokens.astype("float32")))
 
     expected = x + branch(block.attn, _layer_norm(x, block.norm1))
-    expected = expected + branch(
-        block.mlp, _layer_norm(expected, block.norm2)
-    )
+    expected = expected + branch(block.mlp, _layer_norm(expected, block.norm2))
     np.testing.assert_allclose(
         ops.convert_to_numpy(block(x)), expected, rtol=1e-5, atol=1e-5
     )

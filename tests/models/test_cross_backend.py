@@ -5,12 +5,14 @@ Run under both backends, this covers JAX -> TensorFlow and TensorFlow -> JAX.
 
 import keras
 import numpy as np
+import pytest
 from keras import ops
 
 from keras_depthhet.models import growable_layers, vit
 from tests.subprocess_utils import run_python
 
 
+@pytest.mark.slow
 def test_grown_model_loads_on_the_other_backend(rng, tmp_path):
     model = vit(
         image_size=8,

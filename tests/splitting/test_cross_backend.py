@@ -5,6 +5,7 @@ import io
 import json
 
 import numpy as np
+import pytest
 
 from tests.subprocess_utils import run_python
 
@@ -44,6 +45,7 @@ def _run_here(code: str) -> dict:
     return json.loads(out.getvalue().strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_jax_and_tensorflow_agree(backend):
     # This backend in this process, the other one in a child process.
     other = {"jax": "tensorflow", "tensorflow": "jax"}[backend]

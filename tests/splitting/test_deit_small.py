@@ -2,11 +2,13 @@
 
 import keras
 import numpy as np
+import pytest
 
 from keras_depthhet.models.vit import deit_small
 from keras_depthhet.splitting import splitting_eigenvalues
 
 
+@pytest.mark.slow
 def test_reduced_deit_small_all_layers(rng):
     # 32x32 images with 16x16 patches keep DeiT-S's widths (5 tokens).
     model = deit_small(

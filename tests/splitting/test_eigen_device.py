@@ -127,9 +127,7 @@ def test_device_solve_matches_dense_eigh_and_host_lanczos(rng, solver):
 def test_fewer_tokens_than_inputs_exhaust_the_krylov_space(rng, solver):
     # S_i has rank at most 12: the solve stops at step 13 at the latest.
     x, c, matrices = _problem(rng, 12, 41, 5)
-    values, _, steps, converged = _solve(
-        solver, x, c, tol=1e-4, max_iter=100
-    )
+    values, _, steps, converged = _solve(solver, x, c, tol=1e-4, max_iter=100)
     reference = eigen.dense_min_eigen(matrices)
     np.testing.assert_allclose(
         values, reference, rtol=1e-3, atol=1e-6 * np.abs(reference).max()

@@ -15,6 +15,7 @@ def _state(model):
     )
 
 
+@pytest.mark.slow
 def test_weights_optimizer_and_hooks_unchanged():
     model = compiled_tiny_vit()
     x, y = random_data(16)

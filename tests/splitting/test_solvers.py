@@ -121,6 +121,7 @@ def vit_case():
     return model, [(x[:12], y[:12]), (x[12:], y[12:])]
 
 
+@pytest.mark.slow
 def test_methods_agree_on_each_layers_most_negative(vit_case):
     model, data = vit_case
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)

@@ -62,6 +62,7 @@ def grown_run(tmp_path_factory):
     return workdir
 
 
+@pytest.mark.slow
 def test_the_cli_trains_the_grown_architecture_from_scratch(
     grown_run, tmp_path, capsys
 ):

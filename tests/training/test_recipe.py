@@ -42,6 +42,7 @@ def test_schedule_warms_up_then_follows_cosine():
     assert lr(100) == pytest.approx(5e-5, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_weight_decay_skips_norms_biases_tokens_and_growth_biases():
     model = vit(
         image_size=8,

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.subprocess_utils import REPO_ROOT
 from training import results, train
 
@@ -55,6 +57,7 @@ def _kill_after_first_event(workdir):
     assert child.returncode == -9, "".join(seen)
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, capsys):
     reference = tmp_path / "reference"
     assert train.main(["--workdir", str(reference), *RESUMABLE]) == 0

@@ -23,6 +23,7 @@ SHORT = [
 ]
 
 
+@pytest.mark.slow
 def test_short_run_writes_the_run_directory(tmp_path, capsys):
     workdir = tmp_path / "run"
     assert train.main(["--workdir", str(workdir), *SHORT]) == 0
@@ -92,6 +93,7 @@ def _check_grown_run(workdir) -> dict:
     return summary
 
 
+@pytest.mark.slow
 def test_single_device_run_grows_in_place(tmp_path, capsys):
     workdir = tmp_path / "run"
     argv = ["--workdir", str(workdir), "--set", "distribution=none"]
@@ -143,6 +145,7 @@ TWO_DEVICE_ENV = {
 }
 
 
+@pytest.mark.slow
 def test_two_devices_auto_trains_with_fit_with_growth(tmp_path):
     backend = keras.backend.backend()
     workdir = tmp_path / "run"
