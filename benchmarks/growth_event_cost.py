@@ -27,6 +27,7 @@ smoke run) measures the tiny ViT only, with 3 events, and writes
 import argparse
 import importlib.util
 import json
+import re
 import time
 
 import numpy as np
@@ -240,6 +241,36 @@ class _CompileClock:
             self.trace = self.compile = 0.0
 
 
+def _lowered_ops(model, x, y) -> dict:
+    """Operations of the JAX train step as lowered for XLA, and how many of
+    them the optimizer's update makes (by their name stacks); empty on
+    TensorFlow. What XLA compiles grows with these counts."""
+    import keras
+
+    if keras.backend.backend() != "jax":
+        return {"ops": None, "optimizer_ops": None}
+    import jax
+
+    state = (
+        [v.value for v in model.trainable_variables],
+        [v.value for v in model.non_trainable_variables],
+        [v.value for v in model.optimizer.variables],
+        [v.value for v in model.metrics_variables],
+    )
+    lowered = jax.jit(model.train_step).lower(state, (x, y))
+    text = lowered.as_text(debug_info=True)
+    names = dict(re.findall(r'^(#loc\d+) = loc\("([^"]*)"', text, re.M))
+    ops = optimizer = 0
+    for line in text.splitlines():
+        if not re.match(r'\s*(%\S+ = )?"?(stablehlo|chlo)\.', line):
+            continue
+        ops += 1
+        loc = re.search(r"loc\((#loc\d+)\)\s*$", line)
+        name = names.get(loc.group(1), "") if loc else ""
+        optimizer += bool(re.search(r"adam|optimizer", name, re.I))
+    return {"ops": ops, "optimizer_ops": optimizer}
+
+
 def _first_and_steady(model, x, y, clock, repeats) -> dict:
     """The first step's recompile (its time minus a steady step's), split
     into JAX tracing and XLA compiling where known, and the steady step."""
@@ -256,6 +287,7 @@ def _first_and_steady(model, x, y, clock, repeats) -> dict:
         "trace": trace,
         "xla_compile": compile_,
         "step": step,
+        **_lowered_ops(model, x, y),
     }
 
 
@@ -338,11 +370,16 @@ def _seconds(value) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
+def _count(value) -> str:
+    return "n/a" if value is None else f"{value:,}"
+
+
 def _series_table(results: dict) -> str:
     lines = [
         "| backend | event | parameters | trainable variables "
-        "| recompile s | JAX tracing s | XLA compile s | step s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| recompile s | JAX tracing s | XLA compile s | lowered ops "
+        "| of which optimizer | step s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for backend, result in results.items():
         series = result["series"]
@@ -353,6 +390,7 @@ def _series_table(results: dict) -> str:
                 f"| {backend} | {event} | {row['params']:,} "
                 f"| {row['variables']:,} | {row['recompile']:.2f} "
                 f"| {_seconds(row['trace'])} | {_seconds(row['xla_compile'])} "
+                f"| {_count(row['ops'])} | {_count(row['optimizer_ops'])} "
                 f"| {row['step']:.3f} |"
             )
     return "\n".join(lines)
@@ -423,7 +461,9 @@ def main() -> None:
         + "\n\nThe last row of each backend compiles a model grown by the "
         "same neurons in one round (as many parameters, fewer variables). "
         "JAX tracing and XLA compile: JAX's compile events during the first "
-        "step (not separated on TensorFlow).\n\n"
+        "step (not separated on TensorFlow). Lowered ops: the StableHLO "
+        "operations of the JAX train step handed to XLA, and those of the "
+        "optimizer's update among them (by name stack).\n\n"
         "Steady step of a model grown in many rounds beside the "
         "same growth in one round (best of 3 alternations).\n\n"
         + _rounds_table(results)
