@@ -14,10 +14,10 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def xla_flags(XLA_FLAGS: str = "", **_) -> str:
-    """This process's XLA flags (the suite's compile settings) followed by
-    `XLA_FLAGS`, so that a child's own flags (a device count) add to them."""
-    return f"{os.environ.get('XLA_FLAGS', '')} {XLA_FLAGS}".strip()
+def xla_flags(own: str = "") -> str:
+    """This process's XLA flags (the suite's compile settings) followed by a
+    child's `own` flags (a device count), which add to them."""
+    return f"{os.environ.get('XLA_FLAGS', '')} {own}".strip()
 
 
 def run_python(
@@ -34,7 +34,7 @@ def run_python(
         "PYTHONPATH": str(REPO_ROOT),
         **(env or {}),
     }
-    child_env["XLA_FLAGS"] = xla_flags(**(env or {}))
+    child_env["XLA_FLAGS"] = xla_flags((env or {}).get("XLA_FLAGS", ""))
     proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         env=child_env,
