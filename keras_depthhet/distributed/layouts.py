@@ -15,7 +15,7 @@ VIT_MODEL_PARALLEL_LAYOUT = {
 }
 """Layouts of the ViT's weights: variable-path pattern -> mesh axes.
 
-Growth weights (`growth_{r}_...`) match no pattern and are replicated:
+Growth weights (`growth_...`) match no pattern and are replicated:
 their widths change at every event and need not divide the mesh.
 """
 

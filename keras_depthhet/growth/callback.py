@@ -639,20 +639,27 @@ class GrowthCallback(keras.callbacks.Callback):
         computed before growth: what `EarlyStopping` restores.
         """
         index = {id(v): i for i, v in enumerate(before)}
+        # A grown layer's widened pairs replace variables of the same path.
+        by_path = {v.path: i for i, v in enumerate(before)}
         new = {}
         for layer in self._growable().values():
-            for r, variables in enumerate(layer._growth_variables):
-                if id(variables["kernel_plus"]) in index:
-                    continue
-                bias = values[index[id(layer.bias)]] if layer.use_bias else None
-                pairs = layer._pair_values(
-                    np.asarray(values[index[id(layer.kernel)]]),
-                    None if bias is None else np.asarray(bias),
-                    layer.growth_rounds[r],
-                    self.scale,
-                )
-                for suffix, variable in variables.items():
-                    new[id(variable)] = pairs[suffix]
+            growth = layer._growth
+            if not growth or all(id(v) in index for v in growth.values()):
+                continue
+            saved = {
+                suffix: np.asarray(values[by_path[variable.path]])
+                for suffix, variable in growth.items()
+                if variable.path in by_path
+            }
+            bias = values[index[id(layer.bias)]] if layer.use_bias else None
+            pairs = layer._growth_values(
+                saved,
+                np.asarray(values[index[id(layer.kernel)]]),
+                None if bias is None else np.asarray(bias),
+                self.scale,
+            )
+            for suffix, variable in growth.items():
+                new[id(variable)] = pairs[suffix]
         return [
             values[index[id(v)]] if id(v) in index else new[id(v)]
             for v in self.model.weights

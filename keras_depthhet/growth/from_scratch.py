@@ -14,6 +14,7 @@ import zipfile
 from collections.abc import Mapping
 
 import keras
+from keras import ops
 
 from keras_depthhet.models.vit import growable_layers
 
@@ -135,16 +136,32 @@ def fresh_model(model_or_config, *, seed: int | None = None) -> keras.Model:
             )
         kernel_init = _seeded(layer.kernel_initializer, generator)
         bias_init = _seeded(layer.bias_initializer, generator)
-        for variables in layer._growth_variables:
-            for suffix in ("kernel_plus", "kernel_minus"):
-                variable = variables[suffix]
-                draw = kernel_init(variable.shape, dtype=variable.dtype)
-                variable.assign(draw * PAIR_SCALE)
-            if "bias_plus" in variables:
-                plus = variables["bias_plus"]
-                draw = bias_init(plus.shape, dtype=plus.dtype)
-                # Two computations, two buffers: JAX refuses to donate one
-                # buffer held by two variables.
-                plus.assign(draw * 0.5)
-                variables["bias_minus"].assign(draw * 0.5)
+        variables = layer._growth
+        if not variables:
+            continue
+        sizes = [len(indices) for indices in layer.growth_rounds]
+
+        def draw(initializer, variable):
+            # Round by round, so that a fan-dependent initializer sees the
+            # shapes it saw when each round had its own variables.
+            return ops.concatenate(
+                [
+                    initializer(
+                        (*variable.shape[:-1], k), dtype=variable.dtype
+                    )
+                    for k in sizes
+                ],
+                axis=-1,
+            )
+
+        for suffix in ("kernel_plus", "kernel_minus"):
+            variable = variables[suffix]
+            variable.assign(draw(kernel_init, variable) * PAIR_SCALE)
+        if "bias_plus" in variables:
+            plus = variables["bias_plus"]
+            bias_draw = draw(bias_init, plus)
+            # Two computations, two buffers: JAX refuses to donate one
+            # buffer held by two variables.
+            plus.assign(bias_draw * 0.5)
+            variables["bias_minus"].assign(bias_draw * 0.5)
     return model

@@ -21,6 +21,7 @@ from keras_depthhet.utils.keras_internals import (
     optimizer_slots,
     reset_compiled_functions,
     reset_optimizer_state,
+    skip_saved_state_of_other_shapes,
     sync_trainer_state,
 )
 
@@ -111,7 +112,10 @@ def rebuild_optimizer(
     by the variable itself, so equal names or paths in nested models do
     not matter); slots of new variables start at zero, except moving
     averages (`use_ema=True`), which start at the new variable's own
-    value, as Keras's first step would set them. The iteration count and
+    value, as Keras's first step would set them. A variable that replaces
+    a narrower one (`replaces`; growth widens a layer's packed pairs)
+    gets the old slots in its first columns and fresh values, as a new
+    variable's, in the others. The iteration count and
     the learning-rate variable are never replaced; other optimizer
     variables (e.g. a `LossScaleOptimizer`'s loss scale under mixed
     precision) keep their values by path.
@@ -119,12 +123,18 @@ def rebuild_optimizer(
     Args:
         optimizer: A built `keras.optimizers.Optimizer`.
         trainable_variables: The model's trainable variables after growth.
-        replaces: For a model rebuilt with new variable objects, a dict
-            `{id(new variable): old variable}`; by default each variable
+        replaces: A dict `{id(new variable): old variable}` for
+            variables that replace others (a rebuilt model, or packed
+            growth pairs widened by a round); by default each variable
             keeps its own slots.
 
     Returns:
-        The number of per-variable slots that start anew.
+        The number of per-variable slots that start anew, wholly or in
+        their new columns.
+
+    The optimizer then skips, with a warning, a saved state whose slots
+    have other shapes (a weights file saved before a later growth event),
+    as Keras skips one with another number of variables.
     """
     old_variables, old_slots, others = _optimizer_state(optimizer)
     old_index = {id(v): i for i, v in enumerate(old_variables)}
@@ -148,10 +158,33 @@ def rebuild_optimizer(
                 slot.assign(value)
                 continue
             fresh += 1
-            if name == EMA_SLOTS:
-                # A copy: on JAX the slot must not share the weight's buffer.
-                slot.assign(keras.ops.convert_to_numpy(variable))
+            # Fresh values: the slot's as built (zeros for most optimizers,
+            # a constant for Adagrad), the weight itself for a moving
+            # average. A copy: on JAX the slot must not share a buffer.
+            start = np.array(
+                keras.ops.convert_to_numpy(
+                    variable if name == EMA_SLOTS else slot
+                )
+            )
+            widened = value is not None and _widened(
+                value.shape, tuple(slot.shape)
+            )
+            if widened:
+                start[..., : value.shape[-1]] = value
+            if widened or name == EMA_SLOTS:
+                slot.assign(start)
+    skip_saved_state_of_other_shapes(optimizer)
     return fresh
+
+
+def _widened(old: tuple, new: tuple) -> bool:
+    """Whether shape `new` is `old` with a longer last axis."""
+    return (
+        len(old) == len(new)
+        and len(old) > 0
+        and old[:-1] == new[:-1]
+        and old[-1] < new[-1]
+    )
 
 
 def grow_model(
@@ -165,8 +198,8 @@ def grow_model(
     Each planned layer gets one growth round at the planned neurons
     (`GrowableDense.grow`), so the model computes the same function. When
     the model has a built optimizer it is rebuilt with `rebuild_optimizer`
-    (old slots kept by variable path, zero slots for the new weights, the
-    iteration count kept), and the traced train/test/predict functions are
+    (old slots kept, also in the first columns of a layer's widened growth
+    pairs, zero slots for the new pairs, the iteration count kept), and the traced train/test/predict functions are
     remade so that the next step trains the new weights. Safe to call from
     a callback inside `fit`: on JAX the trainer's in-flight state is first
     written back to the variables; under a TensorFlow `tf.distribute`
@@ -202,11 +235,21 @@ def grow_model(
     if rebuild:
         _optimizer_state(optimizer)  # Fails early, before layers change.
     added = 0
+    replaces = {}
     with _variable_scope(model):
         for name, layer in layers.items():
             if name in plan:
+                before = dict(layer._growth)
                 added += layer._grow(plan[name], scale=scale)
+                replaces.update(
+                    {
+                        id(layer._growth[suffix]): variable
+                        for suffix, variable in before.items()
+                    }
+                )
         if rebuild:
-            rebuild_optimizer(optimizer, model.trainable_variables)
+            rebuild_optimizer(
+                optimizer, model.trainable_variables, replaces=replaces
+            )
     reset_compiled_functions(model)
     return added

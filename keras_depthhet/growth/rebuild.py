@@ -100,13 +100,21 @@ def grown_config(config: dict, plan: Mapping[str, np.ndarray]) -> dict:
     return grown
 
 
-def _init_new_round(layer, indices, scale: float, values: dict) -> None:
-    """Sets the newest round of `layer` as `GrowableDense.grow` would."""
-    r = len(layer.growth_rounds) - 1
+def _carry_growth(layer, indices, scale: float, values: dict) -> None:
+    """Sets the growth pairs of `layer`, grown by one round of `indices`:
+    its old pairs (by path in `values`) then the new round's pairs, as
+    `GrowableDense.grow` would set them."""
+    saved = {
+        suffix: values[variable.path]
+        for suffix, variable in layer._growth.items()
+        if variable.path in values
+    }
     bias = values[layer.bias.path] if layer.use_bias else None
-    pairs = layer._pair_values(values[layer.kernel.path], bias, indices, scale)
-    for suffix, variable in layer._growth_variables[r].items():
-        variable.assign(pairs[suffix])
+    # Checks the new round as `grow` does (finite, not overflowing).
+    layer._pair_values(values[layer.kernel.path], bias, indices, scale)
+    layer._assign_growth(
+        layer._growth_values(saved, values[layer.kernel.path], bias, scale)
+    )
 
 
 def rebuild_grown_model(
@@ -120,12 +128,13 @@ def rebuild_grown_model(
     The new model is built from `grown_config(model.get_config(), plan)`
     inside `model`'s TensorFlow strategy scope (on JAX, under the active
     `keras.distribution`). Every variable whose path existed before gets
-    its value; each planned neuron's new pair starts at
+    its value (a planned layer's widened growth pairs in their first
+    columns); each planned neuron's new pair starts at
     `+/- scale * (W[:, i], b[i])`, so the new model computes the same
     function. When `model` is compiled, the new model is compiled with the
     same arguments and the same optimizer object, rebuilt by
     `rebuild_optimizer`: slots kept for every weight that existed, new
-    ones for the new weights, the iteration count and learning-rate
+    ones for the new pairs, the iteration count and learning-rate
     schedule position kept. Its train/test/predict functions are traced
     afresh on first use.
     `model` itself is left unchanged in architecture and weights, but its
@@ -165,11 +174,13 @@ def rebuild_grown_model(
     with _variable_scope(model):
         grown = type(model).from_config(config)
         for variable in grown.variables:
-            if variable.path in values:
-                variable.assign(values[variable.path])
+            old = values.get(variable.path)
+            # Planned layers' growth pairs are wider now: set below.
+            if old is not None and old.shape == tuple(variable.shape):
+                variable.assign(old)
         new_layers = growable_layer_map(grown)
         for name, indices in plan.items():
-            _init_new_round(new_layers[name], indices, scale, values)
+            _carry_growth(new_layers[name], indices, scale, values)
         if compiled:
             arguments = compile_arguments(model)
             arguments["optimizer"] = optimizer

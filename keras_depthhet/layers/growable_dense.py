@@ -22,6 +22,13 @@ _GROWTH_SUFFIXES = ("kernel_plus", "kernel_minus", "bias_plus", "bias_minus")
 _INDICES_KEY = "growth_{}_indices"
 """Saved-weights key of round `r`'s neuron indices (beside Keras's "0", "1")."""
 
+_PACKED_KEY = "growth_packed"
+"""Saved-weights key marking one packed pair of variables for all rounds.
+
+Files without it were saved before packing, with four variables per round
+(`growth_{r}_kernel_plus`, ...); they still load.
+"""
+
 
 def _validate_indices(indices, units: int) -> np.ndarray:
     """Checks one round's neuron indices; returns them as an int64 array."""
@@ -126,9 +133,15 @@ class GrowableDense(Int8KernelMixin, keras.layers.Layer):
     `w+ + w-` columns and one segment sum back onto the chosen neurons, so
     the added cost is proportional to the number of grown neurons.
 
-    Growth variables are named `growth_{r}_kernel_plus`,
-    `growth_{r}_kernel_minus`, `growth_{r}_bias_plus` and
-    `growth_{r}_bias_minus` for round `r`. Constraints and regularizers
+    The pairs of all rounds are packed into one set of variables,
+    `growth_kernel_plus` and `growth_kernel_minus` of shape
+    `(input_dim, K)` and `growth_bias_plus` and `growth_bias_minus` of
+    shape `(K,)` for the layer's `K = num_grown` pairs, round after round
+    (round `r` holds the columns from `sum(len(rounds[:r]))` on). Each
+    growth round replaces them by wider variables holding the old values
+    and the new pairs, so a layer grown in many rounds has as many
+    variables, and trains and compiles as fast, as one grown once by the
+    same neurons. Constraints and regularizers
     treat each pair as the one neuron it is, so that growth never changes
     the function or the regularized loss: the kernel (bias) constraint `c`
     constrains `w+` and its mirror `w -> -c(-w)` constrains `w-` (so
@@ -221,7 +234,7 @@ class GrowableDense(Int8KernelMixin, keras.layers.Layer):
         self._rounds = [
             _validate_indices(r, self.units) for r in (growth_rounds or [])
         ]
-        self._growth_variables = []
+        self._growth = {}
         self._targets = None
         self._analysis_hook = None
         self._traced = False
@@ -259,17 +272,15 @@ class GrowableDense(Int8KernelMixin, keras.layers.Layer):
             )
         else:
             self.bias = None
-        for r, indices in enumerate(self._rounds):
-            self._growth_variables.append(
-                self._add_growth_round(r, len(indices), None)
-            )
+        if self._rounds:
+            self._growth = self._add_growth_variables(self.num_grown, None)
         self._update_targets()
         self.input_spec = keras.layers.InputSpec(
             min_ndim=2, axes={-1: self.input_dim}
         )
 
-    def _add_growth_round(self, r: int, k: int, values):
-        """Creates round `r`'s variables; `values` None means zeros."""
+    def _add_growth_variables(self, k: int, values) -> dict:
+        """Creates the packed variables of `k` pairs; `values` None: zeros."""
         shapes = {
             "kernel_plus": (self.input_dim, k),
             "kernel_minus": (self.input_dim, k),
@@ -285,7 +296,7 @@ class GrowableDense(Int8KernelMixin, keras.layers.Layer):
             else:
                 initializer = _ArrayInitializer(values[suffix])
             created[suffix] = self.add_weight(
-                name=f"growth_{r}_{suffix}",
+                name=f"growth_{suffix}",
                 shape=shapes[suffix],
                 initializer=initializer,
             )
@@ -301,6 +312,50 @@ class GrowableDense(Int8KernelMixin, keras.layers.Layer):
                 plus.constraint = constraint
                 minus.constraint = _MirroredConstraint(constraint)
         return created
+
+    def _growth_values(self, saved, kernel, bias, scale) -> dict:
+        """Values of the packed variables: `saved`, then zero-sum pairs.
+
+        `saved` (`{suffix: array}` or None) holds the pairs of the first
+        rounds, e.g. the variables' values before a round was added or a
+        file saved before later rounds; the rounds after it start as
+        zero-sum pairs of `kernel` and `bias`, as `grow` starts them, so
+        the layer computes what the saved pairs computed.
+        """
+        sizes = np.cumsum([0] + [len(r) for r in self._rounds])
+        width = 0 if not saved else int(np.shape(saved["kernel_plus"])[-1])
+        if width not in sizes:
+            raise ValueError(
+                f"Layer {self.name!r}: {width} saved growth pairs are not "
+                f"the pairs of its first rounds (rounds of "
+                f"{[len(r) for r in self._rounds]} neurons)."
+            )
+        first = int(np.searchsorted(sizes, width))
+        values = {s: np.asarray(v) for s, v in (saved or {}).items()}
+        if first < len(self._rounds):
+            rest = self._zero_sum_pairs(
+                kernel, bias, np.concatenate(self._rounds[first:]), scale
+            )
+            values = {
+                suffix: np.concatenate([values[suffix], new], axis=-1)
+                if suffix in values
+                else new
+                for suffix, new in rest.items()
+            }
+        return {
+            suffix: value.astype(self.variable_dtype)
+            for suffix, value in values.items()
+        }
+
+    def _assign_growth(self, values: dict) -> None:
+        """Assigns packed values (`_growth_values`) to the variables."""
+        for suffix, variable in self._growth.items():
+            variable.assign(values[suffix])
+
+    def _round_columns(self, r: int) -> slice:
+        """The columns of round `r`'s pairs in the packed variables."""
+        start = sum(len(indices) for indices in self._rounds[:r])
+        return slice(start, start + len(self._rounds[r]))
 
     def _pair_values(self, kernel, bias, indices, scale) -> dict:
         """A new round's initial values: `+/- scale * (W[:, i], b[i])`.
@@ -420,18 +475,30 @@ class GrowableDense(Int8KernelMixin, keras.layers.Layer):
             indices,
             scale,
         )
+        old = self._growth
+        values = {
+            suffix: np.concatenate(
+                [ops.convert_to_numpy(old[suffix]), new], axis=-1
+            )
+            if suffix in old
+            else new
+            for suffix, new in values.items()
+        }
         before = list(self.weights)
         try:
             with unlocked_state(self):
-                created = self._add_growth_round(
-                    len(self._rounds), len(indices), values
+                created = self._add_growth_variables(
+                    self.num_grown + len(indices), values
                 )
         except Exception:
             for variable in self.weights:
                 if not any(variable is v for v in before):
                     untrack_variable(self, variable)
             raise
-        self._growth_variables.append(created)
+        with unlocked_state(self):
+            for variable in old.values():
+                untrack_variable(self, variable)
+        self._growth = created
         self._rounds.append(indices)
         self._update_targets()
         return self.growth_cost(len(indices))
@@ -444,21 +511,11 @@ class GrowableDense(Int8KernelMixin, keras.layers.Layer):
         onto their neurons with one segment sum over the K axis (a scatter-
         add of K values per token), never a dense units-by-K projection.
         """
-        kernel = ops.concatenate(
-            [
-                v["kernel_plus"] + v["kernel_minus"]
-                for v in self._growth_variables
-            ],
-            axis=1,
-        )
+        growth = self._growth
+        kernel = growth["kernel_plus"] + growth["kernel_minus"]
         pair_sum = ops.matmul(inputs, ops.cast(kernel, inputs.dtype))
         if self.use_bias:
-            bias = ops.concatenate(
-                [
-                    v["bias_plus"] + v["bias_minus"]
-                    for v in self._growth_variables
-                ]
-            )
+            bias = growth["bias_plus"] + growth["bias_minus"]
             pair_sum = pair_sum + ops.cast(bias, inputs.dtype)
         branch = ops.gelu(pair_sum, approximate=False) + pair_sum
         per_neuron = ops.segment_sum(
@@ -506,31 +563,79 @@ class GrowableDense(Int8KernelMixin, keras.layers.Layer):
         return variables
 
     def _variables_in_order(self) -> list:
-        """Saved order: `kernel`, `bias`, `kernel_scale`, then each round's.
+        """Saved order: `kernel`, `bias`, `kernel_scale`, then the pairs'.
 
         Listed by role, not as Keras tracks them: quantization replaces the
         kernel by a non-trainable one, which moves it in the tracked lists.
         """
         variables = self._base_variables()
-        for created in self._growth_variables:
-            variables.extend(
-                created[suffix]
-                for suffix in _GROWTH_SUFFIXES
-                if suffix in created
-            )
+        variables.extend(
+            self._growth[suffix]
+            for suffix in _GROWTH_SUFFIXES
+            if suffix in self._growth
+        )
         return variables
 
     def save_own_variables(self, store):
         """Saves the variables by role and each round's indices.
 
         The order is `kernel`, `bias`, `kernel_scale` (when quantized; as
-        `Dense` saves them), then each round's `kernel_plus`,
-        `kernel_minus`, `bias_plus` and `bias_minus`.
+        `Dense` saves them), then the packed `growth_kernel_plus`,
+        `growth_kernel_minus`, `growth_bias_plus` and `growth_bias_minus`.
         """
         for i, variable in enumerate(self._variables_in_order()):
             store[str(i)] = variable
         for r, indices in enumerate(self._rounds):
             store[_INDICES_KEY.format(r)] = indices
+        store[_PACKED_KEY] = np.asarray(1, dtype="int64")
+
+    def _saved_growth(self, store, numbered, num_base) -> tuple:
+        """The file's growth pairs (packed), recorded indices, round sizes.
+
+        Reads both layouts: one packed set of variables (files with
+        `_PACKED_KEY`) and the per-round variables of older files.
+        """
+        suffixes = [
+            s for s in _GROWTH_SUFFIXES if self.use_bias or s[0] == "k"
+        ]
+        arrays = [np.asarray(store[str(i)]) for i in range(num_base, len(numbered))]
+        recorded = []
+        while _INDICES_KEY.format(len(recorded)) in store.keys():
+            key = _INDICES_KEY.format(len(recorded))
+            recorded.append(np.asarray(store[key]))
+        if _PACKED_KEY in store.keys():
+            if len(arrays) != (len(suffixes) if recorded else 0):
+                raise ValueError(
+                    f"Layer {self.name!r} expected {num_base} variables plus "
+                    f"{len(suffixes)} growth variables, but the saved weights "
+                    f"hold {len(numbered)} variables."
+                )
+            sizes = [r.size for r in recorded]
+            packed = dict(zip(suffixes, arrays, strict=True)) if arrays else {}
+            if arrays and arrays[0].shape[-1] != sum(sizes):
+                raise ValueError(
+                    f"Layer {self.name!r}: the saved growth pairs ("
+                    f"{arrays[0].shape[-1]}) are not those of the saved "
+                    f"rounds ({sizes} neurons)."
+                )
+            return packed, recorded, sizes
+        num_rounds, remainder = divmod(len(arrays), len(suffixes))
+        if remainder:
+            raise ValueError(
+                f"Layer {self.name!r} expected {num_base} variables plus "
+                f"{len(suffixes)} per growth round, but the saved weights "
+                f"hold {len(numbered)} variables."
+            )
+        per_round = [
+            arrays[r * len(suffixes) : (r + 1) * len(suffixes)]
+            for r in range(num_rounds)
+        ]
+        sizes = [round_arrays[0].shape[-1] for round_arrays in per_round]
+        packed = {
+            suffix: np.concatenate([a[j] for a in per_round], axis=-1)
+            for j, suffix in enumerate(suffixes)
+        } if per_round else {}
+        return packed, recorded[:num_rounds], sizes
 
     def load_own_variables(self, store):
         """Loads saved variables; a file of fewer rounds loads too.
@@ -541,6 +646,8 @@ class GrowableDense(Int8KernelMixin, keras.layers.Layer):
         computes what the saved layer computed. A file with more rounds
         than the layer is refused: grow the model first (a `.keras` file
         of a grown model rebuilds it with `keras.saving.load_model`).
+        Files saved with one set of variables per round (before the pairs
+        were packed) load too.
 
         A file with an int8 kernel quantizes a float layer before loading
         (default input quantizer); a float file is refused by a quantized
@@ -560,19 +667,17 @@ class GrowableDense(Int8KernelMixin, keras.layers.Layer):
                 f"{tuple(self.kernel.shape)}, but the saved kernel has shape "
                 f"{tuple(store['0'].shape)}."
             )
-        per_round = len(_GROWTH_SUFFIXES) if self.use_bias else 2
         num_base = 1 + int(self.use_bias) + int(int8_file)
-        saved_rounds, remainder = divmod(len(numbered) - num_base, per_round)
-        if saved_rounds < 0 or remainder:
+        if len(numbered) < num_base:
             raise ValueError(
-                f"Layer {self.name!r} expected {num_base} variables plus "
-                f"{per_round} per growth round, but the saved weights hold "
-                f"{len(numbered)} variables."
+                f"Layer {self.name!r} expected at least {num_base} "
+                f"variables, but the saved weights hold {len(numbered)}."
             )
-        if saved_rounds > len(self._rounds):
+        saved, recorded, sizes = self._saved_growth(store, numbered, num_base)
+        if len(sizes) > len(self._rounds):
             raise ValueError(
                 f"Layer {self.name!r} has {len(self._rounds)} growth rounds "
-                f"but the saved weights hold {saved_rounds}: they come from "
+                f"but the saved weights hold {len(sizes)}: they come from "
                 "a model grown further than this one. Load the grown "
                 "model's `.keras` file with `keras.saving.load_model`, or, "
                 "to resume training after growth, list "
@@ -580,13 +685,12 @@ class GrowableDense(Int8KernelMixin, keras.layers.Layer):
                 "`keras.callbacks.BackupAndRestore` so that it regrows the "
                 "model before the backup is loaded."
             )
-        for r in range(saved_rounds):
-            key = _INDICES_KEY.format(r)
-            saved = np.asarray(store[key]) if key in store.keys() else None
+        for r, size in enumerate(sizes):
             expected = self._rounds[r]
-            size = store[str(num_base + r * per_round)].shape[-1]
-            if (saved is not None and not np.array_equal(saved, expected)) or (
-                size != expected.size
+            saved_indices = recorded[r] if r < len(recorded) else None
+            if size != expected.size or (
+                saved_indices is not None
+                and not np.array_equal(saved_indices, expected)
             ):
                 raise ValueError(
                     f"Layer {self.name!r}: growth round {r} of the saved "
@@ -599,17 +703,14 @@ class GrowableDense(Int8KernelMixin, keras.layers.Layer):
             # which does not record a child's quantized dtype policy: the
             # file is what says that this layer was quantized.
             self._to_int8(self.quantization_config)
-        variables = self._variables_in_order()
-        count = num_base + per_round * saved_rounds
-        for i, variable in enumerate(variables[:count]):
+        for i, variable in enumerate(self._base_variables()):
             variable.assign(store[str(i)])
-        kernel = self._float_kernel()
-        bias = ops.convert_to_numpy(self.bias) if self.use_bias else None
-        for r in range(saved_rounds, len(self._rounds)):
-            for suffix, value in self._zero_sum_pairs(
-                kernel, bias, self._rounds[r], GROWTH_SCALE
-            ).items():
-                self._growth_variables[r][suffix].assign(value)
+        if self._growth:
+            kernel = self._float_kernel()
+            bias = ops.convert_to_numpy(self.bias) if self.use_bias else None
+            self._assign_growth(
+                self._growth_values(saved, kernel, bias, GROWTH_SCALE)
+            )
 
     # ---------------------------------------------------------------- config
     def get_config(self):

@@ -8,6 +8,7 @@ single, tested module (`tests/utils/test_keras_internals.py`).
 
 import contextlib
 import sys
+import warnings
 from collections.abc import Iterator
 
 import keras
@@ -184,6 +185,49 @@ def optimizer_slots(optimizer) -> tuple[list, dict[str, list]]:
         ):
             slots[name] = list(value)
     return variables, slots
+
+
+def skip_saved_state_of_other_shapes(optimizer) -> None:
+    """Makes `optimizer` skip, with a warning, saved slots of other shapes.
+
+    Keras's `Optimizer.load_own_variables` skips a saved optimizer state
+    with another number of variables (it warns "Skipping variable loading
+    for optimizer"), but one with the same number of variables and other
+    shapes makes it raise midway, after assigning the first ones. Growth
+    widens a layer's growth pairs without adding variables once the layer
+    has grown, so `model.load_weights` of a file saved before a later
+    event (a best-epoch `ModelCheckpoint`) would fail there. This instance
+    (and a `LossScaleOptimizer`'s inner optimizer) then skips such a state
+    as Keras skips one of another length, and keeps its own.
+    `tests/utils/test_keras_internals.py` fails if Keras changes either
+    behaviour.
+    """
+    for target in (optimizer, getattr(optimizer, "inner_optimizer", None)):
+        if target is None or "load_own_variables" in vars(target):
+            continue
+        target.load_own_variables = _skipping_loader(target)
+
+
+def _skipping_loader(optimizer):
+    keras_load = optimizer.load_own_variables
+
+    def load_own_variables(store):
+        variables = optimizer.variables
+        if len(store.keys()) == len(variables) and any(
+            tuple(store[str(i)].shape) != tuple(v.shape)
+            for i, v in enumerate(variables)
+        ):
+            warnings.warn(
+                f"Skipping variable loading for optimizer "
+                f"'{optimizer.name}', because the shapes of its variables "
+                "differ from the saved optimizer's: the model has grown "
+                "since the file was saved. The optimizer keeps its state.",
+                stacklevel=2,
+            )
+            return
+        keras_load(store)
+
+    return load_own_variables
 
 
 def reset_compiled_functions(model: keras.Model) -> None:

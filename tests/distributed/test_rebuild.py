@@ -103,7 +103,7 @@ def test_rebuild_keeps_compile_arguments_and_new_weights_train():
     assert grown.optimizer is model.optimizer
     assert compile_arguments(grown)["jit_compile"] is False
     kernel = next(
-        v for v in grown.variables if v.path.endswith("growth_0_kernel_plus")
+        v for v in grown.variables if v.path.endswith("growth_kernel_plus")
     )
     qkv = growable_layers(grown)[0]
     np.testing.assert_allclose(

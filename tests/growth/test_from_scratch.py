@@ -52,7 +52,8 @@ def test_every_weight_is_fresh_and_no_pair_sums_to_zero(grown):
             assert not np.allclose(values, _numpy(old)), new.path
     pairs = 0
     for name, layer in growable_layer_map(fresh).items():
-        for variables in layer._growth_variables:
+        variables = layer._growth
+        if variables:
             pair_sum = _numpy(variables["kernel_plus"]) + _numpy(
                 variables["kernel_minus"]
             )
@@ -74,13 +75,8 @@ def test_pair_sum_has_the_spread_of_a_fresh_kernel_column():
     grow_model(model, {"block_0_mlp_fc1": indices})
     fresh = fresh_model(model, seed=0)
     layer = growable_layer_map(fresh)["block_0_mlp_fc1"]
-    sums = np.concatenate(
-        [
-            _numpy(v["kernel_plus"]) + _numpy(v["kernel_minus"])
-            for v in layer._growth_variables
-        ],
-        axis=1,
-    )
+    growth = layer._growth
+    sums = _numpy(growth["kernel_plus"]) + _numpy(growth["kernel_minus"])
     kernel = _numpy(layer.kernel)
     assert sums.shape == (16, 64) and kernel.shape == (16, 32)
     # 1,024 draws each: the standard deviations agree to about 5 %.
@@ -133,7 +129,7 @@ def test_a_fresh_model_trains(grown):
     before = fresh.evaluate(x, y, verbose=0)
     fresh.fit(x, y, epochs=5, batch_size=16, verbose=0)
     assert fresh.evaluate(x, y, verbose=0) < before
-    plus = growable_layer_map(fresh)["block_0_mlp_fc1"]._growth_variables[0]
+    plus = growable_layer_map(fresh)["block_0_mlp_fc1"]._growth
     assert np.all(np.isfinite(_numpy(plus["kernel_plus"])))
 
 

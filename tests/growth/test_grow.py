@@ -110,10 +110,10 @@ def test_adamw_weight_decay_exclusions_cover_growth_biases():
     model.fit(x, y, batch_size=32, epochs=1, verbose=0)
     growth = {v.name: keras.ops.convert_to_numpy(v) for v in layer.weights}
     # Initialised to +/- 0.2 * 5 = 1.
-    np.testing.assert_allclose(growth["growth_0_bias_plus"], 1.0, atol=0.01)
-    np.testing.assert_allclose(growth["growth_0_bias_minus"], -1.0, atol=0.01)
-    np.testing.assert_allclose(growth["growth_0_kernel_plus"], 0.5, atol=0.01)
-    np.testing.assert_allclose(growth["growth_0_kernel_minus"], -0.5, atol=0.01)
+    np.testing.assert_allclose(growth["growth_bias_plus"], 1.0, atol=0.01)
+    np.testing.assert_allclose(growth["growth_bias_minus"], -1.0, atol=0.01)
+    np.testing.assert_allclose(growth["growth_kernel_plus"], 0.5, atol=0.01)
+    np.testing.assert_allclose(growth["growth_kernel_minus"], -0.5, atol=0.01)
 
 
 def test_growth_between_fits_and_rebuild_counts():

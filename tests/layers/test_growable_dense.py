@@ -74,16 +74,16 @@ def test_growth_initialisation_follows_the_scale(rng):
     layer.grow(np.array([5, 2]), scale=0.5)
     weights = {v.name: _np(v) for v in layer.weights}
     np.testing.assert_allclose(
-        weights["growth_0_kernel_plus"], 0.5 * kernel[:, [5, 2]]
+        weights["growth_kernel_plus"], 0.5 * kernel[:, [5, 2]]
     )
     np.testing.assert_allclose(
-        weights["growth_0_kernel_minus"], -0.5 * kernel[:, [5, 2]]
+        weights["growth_kernel_minus"], -0.5 * kernel[:, [5, 2]]
     )
     np.testing.assert_allclose(
-        weights["growth_0_bias_plus"], 0.5 * bias[[5, 2]]
+        weights["growth_bias_plus"], 0.5 * bias[[5, 2]]
     )
     np.testing.assert_allclose(
-        weights["growth_0_bias_minus"], -0.5 * bias[[5, 2]]
+        weights["growth_bias_minus"], -0.5 * bias[[5, 2]]
     )
     assert GROWTH_SCALE == 0.2
 
@@ -95,14 +95,16 @@ def _reference_preactivation(x, layer):
     z = x @ weights["kernel"] + weights["bias"]
     from scipy.special import erf
 
-    for r, indices in enumerate(layer.growth_rounds):
-        for j, i in enumerate(indices):
-            a_plus = x @ weights[f"growth_{r}_kernel_plus"][:, j]
-            a_plus += weights[f"growth_{r}_bias_plus"][j]
-            a_minus = x @ weights[f"growth_{r}_kernel_minus"][:, j]
-            a_minus += weights[f"growth_{r}_bias_minus"][j]
-            s = a_plus + a_minus
-            z[..., i] += 0.5 * s * (1 + erf(s / np.sqrt(2))) + s
+    # The pairs of all rounds, round after round, in one set of variables.
+    pairs = [i for indices in layer.growth_rounds for i in indices]
+    assert weights["growth_kernel_plus"].shape[1] == len(pairs)
+    for j, i in enumerate(pairs):
+        a_plus = x @ weights["growth_kernel_plus"][:, j]
+        a_plus += weights["growth_bias_plus"][j]
+        a_minus = x @ weights["growth_kernel_minus"][:, j]
+        a_minus += weights["growth_bias_minus"][j]
+        s = a_plus + a_minus
+        z[..., i] += 0.5 * s * (1 + erf(s / np.sqrt(2))) + s
     return z
 
 
@@ -166,17 +168,17 @@ def test_new_weights_receive_nonzero_gradients(rng, activation):
         )
     )
     for suffix in ("kernel_plus", "kernel_minus", "bias_plus", "bias_minus"):
-        grad = grads[f"growth_0_{suffix}"]
+        grad = grads[f"growth_{suffix}"]
         assert np.all(np.abs(grad).sum(axis=0) > 1e-6), suffix
     # The pair only appears summed: both halves get the same gradient, and
     # at z = 0 the branch slope GELU'(0) + 1 = 1.5 times dL/dz'.
     np.testing.assert_allclose(
-        grads["growth_0_kernel_plus"], grads["growth_0_kernel_minus"]
+        grads["growth_kernel_plus"], grads["growth_kernel_minus"]
     )
     if activation is None:
         expected = 1.5 * upstream[..., [1, 2, 5]].sum(axis=(0, 1))
         np.testing.assert_allclose(
-            grads["growth_0_bias_plus"], expected, rtol=1e-5
+            grads["growth_bias_plus"], expected, rtol=1e-5
         )
 
 

@@ -34,11 +34,15 @@ def grown_preactivation(layer, x):
     """`z'` of a GrowableDense layer in float64 NumPy."""
     w = numpy_weights(layer)
     z = x @ w["kernel"] + (w["bias"] if layer.use_bias else 0.0)
-    for r, indices in enumerate(layer.growth_rounds):
-        kernel = w[f"growth_{r}_kernel_plus"] + w[f"growth_{r}_kernel_minus"]
-        s = x @ kernel
+    start = 0
+    for indices in layer.growth_rounds:
+        columns = slice(start, start + len(indices))
+        start += len(indices)
+        kernel = w["growth_kernel_plus"] + w["growth_kernel_minus"]
+        s = x @ kernel[:, columns]
         if layer.use_bias:
-            s = s + w[f"growth_{r}_bias_plus"] + w[f"growth_{r}_bias_minus"]
+            bias = w["growth_bias_plus"] + w["growth_bias_minus"]
+            s = s + bias[columns]
         z[..., indices] += gelu(s) + s
     return z
 

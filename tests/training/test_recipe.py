@@ -70,10 +70,10 @@ def test_weight_decay_skips_norms_biases_tokens_and_growth_biases():
         if decayed[variable.path]:
             np.testing.assert_allclose(new, old * (1 - 0.5 * lr), rtol=1e-5)
     names = {path.split("/")[-1]: d for path, d in decayed.items()}
-    assert names["kernel"] and names["growth_0_kernel_plus"]
+    assert names["kernel"] and names["growth_kernel_plus"]
     for kept in ("bias", "gamma", "beta", "token", "embedding"):
         assert not names[kept], kept
-    assert not names["growth_0_bias_plus"]
+    assert not names["growth_bias_plus"]
 
 
 def _splits(images, labels, num_classes):

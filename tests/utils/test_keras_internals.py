@@ -1,4 +1,5 @@
 import keras
+import numpy as np
 import pytest
 
 from keras_depthhet.utils.keras_internals import (
@@ -45,3 +46,44 @@ def test_iter_layers_walks_nested_layers_in_order():
         [keras.Input((3,)), inner, keras.layers.Dense(1, name="b")]
     )
     assert [x.name for x in iter_layers(model)] == ["inner", "a", "b"]
+
+
+def _adam_for(shape, value=0.0):
+    variable = keras.Variable(np.full(shape, 1.0, "float32"))
+    optimizer = keras.optimizers.Adam()
+    optimizer.build([variable])
+    for slot in optimizer.variables[2:]:
+        slot.assign(np.full(slot.shape, value, "float32"))
+    return optimizer
+
+
+def test_saved_slots_of_other_shapes_are_skipped_not_half_loaded():
+    from keras_depthhet.utils.keras_internals import (
+        skip_saved_state_of_other_shapes,
+    )
+
+    narrow = {}
+    _adam_for((2, 3), value=5.0).save_own_variables(narrow)
+    wide = _adam_for((2, 4), value=1.0)
+    # Canary: Keras itself raises here (same count, other shapes) after
+    # assigning the variables before the first mismatch.
+    with pytest.raises(ValueError, match="shape"):
+        wide.load_own_variables(narrow)
+    wide = _adam_for((2, 4), value=1.0)
+    skip_saved_state_of_other_shapes(wide)
+    with pytest.warns(UserWarning, match="has grown since"):
+        wide.load_own_variables(narrow)
+    for slot in wide.variables[2:]:
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(slot), 1.0)
+    # A state of the same shapes still loads.
+    same = {}
+    _adam_for((2, 4), value=3.0).save_own_variables(same)
+    wide.load_own_variables(same)
+    for slot in wide.variables[2:]:
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(slot), 3.0)
+    # Another number of variables: Keras's own warning, as before.
+    other = {}
+    _adam_for((2,)).save_own_variables(other)
+    other["99"] = np.zeros(1)
+    with pytest.warns(UserWarning, match="Skipping variable loading"):
+        wide.load_own_variables(other)

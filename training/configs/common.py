@@ -30,7 +30,7 @@ import copy
 NO_WEIGHT_DECAY = ("bias", "gamma", "beta", "token", "embedding")
 """Variable-name patterns kept out of weight decay.
 
-`bias` also matches growth biases (`growth_{r}_bias_plus`); `gamma` and
+`bias` also matches growth biases (`growth_bias_plus`); `gamma` and
 `beta` are the LayerNorm scales and offsets; `token` the class token and
 `embedding` the position embedding (the patch projection's weights are
 named `kernel` and `bias`).
