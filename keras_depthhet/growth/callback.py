@@ -610,11 +610,15 @@ class GrowthCallback(keras.callbacks.Callback):
             return None
         plan = decision.pop("plan")
         before = list(self.model.weights)
+        pairs = {
+            id(layer): dict(layer._growth)
+            for layer in self._growable().values()
+        }
         added = grow_model(self.model, plan, scale=self.scale)
         for callback in self._early_stopping:
             if getattr(callback, "best_weights", None) is not None:
                 callback.best_weights = self._grown_weights(
-                    before, callback.best_weights
+                    before, pairs, callback.best_weights
                 )
         return self._event(decision, plan, added)
 
@@ -631,25 +635,25 @@ class GrowthCallback(keras.callbacks.Callback):
             },
         }
 
-    def _grown_weights(self, before: list, values: list) -> list:
+    def _grown_weights(self, before: list, pairs: dict, values: list) -> list:
         """`values` of the weights `before` growth, as the grown model's.
 
         New pairs get zero-sum values from the kernel and bias in `values`
         (as `grow` initialises them), so the result computes what `values`
-        computed before growth: what `EarlyStopping` restores.
+        computed before growth: what `EarlyStopping` restores. `pairs`
+        holds each layer's growth variables before growth
+        (`{id(layer): {suffix: variable}}`), which a grown layer's wider
+        ones replace: their values in `values` fill the first columns.
         """
         index = {id(v): i for i, v in enumerate(before)}
-        # A grown layer's widened pairs replace variables of the same path.
-        by_path = {v.path: i for i, v in enumerate(before)}
         new = {}
         for layer in self._growable().values():
             growth = layer._growth
             if not growth or all(id(v) in index for v in growth.values()):
                 continue
             saved = {
-                suffix: np.asarray(values[by_path[variable.path]])
-                for suffix, variable in growth.items()
-                if variable.path in by_path
+                suffix: np.asarray(values[index[id(variable)]])
+                for suffix, variable in pairs.get(id(layer), {}).items()
             }
             bias = values[index[id(layer.bias)]] if layer.use_bias else None
             pairs = layer._growth_values(
