@@ -141,7 +141,7 @@ def fresh_model(model_or_config, *, seed: int | None = None) -> keras.Model:
             continue
         sizes = [len(indices) for indices in layer.growth_rounds]
 
-        def draw(initializer, variable):
+        def draw(initializer, variable, sizes=sizes):
             # Round by round, so that a fan-dependent initializer sees the
             # shapes it saw when each round had its own variables.
             return ops.concatenate(

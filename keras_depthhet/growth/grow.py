@@ -199,9 +199,10 @@ def grow_model(
     (`GrowableDense.grow`), so the model computes the same function. When
     the model has a built optimizer it is rebuilt with `rebuild_optimizer`
     (old slots kept, also in the first columns of a layer's widened growth
-    pairs, zero slots for the new pairs, the iteration count kept), and the traced train/test/predict functions are
-    remade so that the next step trains the new weights. Safe to call from
-    a callback inside `fit`: on JAX the trainer's in-flight state is first
+    pairs, zero slots for the new pairs, the iteration count kept), and
+    the traced train/test/predict functions are remade so that the next
+    step trains the new weights. Safe to call from a callback inside
+    `fit`: on JAX the trainer's in-flight state is first
     written back to the variables; under a TensorFlow `tf.distribute`
     strategy the new variables are created in the model's strategy scope.
 

@@ -598,7 +598,9 @@ class GrowableDense(Int8KernelMixin, keras.layers.Layer):
         suffixes = [
             s for s in _GROWTH_SUFFIXES if self.use_bias or s[0] == "k"
         ]
-        arrays = [np.asarray(store[str(i)]) for i in range(num_base, len(numbered))]
+        arrays = [
+            np.asarray(store[str(i)]) for i in range(num_base, len(numbered))
+        ]
         recorded = []
         while _INDICES_KEY.format(len(recorded)) in store.keys():
             key = _INDICES_KEY.format(len(recorded))
