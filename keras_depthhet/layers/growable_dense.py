@@ -80,6 +80,22 @@ def _validate_scale(scale) -> float:
     return float(scale)
 
 
+def exact_gelu(x):
+    """The exact GELU, `x / 2 * (1 + erf(x / sqrt(2)))`.
+
+    Keras's `gelu` (`approximate=False`, as `keras.activations.gelu` and
+    the `"gelu"` activation compute it) and PyTorch's exact GELU (timm's
+    DeiT) compute this function. On JAX, `jax.nn.gelu` writes it with
+    `erfc`, which XLA's CPU backend runs more slowly than `erf`: about
+    1.5x for the DeiT-S MLP activation (16 x 197 x 1536) forward and
+    backward. So on JAX it is written with `erf`, as PyTorch writes it;
+    elsewhere it is Keras's `gelu`.
+    """
+    if keras.backend.backend() != "jax":
+        return ops.gelu(x, approximate=False)
+    return 0.5 * x * (1.0 + ops.erf(x * 0.7071067811865476))
+
+
 class _MirroredConstraint(keras.constraints.Constraint):
     """The minus weight's constraint: `w -> -c(-w)` for the layer's `c`.
 
@@ -517,7 +533,7 @@ class GrowableDense(Int8KernelMixin, keras.layers.Layer):
         if self.use_bias:
             bias = growth["bias_plus"] + growth["bias_minus"]
             pair_sum = pair_sum + ops.cast(bias, inputs.dtype)
-        branch = ops.gelu(pair_sum, approximate=False) + pair_sum
+        branch = exact_gelu(pair_sum) + pair_sum
         per_neuron = ops.segment_sum(
             ops.moveaxis(branch, -1, 0), self._targets, num_segments=self.units
         )
@@ -536,7 +552,10 @@ class GrowableDense(Int8KernelMixin, keras.layers.Layer):
         if self._analysis_hook is None and is_compiled_trace(inputs):
             self._traced = True
         z = self.preactivation(inputs)
-        outputs = self.activation(z) if self.activation is not None else z
+        if self.activation is keras.activations.gelu:
+            outputs = exact_gelu(z)  # The same function, faster on JAX.
+        else:
+            outputs = self.activation(z) if self.activation is not None else z
         if self._analysis_hook is not None:
             outputs = self._analysis_hook(self, inputs, z, outputs)
         return outputs
