@@ -656,14 +656,14 @@ class GrowthCallback(keras.callbacks.Callback):
                 for suffix, variable in pairs.get(id(layer), {}).items()
             }
             bias = values[index[id(layer.bias)]] if layer.use_bias else None
-            pairs = layer._growth_values(
+            widened = layer._growth_values(
                 saved,
                 np.asarray(values[index[id(layer.kernel)]]),
                 None if bias is None else np.asarray(bias),
                 self.scale,
             )
             for suffix, variable in growth.items():
-                new[id(variable)] = pairs[suffix]
+                new[id(variable)] = widened[suffix]
         return [
             values[index[id(v)]] if id(v) in index else new[id(v)]
             for v in self.model.weights
