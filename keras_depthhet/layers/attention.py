@@ -127,9 +127,9 @@ def _head_major_attention(query, key, value, scale):
     float32 whatever the compute dtype, as in JAX's own
     `dot_product_attention`. On XLA's CPU backend this is faster than
     `jax.nn.dot_product_attention` (its einsums over the token-major
-    layout cost more in transposes): about 20 % for the DeiT-S attention
-    (16 x 197 tokens, 6 heads of 64) forward and backward, measured in
-    `docs/benchmarks.md`. It also runs `mixed_float16` models on a CPU,
+    layout cost more in transposes); `benchmarks/train_step_profile.py`
+    shows the DeiT-S step's attention before and after
+    (`docs/benchmarks.md`). It also runs `mixed_float16` models on a CPU,
     where `dot_product_attention` asks XLA for float16 products with
     float32 results, which XLA's CPU backend refuses ("precision
     'F16_F16_F32' is not supported by dot_general on CPU").

@@ -86,9 +86,10 @@ def exact_gelu(x):
     Keras's `gelu` (`approximate=False`, as `keras.activations.gelu` and
     the `"gelu"` activation compute it) and PyTorch's exact GELU (timm's
     DeiT) compute this function. On JAX, `jax.nn.gelu` writes it with
-    `erfc`, which XLA's CPU backend runs more slowly than `erf`: about
-    1.5x for the DeiT-S MLP activation (16 x 197 x 1536) forward and
-    backward. So on JAX it is written with `erf`, as PyTorch writes it;
+    `erfc`, which XLA's CPU backend runs more slowly than `erf` (the
+    GELU row of `benchmarks/train_step_profile.py`, before and after, in
+    `docs/benchmarks.md`). So on JAX it is written with `erf`, as PyTorch
+    writes it;
     elsewhere it is Keras's `gelu`.
     """
     if keras.backend.backend() != "jax":

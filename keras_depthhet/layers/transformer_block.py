@@ -16,8 +16,9 @@ class LayerNorm(keras.layers.LayerNormalization):
     under mixed precision) computing the same function. On JAX it centres
     the input once and takes the variance of the centred values, which
     XLA's CPU backend runs faster than Keras's formulation (moments, then
-    an affine map built from them): about 25 % for the DeiT-S LayerNorm
-    (16 x 197 x 384) forward and backward. Other backends, other axes and
+    an affine map built from them; the LayerNorm row of
+    `benchmarks/train_step_profile.py` in `docs/benchmarks.md`). Other
+    backends, other axes and
     `rms_scaling` use Keras's own computation.
     """
 
