@@ -11,7 +11,17 @@ embedding, `qkv`, `proj`, `fc1`, `fc2`, head), attention matmuls (`Q K^T`,
 update and the rest. The table gives each kind's milliseconds per step and
 share, on both backends, from one run.
 
+With PyTorch and timm in the Python named by `--timm-python` (default:
+`$TIMM_PYTHON`, or this one), the uniform DeiT-S step of timm (eager,
+`benchmarks.train_step_throughput.timm_step`) is profiled too, with
+`torch.profiler`: each op's own time is put into a kind by its name or the
+nearest enclosing op that names one (everything under the optimizer's step
+is the AdamW update). timm's attention is one fused op, its matmuls and
+softmax together, so a second table sets the three steps side by side with
+the attention kinds merged.
+
     python -m benchmarks.train_step_profile [--quick] [--model NAME]
+        [--timm-python PATH]
 """
 
 import argparse
@@ -43,6 +53,27 @@ KINDS = (
 
 TRACED_STEPS = 2
 
+TORCH_PATTERNS = (
+    (r"scaled_?dot_?product", "attention matmuls"),
+    (
+        r"aten::(addmm|mm|bmm|matmul|linear|convolution|mkldnn_convolution"
+        r"|convolution_backward)$|(addmm|mm|bmm|convolution)backward",
+        "dense matmuls",
+    ),
+    (r"layer_?norm", "LayerNorm"),
+    (r"gelu", "GELU"),
+    (r"cross_?entropy|log_?softmax|nll_?loss", "loss"),
+    # timm splits q, k and v apart with the one `unbind` of its attention.
+    (r"unbind", "softmax and attention layout"),
+)
+"""PyTorch op names (lower case) and the kinds they put an op in, in order."""
+
+MERGED_KINDS = {
+    "attention matmuls": "attention (matmuls, softmax, layout)",
+    "softmax and attention layout": "attention (matmuls, softmax, layout)",
+}
+"""The kinds merged in the table beside timm, whose attention is one op."""
+
 
 def op_kind(op_name: str, has_dot: bool) -> str:
     """The kind of an XLA op, from its `op_name` and whether it has a dot.
@@ -66,6 +97,25 @@ def op_kind(op_name: str, has_dot: bool) -> str:
         return "GELU"
     if "attn" in name:
         return "softmax and attention layout"
+    return "other"
+
+
+def torch_op_kind(names: list[str]) -> str:
+    """The kind of a PyTorch profiler event, from its and its parents' names.
+
+    `names` holds the event's name first, then its enclosing events' names
+    outwards. Everything under the optimizer's step is the AdamW update;
+    otherwise the innermost name that says a kind decides, so that a copy
+    inside `aten::native_layer_norm` is LayerNorm's and an `aten::mm` inside
+    `AddmmBackward0` a dense matmul.
+    """
+    lowered = [name.lower() for name in names]
+    if any("optimizer.step" in name for name in lowered):
+        return "AdamW update"
+    for name in lowered:
+        for pattern, kind in TORCH_PATTERNS:
+            if re.search(pattern, name):
+                return kind
     return "other"
 
 
@@ -116,6 +166,56 @@ def profile_worker(quick: bool, name: str, batch: int, out: Path) -> dict:
         tf.profiler.experimental.stop()
     seconds = (time.perf_counter() - start) / TRACED_STEPS
     return {"params": model.count_params(), "traced_step_s": seconds}
+
+
+def timm_profile_worker(image_size: int, patch_size: int, batch: int) -> dict:
+    """Profiles timm's DeiT-S step with `torch.profiler`; kinds in ms/step."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from benchmarks.train_step_throughput import timm_step
+
+    model, step = timm_step(image_size, patch_size, batch)
+    for _ in range(2):
+        step()
+    start = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(TRACED_STEPS):
+            step()
+    seconds = (time.perf_counter() - start) / TRACED_STEPS
+    times = collections.Counter()
+    for event in prof.events():
+        names, parent = [], event
+        while parent is not None:
+            names.append(parent.name)
+            parent = parent.cpu_parent
+        kind = torch_op_kind(names)
+        times[kind] += event.self_cpu_time_total / 1e3 / TRACED_STEPS
+    return {
+        "params": sum(p.numel() for p in model.parameters()),
+        "traced_step_s": seconds,
+        "times": dict(times),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def run_timm(python: str, args) -> dict | None:
+    """`timm_profile_worker` in `python`, or None without torch and timm."""
+    probe = [python, "-c", "import timm, torch"]
+    if subprocess.run(probe, capture_output=True).returncode != 0:
+        return None
+    command = [python, "-m", "benchmarks.train_step_profile", "--timm-worker"]
+    proc = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout + proc.stderr)
+        raise RuntimeError("timm profile worker failed")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def _largest_train_module(dump: Path) -> str:
@@ -169,7 +269,7 @@ def run_backend(backend: str, args, out: Path) -> dict:
 
 
 def report(results: dict, args, seconds: float, machine: str) -> str:
-    totals = {b: sum(r["times"].values()) for b, r in results.items()}
+    totals = {b: sum(results[b]["times"].values()) for b in BACKENDS}
     lines = [
         "| op kind | JAX ms/step | JAX share | TensorFlow ms/step "
         "| TensorFlow share | JAX / TensorFlow |",
@@ -195,15 +295,66 @@ def report(results: dict, args, seconds: float, machine: str) -> str:
     if args.model != "uniform":
         command += f" --model {args.model}"
     steps = ", ".join(
-        f"{b} {r['traced_step_s']:.2f} s" for b, r in results.items()
+        f"{b} {r['traced_step_s']:.2f} s"
+        for b, r in results.items()
+        if b in BACKENDS
     )
-    return (
+    text = (
         f"Op times of one {args.model} {model} training step (batch "
         f"{args.batch}, AdamW, jit-compiled, float32), from the profiler "
         f"trace of {TRACED_STEPS} steps (traced step: {steps}). Measured "
-        f"{machine}.\n\n"
-        + "\n".join(lines)
-        + f"\n\nCommand: `{command}` ({seconds:.0f} s).\n"
+        f"{machine}.\n\n" + "\n".join(lines) + "\n"
+    )
+    if "timm" in results:
+        text += "\n" + timm_table(results)
+    else:
+        if args.quick:
+            why = "the quick mode profiles no DeiT-S"
+        elif args.model != "uniform":
+            why = "only the uniform DeiT-S has a timm twin"
+        else:
+            why = "PyTorch/timm not found"
+        text += f"\n(timm not profiled: {why}.)\n"
+    return text + f"\nCommand: `{command}` ({seconds:.0f} s).\n"
+
+
+def timm_table(results: dict) -> str:
+    """The three steps side by side, the attention kinds merged."""
+    kinds = list(dict.fromkeys(MERGED_KINDS.get(k, k) for k in KINDS))
+    merged = {}
+    for name, result in results.items():
+        merged[name] = collections.Counter()
+        for kind, ms in result["times"].items():
+            merged[name][MERGED_KINDS.get(kind, kind)] += ms
+    lines = [
+        "| op kind | Keras-JAX ms/step | Keras-TensorFlow ms/step "
+        "| timm ms/step | JAX / timm | TensorFlow / timm |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+
+    def row(label, jax_ms, tf_ms, timm_ms):
+        ratios = " | ".join(
+            f"{ms / timm_ms:.2f}" if timm_ms else "n/a"
+            for ms in (jax_ms, tf_ms)
+        )
+        return (
+            f"| {label} | {jax_ms:.1f} | {tf_ms:.1f} | {timm_ms:.1f} "
+            f"| {ratios} |"
+        )
+
+    for kind in kinds:
+        lines.append(
+            row(kind, *(merged[n].get(kind, 0.0) for n in (*BACKENDS, "timm")))
+        )
+    lines.append(
+        row("all ops", *(sum(merged[n].values()) for n in (*BACKENDS, "timm")))
+    )
+    timm = results["timm"]
+    return (
+        f"Beside timm's eager step (PyTorch {timm['torch']}, "
+        f"{timm['threads']} threads, {timm['params']:,} parameters; traced "
+        f"step {timm['traced_step_s']:.2f} s under `torch.profiler`, each "
+        "op's own time):\n\n" + "\n".join(lines) + "\n"
     )
 
 
@@ -211,12 +362,24 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--model", choices=MODELS, default="uniform")
+    parser.add_argument(
+        "--timm-python",
+        default=os.environ.get("TIMM_PYTHON", sys.executable),
+        help="a Python with torch and timm for the uniform model's timm "
+        "profile (default: $TIMM_PYTHON, or this one)",
+    )
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--timm-worker", action="store_true", help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     args.batch = 4 if args.quick else 16
     if args.worker:
         out = profile_worker(args.quick, args.model, args.batch, args.worker)
         print(json.dumps(out))
+        return
+    if args.timm_worker:
+        print(json.dumps(timm_profile_worker(224, 16, args.batch)))
         return
     machine = machine_description()
     start = time.time()
@@ -225,6 +388,10 @@ def main(argv=None) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             results[backend] = run_backend(backend, args, Path(tmp))
             results[backend]["times"] = op_times(Path(tmp))
+    if not args.quick and args.model == "uniform":
+        timm = run_timm(args.timm_python, args)
+        if timm is not None:
+            results["timm"] = timm
     text = report(results, args, time.time() - start, machine)
     print(text)
     suffix = "" if args.model == "uniform" else f"_{args.model}"

@@ -144,7 +144,11 @@ def keras_worker(quick, image_size, patch_size, batch, names):
     )
 
 
-def timm_worker(image_size, patch_size, batch):
+def timm_step(image_size, patch_size, batch):
+    """timm's DeiT-S and one eager AdamW training step on a random batch.
+
+    Returns `(model, step)`; `step()` runs forward, backward and update.
+    """
     import timm
     import torch
 
@@ -169,6 +173,13 @@ def timm_worker(image_size, patch_size, batch):
         loss.backward()
         optimizer.step()
 
+    return model, step
+
+
+def timm_worker(image_size, patch_size, batch):
+    import torch
+
+    model, step = timm_step(image_size, patch_size, batch)
     step()
     serve(
         {

@@ -5,7 +5,13 @@
 
 import pytest
 
-from benchmarks.train_step_profile import KINDS, hlo_ops, op_kind
+from benchmarks.train_step_profile import (
+    KINDS,
+    hlo_ops,
+    op_kind,
+    timm_table,
+    torch_op_kind,
+)
 
 HLO = """HloModule jit_train_step
 
@@ -67,3 +73,62 @@ def test_hlo_ops_reads_op_names_and_dots_inside_fusions():
 def test_op_kind(op_name, has_dot, kind):
     assert kind in KINDS
     assert op_kind(op_name, has_dot) == kind
+
+
+@pytest.mark.parametrize(
+    "names, kind",
+    [
+        (["aten::mm", "AddmmBackward0",
+          "autograd::engine::evaluate_function: AddmmBackward0"],
+         "dense matmuls"),
+        (["aten::addmm", "aten::linear"], "dense matmuls"),
+        (["aten::mkldnn_convolution", "aten::convolution"], "dense matmuls"),
+        (["aten::copy_", "aten::native_layer_norm", "aten::layer_norm"],
+         "LayerNorm"),
+        (["aten::_scaled_dot_product_flash_attention_for_cpu_backward",
+          "ScaledDotProductFlashAttentionForCpuBackward0"],
+         "attention matmuls"),
+        (["aten::cat", "UnbindBackward0"], "softmax and attention layout"),
+        (["aten::gelu_backward", "GeluBackward0"], "GELU"),
+        (["aten::_log_softmax", "aten::log_softmax",
+          "aten::cross_entropy_loss"], "loss"),
+        # The optimizer's step claims its matmul-like names too.
+        (["aten::mul_", "Optimizer.step#AdamW.step"], "AdamW update"),
+        (["aten::addcdiv_", "aten::mm_like", "Optimizer.step#AdamW.step"],
+         "AdamW update"),
+        (["aten::add"], "other"),
+        (["aten::mmap_weights"], "other"),
+    ],
+)
+def test_torch_op_kind(names, kind):
+    assert torch_op_kind(names) == kind
+
+
+def test_timm_table_merges_the_attention_kinds():
+    def result(**times):
+        return {"times": times, "traced_step_s": 1.0}
+
+    results = {
+        "jax": result(**{"dense matmuls": 100.0, "attention matmuls": 30.0,
+                         "softmax and attention layout": 20.0, "GELU": 8.0}),
+        "tensorflow": result(**{"dense matmuls": 110.0,
+                                "attention matmuls": 25.0,
+                                "softmax and attention layout": 5.0,
+                                "GELU": 4.0}),
+        "timm": {**result(**{"dense matmuls": 80.0,
+                             "attention matmuls": 40.0, "GELU": 4.0}),
+                 "torch": "2.x", "threads": 2, "params": 5},
+    }
+    rows = {
+        line.split(" | ")[0].strip("| "): line.split(" | ")[1:]
+        for line in timm_table(results).splitlines()
+        if line.startswith("| ")
+    }
+    attention = rows["attention (matmuls, softmax, layout)"]
+    assert attention[:3] == ["50.0", "30.0", "40.0"]
+    assert attention[3:] == ["1.25", "0.75 |"]
+    assert rows["GELU"][3:] == ["2.00", "1.00 |"]
+    assert rows["all ops"][:3] == ["158.0", "144.0", "124.0"]
+    assert "attention matmuls" not in rows
+    # A kind timm does not have gets no ratio.
+    assert rows["LayerNorm"][3:] == ["n/a", "n/a |"]
