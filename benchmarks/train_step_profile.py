@@ -20,8 +20,12 @@ is the AdamW update). timm's attention is one fused op, its matmuls and
 softmax together, so a second table sets the three steps side by side with
 the attention kinds merged.
 
+`--retained-memory` starts every worker with `GLIBC_TUNABLES` set to what
+`keras_depthhet.retain_freed_memory()` sets (glibc keeps freed memory for
+reuse), and writes its table apart (`train_step_profile_retained.md`).
+
     python -m benchmarks.train_step_profile [--quick] [--model NAME]
-        [--timm-python PATH]
+        [--timm-python PATH] [--retained-memory]
 """
 
 import argparse
@@ -200,6 +204,15 @@ def timm_profile_worker(image_size: int, patch_size: int, batch: int) -> dict:
     }
 
 
+def _worker_env(args) -> dict:
+    """The workers' environment; glibc keeps freed memory if asked."""
+    if not args.retained_memory:
+        return dict(os.environ)
+    from keras_depthhet.host_memory import TUNABLES
+
+    return {**os.environ, "GLIBC_TUNABLES": TUNABLES}
+
+
 def run_timm(python: str, args) -> dict | None:
     """`timm_profile_worker` in `python`, or None without torch and timm."""
     probe = [python, "-c", "import timm, torch"]
@@ -210,6 +223,7 @@ def run_timm(python: str, args) -> dict | None:
         command,
         capture_output=True,
         text=True,
+        env=_worker_env(args),
         cwd=Path(__file__).resolve().parent.parent,
     )
     if proc.returncode != 0:
@@ -250,7 +264,7 @@ def run_backend(backend: str, args, out: Path) -> dict:
     command += ["--worker", str(out), "--model", args.model]
     command += ["--quick"] if args.quick else []
     env = {
-        **os.environ,
+        **_worker_env(args),
         "KERAS_BACKEND": backend,
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "XLA_FLAGS": f"--xla_dump_to={out / 'hlo'} --xla_dump_hlo_as_text",
@@ -294,16 +308,24 @@ def report(results: dict, args, seconds: float, machine: str) -> str:
     )
     if args.model != "uniform":
         command += f" --model {args.model}"
+    if args.retained_memory:
+        command += " --retained-memory"
     steps = ", ".join(
         f"{b} {r['traced_step_s']:.2f} s"
         for b, r in results.items()
         if b in BACKENDS
     )
+    retained = (
+        ", every worker with freed memory retained (glibc settings of "
+        "`keras_depthhet.retain_freed_memory()`)"
+        if args.retained_memory
+        else ""
+    )
     text = (
         f"Op times of one {args.model} {model} training step (batch "
-        f"{args.batch}, AdamW, jit-compiled, float32), from the profiler "
-        f"trace of {TRACED_STEPS} steps (traced step: {steps}). Measured "
-        f"{machine}.\n\n" + "\n".join(lines) + "\n"
+        f"{args.batch}, AdamW, jit-compiled, float32{retained}), from the "
+        f"profiler trace of {TRACED_STEPS} steps (traced step: {steps}). "
+        f"Measured {machine}.\n\n" + "\n".join(lines) + "\n"
     )
     if "timm" in results:
         text += "\n" + timm_table(results)
@@ -368,6 +390,12 @@ def main(argv=None) -> None:
         help="a Python with torch and timm for the uniform model's timm "
         "profile (default: $TIMM_PYTHON, or this one)",
     )
+    parser.add_argument(
+        "--retained-memory",
+        action="store_true",
+        help="start every worker with glibc keeping freed memory "
+        "(keras_depthhet.retain_freed_memory's settings)",
+    )
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument(
         "--timm-worker", action="store_true", help=argparse.SUPPRESS
@@ -395,6 +423,7 @@ def main(argv=None) -> None:
     text = report(results, args, time.time() - start, machine)
     print(text)
     suffix = "" if args.model == "uniform" else f"_{args.model}"
+    suffix += "_retained" if args.retained_memory else ""
     path = write_result("train_step_profile" + suffix, text, args.quick)
     print(f"written to {path}")
 

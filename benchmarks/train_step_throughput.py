@@ -19,14 +19,17 @@ run.
 
     python -m benchmarks.train_step_throughput [--quick] [--rounds N]
         [--models reduced grown uniform] [--timm-python PATH]
-        [--jax-xla-flags=FLAGS ...]
+        [--jax-xla-flags=FLAGS ...] [--retained-memory]
 
 `--models` limits the run to some of the models, with a table of its own
 (`results/train_step_throughput_uniform.md` for the uniform model alone).
 `--jax-xla-flags=FLAGS` (repeatable; the `=` lets FLAGS start with `--`)
 adds one more JAX worker whose `XLA_FLAGS` is FLAGS, timed in the same
 turns as the others: XLA compiler options tried on the benchmark's side
-only, never set by the library.
+only, never set by the library. `--retained-memory` adds a twin of every
+worker (JAX, TensorFlow, timm) started with `GLIBC_TUNABLES` set to what
+`keras_depthhet.retain_freed_memory()` sets, so that glibc keeps freed
+memory for reuse.
 """
 
 import argparse
@@ -196,7 +199,13 @@ def timm_available(python: str) -> bool:
     return subprocess.run(probe, capture_output=True).returncode == 0
 
 
-def measure(quick, rounds, repeats, timm_python, names, xla_flags=()):
+RETAINED = ", freed memory retained"
+"""The suffix of a worker started with glibc keeping freed memory."""
+
+
+def measure(
+    quick, rounds, repeats, timm_python, names, xla_flags=(), retained=False
+):
     """Starts the workers one after another, then times them in turns.
 
     Returns `({worker: ready_info}, {worker: {model: best seconds}})`.
@@ -225,13 +234,24 @@ def measure(quick, rounds, repeats, timm_python, names, xla_flags=()):
         and timm_available(timm_python)
     ):
         specs["timm"] = ([timm_python, *module, "--timm"], {})
+    if retained:
+        from keras_depthhet.host_memory import TUNABLES
+
+        for name in [*BACKENDS, "timm"]:
+            if name in specs:
+                command, env = specs[name]
+                specs[name + RETAINED] = (
+                    command,
+                    {**env, "GLIBC_TUNABLES": TUNABLES},
+                )
     workers, best = {}, {}
     try:
         for name, (command, env) in specs.items():
             workers[name] = Worker(command, env)
         for _ in range(rounds):
             for name, worker in workers.items():
-                models = ("uniform",) if name == "timm" else names
+                timm = name.startswith("timm")
+                models = ("uniform",) if timm else names
                 for model in models:
                     seconds = worker.request(model=model, repeats=repeats)
                     key = best.setdefault(name, {})
@@ -259,6 +279,7 @@ def report(
     seconds,
     machine,
     xla_flags=(),
+    retained=False,
 ):
     """The Markdown table and the side-by-side ratios."""
     ips = {
@@ -270,7 +291,10 @@ def report(
     header = ["backend", *(f"{m} (img/s)" for m in names)]
     header += [f"{m} / reduced" for m in ratios]
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
-    for backend in [*BACKENDS, *map(_flagged, xla_flags)]:
+    rows = [*BACKENDS, *map(_flagged, xla_flags)]
+    if retained:
+        rows += [backend + RETAINED for backend in BACKENDS]
+    for backend in rows:
         r = ips[backend]
         cells = [backend, *(f"{r[m]:.2f}" for m in names)]
         cells += [f"{r[m] / r['reduced']:.2f}" for m in ratios]
@@ -308,6 +332,27 @@ def report(
         elif not quick:
             text += " (timm not measured: PyTorch/timm not found)"
         text += ".\n"
+        if retained:
+            kept = {
+                name: uniform[name + RETAINED]
+                for name in (*BACKENDS, "timm")
+                if name + RETAINED in uniform
+            }
+            text += (
+                "\nWith freed memory retained in every worker "
+                "(`keras_depthhet.retain_freed_memory()`, set here through "
+                "`GLIBC_TUNABLES`): Keras-JAX / Keras-TensorFlow "
+                f"{kept['jax'] / kept['tensorflow']:.2f}, Keras-JAX / "
+                f"Keras-TensorFlow at its default "
+                f"{kept['jax'] / uniform['tensorflow']:.2f}"
+            )
+            if "timm" in kept:
+                text += (
+                    f"; timm {kept['timm']:.2f} img/s, Keras-JAX / timm "
+                    f"{kept['jax'] / kept['timm']:.2f}, Keras-JAX / timm at "
+                    f"its default {kept['jax'] / uniform['timm']:.2f}"
+                )
+            text += ".\n"
     cmd = "python -m benchmarks.train_step_throughput" + (
         " --quick" if quick else ""
     )
@@ -317,6 +362,8 @@ def report(
         cmd += " --models " + " ".join(names)
     if xla_flags:
         cmd += "".join(f" --jax-xla-flags='{f}'" for f in xla_flags)
+    if retained:
+        cmd += " --retained-memory"
     return text + f"\nCommand: `{cmd}` ({seconds:.0f} s).\n"
 
 
@@ -343,6 +390,12 @@ def main(argv=None):
         help="one more JAX worker, run with XLA_FLAGS=FLAGS (repeatable; "
         "write --jax-xla-flags=FLAGS)",
     )
+    parser.add_argument(
+        "--retained-memory",
+        action="store_true",
+        help="a twin of every worker with glibc keeping freed memory "
+        "(keras_depthhet.retain_freed_memory's settings)",
+    )
     args = parser.parse_args(argv)
     names = [model for model in MODELS if model in args.models]
     image_size, patch_size = (32, 8) if args.quick else (224, 16)
@@ -364,6 +417,7 @@ def main(argv=None):
         args.timm_python,
         names,
         args.jax_xla_flags,
+        args.retained_memory,
     )
     text = report(
         args.quick,
@@ -375,6 +429,7 @@ def main(argv=None):
         time.time() - start,
         machine,
         args.jax_xla_flags,
+        args.retained_memory,
     )
     print(text)
     # A subset of the models gets a table of its own.
