@@ -33,6 +33,7 @@ BENCHMARKS = (
     "recent_batches_overhead",
     "train_step_throughput",
     "train_step_profile",
+    "step_page_faults",
     "replication",
     "gpu_check",
 )
