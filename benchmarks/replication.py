@@ -43,7 +43,8 @@ otherwise, the same tiny ViT on 7x7-pixel patches) and writes
 `benchmarks/results/replication_mnist.md`. `--epochs N` scales the
 34-epoch schedule (growth warm-up, interval and window, learning-rate
 warm-up) to N epochs; a run with `--epochs` or `--test-fraction` writes
-`replication_mnist_seeded.md` instead.
+`replication_mnist_seeded.md` instead, and one of some arms only
+(`--arms a,b`) `replication_mnist_seeded_ab.md` beside it.
 
 Each (arm, seed) is a unit of its own, trained seed by seed: with
 `--out DIR` its run directory is `DIR/<arm>-seed<k>`, its log
@@ -1038,6 +1039,10 @@ def report_name(args) -> str:
         name += "_mnist"
     if args.epochs is not None or args.test_fraction is not None:
         name += "_seeded"
+    if args.arms != ARMS and not args.pilot:
+        # A run of some arms only (more seeds for one difference) gets a
+        # table of its own beside the one with every arm.
+        name += "_" + "".join(args.arms)
     return name
 
 

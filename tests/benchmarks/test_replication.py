@@ -287,3 +287,17 @@ def test_pilot_row_projects_seeds_and_time():
     assert row["cpu_hours_six_arms"] == pytest.approx(needed * 540 / 3600)
     table = replication.pilot_table([row])
     assert f"| {needed} |" in table and "| 300 / 200 / 300 |" in table
+
+
+def test_each_run_kind_writes_its_own_table():
+    def name(*argv):
+        return replication.report_name(replication.parse_args(list(argv)))
+
+    seeded = ["--mnist", "DIR", "--epochs", "20"]
+    assert name() == "replication"
+    assert name("--mnist", "DIR") == "replication_mnist"
+    assert name(*seeded) == "replication_mnist_seeded"
+    # More seeds of two arms do not replace the table of every arm.
+    assert name(*seeded, "--arms", "a,b") == "replication_mnist_seeded_ab"
+    assert name(*seeded, "--arms", "a,b,c,d,e,f") == name(*seeded)
+    assert name(*seeded, "--pilot") == "replication_mnist_seeded"
