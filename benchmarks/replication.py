@@ -812,11 +812,15 @@ def report(
         "19.4M / 21.7M); each event's budget is the parameters to add "
         "divided by the number of events in the growth window, plus the "
         "largest cost of one neuron, capped by the target\n"
-        "- Arm (f) builds, for each seed, the architecture arm (a) grew "
-        "(`keras_depthhet.growth.fresh_model`: every weight drawn afresh, "
-        "each +/- pair from the layer's initializer) and trains it "
-        "without growth on the same data\n"
-        "- MFLOPs / image: forward FLOPs of the final model for one image, "
+        + (
+            "- Arm (f) builds, for each seed, the architecture arm (a) "
+            "grew (`keras_depthhet.growth.fresh_model`: every weight drawn "
+            "afresh, each +/- pair from the layer's initializer) and trains "
+            "it without growth on the same data\n"
+            if "f" in args.arms
+            else ""
+        )
+        + "- MFLOPs / image: forward FLOPs of the final model for one image, "
         "one multiply-add counted as one FLOP (the DeiT convention of "
         "`keras_depthhet.models.flops.count_flops`); 1 MFLOP = 0.001 "
         "GFLOPs\n"
