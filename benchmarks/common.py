@@ -14,6 +14,25 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BACKENDS = ("jax", "tensorflow")
 
 
+def run_json_worker(command: list[str], env: dict, what: str) -> dict:
+    """Runs a worker process; returns the JSON object of its last line.
+
+    The worker runs from the repository root with `env` as its whole
+    environment; on failure its output is shown and `what` names it.
+    """
+    proc = subprocess.run(
+        command,
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout + proc.stderr)
+        raise RuntimeError(f"{what} failed")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def run_per_backend(module: str, args: list[str]) -> dict[str, dict]:
     """Runs `python -m module --worker args` once per backend.
 
@@ -24,17 +43,11 @@ def run_per_backend(module: str, args: list[str]) -> dict[str, dict]:
     for backend in BACKENDS:
         env = {**os.environ, "KERAS_BACKEND": backend}
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        proc = subprocess.run(
+        results[backend] = run_json_worker(
             [sys.executable, "-m", module, "--worker", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).resolve().parent.parent,
+            env,
+            f"{module} under {backend}",
         )
-        if proc.returncode != 0:
-            sys.stderr.write(proc.stdout + proc.stderr)
-            raise RuntimeError(f"{module} failed under {backend}")
-        results[backend] = json.loads(proc.stdout.strip().splitlines()[-1])
     return results
 
 

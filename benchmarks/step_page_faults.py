@@ -21,12 +21,16 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
-from pathlib import Path
 
-from benchmarks.common import BACKENDS, machine_description, write_result
+from benchmarks.common import (
+    BACKENDS,
+    machine_description,
+    run_json_worker,
+    write_result,
+)
+from benchmarks.train_step_throughput import timm_available
 
 STEPS = 3
 """Steps counted, after the warm-up."""
@@ -85,22 +89,7 @@ def run_worker(name: str, python: str, retained: bool, quick: bool) -> dict:
     if name != "timm":
         env["KERAS_BACKEND"] = name
         command += ["--quick"] if quick else []
-    proc = subprocess.run(
-        command,
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stdout + proc.stderr)
-        raise RuntimeError(f"page-fault worker {name} failed")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def timm_available(python: str) -> bool:
-    probe = [python, "-c", "import timm, torch"]
-    return subprocess.run(probe, capture_output=True).returncode == 0
+    return run_json_worker(command, env, f"page-fault worker {name}")
 
 
 def report(rows: list, quick: bool, seconds: float, machine: str) -> str:

@@ -34,14 +34,23 @@ import glob
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import BACKENDS, machine_description, write_result
-from benchmarks.train_step_throughput import MODELS, build_model, keras_step
+from benchmarks.common import (
+    BACKENDS,
+    machine_description,
+    run_json_worker,
+    write_result,
+)
+from benchmarks.train_step_throughput import (
+    MODELS,
+    build_model,
+    keras_step,
+    timm_available,
+)
 
 KINDS = (
     "dense matmuls",
@@ -215,21 +224,10 @@ def _worker_env(args) -> dict:
 
 def run_timm(python: str, args) -> dict | None:
     """`timm_profile_worker` in `python`, or None without torch and timm."""
-    probe = [python, "-c", "import timm, torch"]
-    if subprocess.run(probe, capture_output=True).returncode != 0:
+    if not timm_available(python):
         return None
     command = [python, "-m", "benchmarks.train_step_profile", "--timm-worker"]
-    proc = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        env=_worker_env(args),
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stdout + proc.stderr)
-        raise RuntimeError("timm profile worker failed")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_json_worker(command, _worker_env(args), "timm profile worker")
 
 
 def _largest_train_module(dump: Path) -> str:
@@ -269,17 +267,7 @@ def run_backend(backend: str, args, out: Path) -> dict:
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "XLA_FLAGS": f"--xla_dump_to={out / 'hlo'} --xla_dump_hlo_as_text",
     }
-    proc = subprocess.run(
-        command,
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stdout + proc.stderr)
-        raise RuntimeError(f"profile worker failed under {backend}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_json_worker(command, env, f"profile worker under {backend}")
 
 
 def report(results: dict, args, seconds: float, machine: str) -> str:
