@@ -14,6 +14,16 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BACKENDS = ("jax", "tensorflow")
 
 
+def add_timm_python_argument(parser) -> None:
+    """`--timm-python PATH`: a Python with torch and timm, for timm's twin."""
+    parser.add_argument(
+        "--timm-python",
+        default=os.environ.get("TIMM_PYTHON", sys.executable),
+        help="a Python with torch and timm (default: $TIMM_PYTHON, or this "
+        "one)",
+    )
+
+
 def run_json_worker(command: list[str], env: dict, what: str) -> dict:
     """Runs a worker process; returns the JSON object of its last line.
 

@@ -26,6 +26,7 @@ import time
 
 from benchmarks.common import (
     BACKENDS,
+    add_timm_python_argument,
     machine_description,
     run_json_worker,
     write_result,
@@ -129,12 +130,7 @@ def report(rows: list, quick: bool, seconds: float, machine: str) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument(
-        "--timm-python",
-        default=os.environ.get("TIMM_PYTHON", sys.executable),
-        help="a Python with torch and timm (default: $TIMM_PYTHON, or this "
-        "one)",
-    )
+    add_timm_python_argument(parser)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:

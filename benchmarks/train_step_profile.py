@@ -41,6 +41,7 @@ from pathlib import Path
 
 from benchmarks.common import (
     BACKENDS,
+    add_timm_python_argument,
     machine_description,
     run_json_worker,
     write_result,
@@ -372,12 +373,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--model", choices=MODELS, default="uniform")
-    parser.add_argument(
-        "--timm-python",
-        default=os.environ.get("TIMM_PYTHON", sys.executable),
-        help="a Python with torch and timm for the uniform model's timm "
-        "profile (default: $TIMM_PYTHON, or this one)",
-    )
+    add_timm_python_argument(parser)
     parser.add_argument(
         "--retained-memory",
         action="store_true",

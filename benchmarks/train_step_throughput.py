@@ -33,7 +33,6 @@ memory for reuse.
 """
 
 import argparse
-import os
 import subprocess
 import sys
 import time
@@ -41,6 +40,7 @@ import time
 from benchmarks.common import (
     BACKENDS,
     Worker,
+    add_timm_python_argument,
     best_time,
     machine_description,
     serve,
@@ -376,12 +376,7 @@ def main(argv=None):
     parser.add_argument(
         "--models", nargs="+", choices=MODELS, default=list(MODELS)
     )
-    parser.add_argument(
-        "--timm-python",
-        default=os.environ.get("TIMM_PYTHON", sys.executable),
-        help="a Python with torch and timm (default: $TIMM_PYTHON, or this "
-        "one)",
-    )
+    add_timm_python_argument(parser)
     parser.add_argument(
         "--jax-xla-flags",
         action="append",
