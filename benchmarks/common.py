@@ -14,6 +14,17 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BACKENDS = ("jax", "tensorflow")
 
 
+def retained_memory_env() -> dict:
+    """The environment that starts a worker with glibc keeping freed memory.
+
+    `GLIBC_TUNABLES` set to what `keras_depthhet.retain_freed_memory()`
+    sets, for workers (timm's among them) that do not call it themselves.
+    """
+    from keras_depthhet.host_memory import TUNABLES
+
+    return {"GLIBC_TUNABLES": TUNABLES}
+
+
 def add_timm_python_argument(parser) -> None:
     """`--timm-python PATH`: a Python with torch and timm, for timm's twin."""
     parser.add_argument(

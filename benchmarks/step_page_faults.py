@@ -28,6 +28,7 @@ from benchmarks.common import (
     BACKENDS,
     add_timm_python_argument,
     machine_description,
+    retained_memory_env,
     run_json_worker,
     write_result,
 )
@@ -80,12 +81,10 @@ def timm_worker() -> dict:
 
 def run_worker(name: str, python: str, retained: bool, quick: bool) -> dict:
     """One worker in a fresh process; its counts."""
-    from keras_depthhet.host_memory import TUNABLES
-
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("GLIBC_TUNABLES", None)
     if retained:
-        env["GLIBC_TUNABLES"] = TUNABLES
+        env.update(retained_memory_env())
     command = [python, "-m", "benchmarks.step_page_faults", "--worker", name]
     if name != "timm":
         env["KERAS_BACKEND"] = name

@@ -43,6 +43,7 @@ from benchmarks.common import (
     BACKENDS,
     add_timm_python_argument,
     machine_description,
+    retained_memory_env,
     run_json_worker,
     write_result,
 )
@@ -218,9 +219,7 @@ def _worker_env(args) -> dict:
     """The workers' environment; glibc keeps freed memory if asked."""
     if not args.retained_memory:
         return dict(os.environ)
-    from keras_depthhet.host_memory import TUNABLES
-
-    return {**os.environ, "GLIBC_TUNABLES": TUNABLES}
+    return {**os.environ, **retained_memory_env()}
 
 
 def run_timm(python: str, args) -> dict | None:

@@ -43,6 +43,7 @@ from benchmarks.common import (
     add_timm_python_argument,
     best_time,
     machine_description,
+    retained_memory_env,
     serve,
     write_result,
 )
@@ -235,14 +236,12 @@ def measure(
     ):
         specs["timm"] = ([timm_python, *module, "--timm"], {})
     if retained:
-        from keras_depthhet.host_memory import TUNABLES
-
         for name in [*BACKENDS, "timm"]:
             if name in specs:
                 command, env = specs[name]
                 specs[name + RETAINED] = (
                     command,
-                    {**env, "GLIBC_TUNABLES": TUNABLES},
+                    {**env, **retained_memory_env()},
                 )
     workers, best = {}, {}
     try:
