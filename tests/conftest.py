@@ -16,6 +16,36 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
         os.environ.get("XLA_FLAGS", "") + " " + COMPILE_FAST
     ).strip()
 
+
+def _jax_compilation_cache():
+    """JAX's persistent compilation cache in a folder of this test run.
+
+    Many tests compile the same small programs again (the same tiny ViT's
+    train step in another test, a training run and its resumed twin in
+    child processes); with the cache, XLA compiles each once per run. The
+    key is the program and the compile options, so a hit returns what a
+    fresh compile would. The first process to import this file (pytest
+    itself, before its workers start) makes the folder and removes it at
+    exit; workers and child processes inherit it through the environment.
+    A cache folder that the caller set is used and left alone.
+    """
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="keras-depthhet-tests-jax-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = folder
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+
+
+_jax_compilation_cache()
+
+import gc  # noqa: E402
+import itertools  # noqa: E402
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -28,10 +58,23 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
+FULL_COLLECTION_EVERY = 20
+"""Tests between two full garbage collections in a worker. A full
+collection walks every object the process holds, which grows to about a
+million here (the backends' modules and caches), so collecting before
+every test, as `clear_session()` does by default, cost about a quarter of
+the suite's time. Between full collections Python's own collector still
+frees garbage as it goes; this bounds what can wait for it."""
+
+_tests_started = itertools.count()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_keras_state():
     """Fixed seeds and a clean Keras session (layer name counters) per test."""
-    keras.utils.clear_session()
+    keras.utils.clear_session(free_memory=False)
+    if next(_tests_started) % FULL_COLLECTION_EVERY == 0:
+        gc.collect()
     keras.utils.set_random_seed(1234)
     yield
 

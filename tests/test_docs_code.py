@@ -71,7 +71,7 @@ def test_the_guides_have_code_that_runs():
 )
 @pytest.mark.slow
 def test_page_code_runs(path, tmp_path):
-    keras.utils.clear_session()
+    keras.utils.clear_session(free_memory=False)
     run_blocks(markdown_blocks(path), tmp_path)
 
 
@@ -98,7 +98,7 @@ def test_docstring_examples_show_what_they_print(module_name):
     )
     for test in doctest.DocTestFinder().find(module):
         test.globs = {**_example_names(), **test.globs}
-        keras.utils.clear_session()
+        keras.utils.clear_session(free_memory=False)
         runner.run(test)
     assert runner.failures == 0, f"{runner.failures} failing examples"
 
@@ -154,7 +154,7 @@ def test_docstring_example_runs(path, tmp_path):
             break
     namespace = {**_example_names(), **vars(module)}
     code = _docstring_examples()[path]
-    keras.utils.clear_session()
+    keras.utils.clear_session(free_memory=False)
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:

@@ -35,7 +35,7 @@ def test_readme_blocks_run_or_say_why():
 @pytest.mark.slow
 def test_readme_blocks_run_and_show_what_they_claim(tmp_path):
     blocks = markdown_blocks(README)
-    keras.utils.clear_session()
+    keras.utils.clear_session(free_memory=False)
     printed = run_blocks(blocks, tmp_path)
 
     _, lines = _under(blocks, printed, "## Growing inside `model.fit`")
