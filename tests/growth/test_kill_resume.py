@@ -31,10 +31,11 @@ model = compiled_tiny_vit()
 
 
 class Slow(keras.callbacks.Callback):
-    # Leaves the test time to kill the run between epochs.
+    # Leaves the test time to kill the run after epoch 2, where it does.
     def on_epoch_end(self, epoch, logs=None):
         print(f"epoch {epoch + 1} done", flush=True)
-        time.sleep(pause)
+        if epoch == 1:
+            time.sleep(pause)
 
 
 grower = kd.GrowthCallback(
