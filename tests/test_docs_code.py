@@ -71,7 +71,6 @@ def test_the_guides_have_code_that_runs():
 )
 @pytest.mark.slow
 def test_page_code_runs(path, tmp_path):
-    keras.utils.clear_session(free_memory=False)
     run_blocks(markdown_blocks(path), tmp_path)
 
 

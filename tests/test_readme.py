@@ -7,7 +7,6 @@ blocks say why they do not run (conventions in `tests/docs_blocks.py`).
 
 import re
 
-import keras
 import pytest
 
 from tests.docs_blocks import markdown_blocks, marking_problems, run_blocks
@@ -35,7 +34,6 @@ def test_readme_blocks_run_or_say_why():
 @pytest.mark.slow
 def test_readme_blocks_run_and_show_what_they_claim(tmp_path):
     blocks = markdown_blocks(README)
-    keras.utils.clear_session(free_memory=False)
     printed = run_blocks(blocks, tmp_path)
 
     _, lines = _under(blocks, printed, "## Growing inside `model.fit`")
