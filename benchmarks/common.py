@@ -14,15 +14,29 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BACKENDS = ("jax", "tensorflow")
 
 
+RETAINED_MEMORY_TUNABLES = (
+    "glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0"
+    ":glibc.malloc.trim_threshold=68719476736"
+)
+"""The `GLIBC_TUNABLES` value that makes glibc keep freed memory.
+
+One `malloc` arena for every thread, no block mapped on its own, and a
+trim threshold of 64 GiB, so that the heap is never given back to the
+kernel: a JAX step on the CPU then reuses the memory of the step before
+instead of faulting in fresh pages. glibc reads it when a process
+starts, so it is given in the environment of a new process (e.g.
+`GLIBC_TUNABLES=... python train.py`); the library never sets it.
+"""
+
+
 def retained_memory_env() -> dict:
     """The environment that starts a worker with glibc keeping freed memory.
 
-    `GLIBC_TUNABLES` set to what `keras_depthhet.retain_freed_memory()`
-    sets, for workers (timm's among them) that do not call it themselves.
+    Returns:
+        `{"GLIBC_TUNABLES": RETAINED_MEMORY_TUNABLES}`, to add to a worker
+        process's environment.
     """
-    from keras_depthhet.host_memory import TUNABLES
-
-    return {"GLIBC_TUNABLES": TUNABLES}
+    return {"GLIBC_TUNABLES": RETAINED_MEMORY_TUNABLES}
 
 
 def add_timm_python_argument(parser) -> None:

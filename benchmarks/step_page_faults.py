@@ -6,9 +6,10 @@ of `benchmarks.train_step_throughput` (224x224, batch 16, AdamW), warms it
 up, then runs it a few times and reads its own `getrusage`: the minor page
 faults per step (each a fresh 4 KiB page the kernel maps and zeroes), the
 system CPU seconds per step, and the peak resident memory. Every worker
-runs twice: with glibc's default allocator settings, and with the
-settings of `keras_depthhet.retain_freed_memory()` (given through
-`GLIBC_TUNABLES`), which keep freed memory in the process.
+runs twice, in fresh processes of one run: with glibc's default allocator
+settings, and with `GLIBC_TUNABLES` set to
+`benchmarks.common.RETAINED_MEMORY_TUNABLES`, which keeps freed memory in
+the process.
 
 The fault counts do not depend on the machine's load, unlike the timings
 of the other benchmarks (`train_step_throughput --retained-memory` times
@@ -26,6 +27,7 @@ import time
 
 from benchmarks.common import (
     BACKENDS,
+    RETAINED_MEMORY_TUNABLES,
     add_timm_python_argument,
     machine_description,
     retained_memory_env,
@@ -119,8 +121,9 @@ def report(rows: list, quick: bool, seconds: float, machine: str) -> str:
     return (
         f"Minor page faults of one uniform {model} training step (batch 16, "
         f"AdamW), mean over {STEPS} steps after {WARMUP}; 4 KiB pages. "
-        f"'freed memory retained': glibc set as by "
-        f"`keras_depthhet.retain_freed_memory()`. Measured {machine}.\n\n"
+        "'freed memory retained': the worker started with "
+        f"`GLIBC_TUNABLES={RETAINED_MEMORY_TUNABLES}`. "
+        f"Measured {machine}.\n\n"
         + "\n".join(lines)
         + f"\n\nCommand: `{command}` ({seconds:.0f} s).\n"
     )

@@ -20,8 +20,8 @@ is the AdamW update). timm's attention is one fused op, its matmuls and
 softmax together, so a second table sets the three steps side by side with
 the attention kinds merged.
 
-`--retained-memory` starts every worker with `GLIBC_TUNABLES` set to what
-`keras_depthhet.retain_freed_memory()` sets (glibc keeps freed memory for
+`--retained-memory` starts every worker with `GLIBC_TUNABLES` set to
+`benchmarks.common.RETAINED_MEMORY_TUNABLES` (glibc keeps freed memory for
 reuse), and writes its table apart (`train_step_profile_retained.md`).
 
     python -m benchmarks.train_step_profile [--quick] [--model NAME]
@@ -41,6 +41,7 @@ from pathlib import Path
 
 from benchmarks.common import (
     BACKENDS,
+    RETAINED_MEMORY_TUNABLES,
     add_timm_python_argument,
     machine_description,
     retained_memory_env,
@@ -304,8 +305,8 @@ def report(results: dict, args, seconds: float, machine: str) -> str:
         if b in BACKENDS
     )
     retained = (
-        ", every worker with freed memory retained (glibc settings of "
-        "`keras_depthhet.retain_freed_memory()`)"
+        ", every worker with freed memory retained (started with "
+        f"`GLIBC_TUNABLES={RETAINED_MEMORY_TUNABLES}`)"
         if args.retained_memory
         else ""
     )
@@ -377,7 +378,7 @@ def main(argv=None) -> None:
         "--retained-memory",
         action="store_true",
         help="start every worker with glibc keeping freed memory "
-        "(keras_depthhet.retain_freed_memory's settings)",
+        "(GLIBC_TUNABLES=benchmarks.common.RETAINED_MEMORY_TUNABLES)",
     )
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument(

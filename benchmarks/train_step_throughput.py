@@ -27,9 +27,9 @@ run.
 adds one more JAX worker whose `XLA_FLAGS` is FLAGS, timed in the same
 turns as the others: XLA compiler options tried on the benchmark's side
 only, never set by the library. `--retained-memory` adds a twin of every
-worker (JAX, TensorFlow, timm) started with `GLIBC_TUNABLES` set to what
-`keras_depthhet.retain_freed_memory()` sets, so that glibc keeps freed
-memory for reuse.
+worker (JAX, TensorFlow, timm) started with `GLIBC_TUNABLES` set to
+`benchmarks.common.RETAINED_MEMORY_TUNABLES`, so that glibc keeps freed
+memory for reuse; both settings are timed in the same turns.
 """
 
 import argparse
@@ -39,6 +39,7 @@ import time
 
 from benchmarks.common import (
     BACKENDS,
+    RETAINED_MEMORY_TUNABLES,
     Worker,
     add_timm_python_argument,
     best_time,
@@ -338,9 +339,9 @@ def report(
                 if name + RETAINED in uniform
             }
             text += (
-                "\nWith freed memory retained in every worker "
-                "(`keras_depthhet.retain_freed_memory()`, set here through "
-                "`GLIBC_TUNABLES`): Keras-JAX / Keras-TensorFlow "
+                "\nWith freed memory retained in every worker (started "
+                f"with `GLIBC_TUNABLES={RETAINED_MEMORY_TUNABLES}`): "
+                "Keras-JAX / Keras-TensorFlow "
                 f"{kept['jax'] / kept['tensorflow']:.2f}, Keras-JAX / "
                 f"Keras-TensorFlow at its default "
                 f"{kept['jax'] / uniform['tensorflow']:.2f}"
@@ -388,7 +389,7 @@ def main(argv=None):
         "--retained-memory",
         action="store_true",
         help="a twin of every worker with glibc keeping freed memory "
-        "(keras_depthhet.retain_freed_memory's settings)",
+        "(GLIBC_TUNABLES=benchmarks.common.RETAINED_MEMORY_TUNABLES)",
     )
     args = parser.parse_args(argv)
     names = [model for model in MODELS if model in args.models]

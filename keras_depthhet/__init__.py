@@ -15,15 +15,13 @@ function unchanged, so different neurons end up with different depth.
   rebuilding, and `GrowthCallback`, which runs both inside `model.fit`.
 
 `GrowableDense` and `GrowthCallback` are also available from the package
-itself, with `retain_freed_memory`, which speeds up JAX training steps on
-a Linux CPU (call it first). Importing the package registers its layers
-with Keras, so `.keras` files of (grown) models load with
-`keras.saving.load_model` and no `custom_objects`.
+itself. Importing the package registers its layers with Keras, so
+`.keras` files of (grown) models load with `keras.saving.load_model` and
+no `custom_objects`.
 """
 
 from keras_depthhet import growth, layers, models, splitting
 from keras_depthhet.growth import GrowthCallback
-from keras_depthhet.host_memory import retain_freed_memory
 from keras_depthhet.layers import GrowableDense
 
 __version__ = "0.1.0"
@@ -36,6 +34,5 @@ __all__ = [
     "growth",
     "layers",
     "models",
-    "retain_freed_memory",
     "splitting",
 ]

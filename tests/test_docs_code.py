@@ -105,10 +105,6 @@ def test_docstring_examples_show_what_they_print(module_name):
 # Examples on the API pages (fenced `python` blocks of docstrings) that
 # work on a reader's own data or model, with the reason they do not run.
 EXAMPLES_NOT_RUN = {
-    "keras_depthhet.host_memory.retain_freed_memory": (
-        "changes the allocator of the whole process, which must not have "
-        "started JAX; tests/utils/test_host_memory.py runs it in fresh ones"
-    ),
     "keras_depthhet.growth.callback.GrowthCallback": (
         "fits the reader's `train_ds` for 300 epochs"
     ),
