@@ -142,3 +142,20 @@ def lanczos_products(x, c):
     where the capture step left them, and only the results are fetched.
     """
     return eigen_jax.DeviceLanczos(x, c)
+
+
+def compile_solver(solve: Callable) -> Callable:
+    """`solve` as one `jax.jit` program, float64 enabled inside it only.
+
+    The arrays go to the default device by an explicit `jax.device_put`
+    (inside `jax.enable_x64`, so float64 inputs keep their precision):
+    the captures are already there, so `jax.transfer_guard("disallow")`
+    holds over the call.
+    """
+    compiled = jax.jit(solve)
+
+    def run(*arrays):
+        with jax.enable_x64(True):
+            return compiled(*jax.device_put(arrays))
+
+    return run

@@ -106,3 +106,9 @@ def lanczos_products(x, c):
     the results are fetched.
     """
     return eigen_tensorflow.DeviceLanczos(x, c)
+
+
+def compile_solver(solve: Callable) -> Callable:
+    """`solve` as one XLA-compiled `tf.function` (traced once per shape)."""
+    # Plain TensorFlow loops: nothing for AutoGraph to convert.
+    return tf.function(solve, jit_compile=True, autograph=False)

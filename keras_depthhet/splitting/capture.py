@@ -458,6 +458,15 @@ def lanczos_products(x, c):
     return _backend_module().lanczos_products(x, c)
 
 
+def compile_solver(solve: Callable) -> Callable:
+    """`solve(*arrays)` compiled by the backend's XLA, float64 enabled.
+
+    `jax.jit` on JAX, a `tf.function` with `jit_compile=True` on
+    TensorFlow; used by the matrix-free solver (`lanczos`).
+    """
+    return _backend_module().compile_solver(solve)
+
+
 _CACHE_ATTRIBUTE = "_keras_depthhet_splitting_steps"
 
 
