@@ -78,15 +78,19 @@ def splitting_terms(layer, x, z, g, derivative: Callable):
     return x2, _flatten_tokens(c)
 
 
-def proxy_terms(layer, x, z, g, derivative: Callable):
-    """Returns `(r,)` with `r[i]` the sum of row `i` of `[dL/dW; dL/db]^T`.
+def proxy_terms(
+    layer, x, z, g, derivative: Callable, include_bias: bool = False
+):
+    """Returns `(r,)` with `r[i]` the sum of neuron `i`'s weight-gradient row.
 
-    `dL/dW[:, i] = sum_t x[t] delta[t, i]` with `delta = dL/dz'`, so the sum
-    over the row is `sum_t (sum_a x[t, a] + 1) * delta[t, i]` (no `+ 1`
-    without bias).
+    `dL/dW[:, i] = sum_t x[t] delta[t, i]` with `delta = dL/dz'`, so the
+    sum over the row is `sum_t (sum_a x[t, a]) * delta[t, i]`. With
+    `include_bias` (and a bias), `dL/db_i = sum_t delta[t, i]` is added:
+    the sum of `[dL/dW[:, i]; dL/db_i]`.
     """
     x2 = _flatten_tokens(x)
     z32 = ops.cast(z, "float32")
     delta = ops.cast(g, "float32") * activation_first(layer, z32, derivative)
-    row_sums = ops.sum(x2, axis=1) + (1.0 if layer.use_bias else 0.0)
+    bias_term = 1.0 if include_bias and layer.use_bias else 0.0
+    row_sums = ops.sum(x2, axis=1) + bias_term
     return (ops.matmul(row_sums[None, :], _flatten_tokens(delta))[0],)

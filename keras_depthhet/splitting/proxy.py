@@ -1,5 +1,6 @@
 """`gradient_proxy`: the rank-1 score of the paper authors' released code."""
 
+import functools
 from collections.abc import Sequence
 
 import keras
@@ -18,18 +19,28 @@ def gradient_proxy(
     loss=None,
     num_batches: int | None = None,
     layers: Sequence[str] | None = None,
+    include_bias: bool = False,
 ) -> dict[str, np.ndarray]:
     """Rank-1 stand-in for lambda_min used by the paper authors' code.
 
-    Their code scores neuron `i` by the minimum eigenvalue of a rank-1
-    matrix built from the neuron's weight-gradient row
-    `v_i = [dL/dW[:, i]; dL/db_i]` (the kernel column and the bias entry;
-    the kernel column alone without bias; growth-branch weights are not
-    part of it): the matrix `v_i 1^T` has the eigenvalues `sum(v_i)` and 0,
-    so the score is `min(0, sum(v_i))`. `L` is the mean loss over the
-    analysed samples, as in `splitting_eigenvalues`, and the gradients are
-    taken in inference mode. The score is negative (eligible for growth)
-    exactly when the row sums to a negative number.
+    Their code scores neuron `i` from the gradient of the loss with
+    respect to the neuron's incoming weights only, its weight-gradient row
+    `v_i = dL/dW[:, i]` (`layer.weight.grad[i]` in PyTorch; the bias
+    gradient and the growth-branch weights are not used). It builds the
+    `d x d` matrix every row of which equals `v_i`, that is `1 v_i^T`,
+    whose eigenvalues are `sum(v_i)` (eigenvector `1`) and 0 (`d - 1`
+    times), and takes its minimum eigenvalue; the score is therefore
+    `min(0, sum(v_i))` (in exact arithmetic), and a neuron is eligible for
+    growth exactly when its weight-gradient row sums to a negative number.
+
+    `L` is the mean loss over the analysed samples, as in
+    `splitting_eigenvalues`, and the gradients are taken in inference mode
+    on the batches given (the authors take `v_i` from the last training
+    minibatch, in training mode).
+
+    `include_bias=True` is this library's variant, not the authors': it
+    adds `dL/db_i`, scoring `min(0, sum(v_i) + dL/db_i)`, the sum of the
+    gradient of neuron `i`'s weights and bias together.
 
     Args:
         model: A built Keras model with `GrowableDense` layers.
@@ -38,20 +49,47 @@ def gradient_proxy(
             model's compiled loss.
         num_batches: Most batches to read from `data` (None: all).
         layers: Names of the growable layers to score (None: all).
+        include_bias: Whether to add the bias gradient `dL/db_i` to the
+            row sum (layers without a bias have none to add). Default
+            `False`, the authors' score.
 
     Returns:
         `{layer_name: float64 array (units,)}` of scores, in layer order.
 
     Raises:
-        ValueError: on the same bad input as `splitting_eigenvalues`.
+        ValueError: on the same bad input as `splitting_eigenvalues`, or
+            when `include_bias` is not a bool.
+
+    Example:
+
+    >>> import keras
+    >>> from keras_depthhet.layers import GrowableDense
+    >>> model = keras.Sequential([
+    ...     keras.Input((4,)),
+    ...     GrowableDense(3, activation="gelu", name="grow"),
+    ...     keras.layers.Dense(2),
+    ... ])
+    >>> x = np.ones((5, 4), dtype="float32")
+    >>> y = np.zeros((5, 2), dtype="float32")
+    >>> scores = gradient_proxy(model, [(x, y)], loss="mse")
+    >>> scores["grow"].shape, bool((scores["grow"] <= 0).all())
+    ((3,), True)
     """
+    if not isinstance(include_bias, bool):
+        raise ValueError(
+            "`include_bias` must be a bool. "
+            f"Received: include_bias={include_bias!r}"
+        )
     chosen = capture.select_layers(model, layers)
     capture.resolve_loss(model, loss)  # fails before any data is read
     batches = capture.read_batches(data, num_batches)
     capture.check_labels(model, loss, batches)
     total = sum(batch.size for batch in batches)
     sync_trainer_state(model)
-    step = capture.make_step(model, chosen, loss, proxy_terms, ("proxy",))
+    terms_fn = functools.partial(proxy_terms, include_bias=include_bias)
+    step = capture.make_step(
+        model, chosen, loss, terms_fn, ("proxy", include_bias)
+    )
     sums = {key: np.zeros(layer.units) for key, layer in chosen.items()}
     for index, batch in enumerate(batches):
         terms = capture.run_step(
