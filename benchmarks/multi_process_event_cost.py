@@ -155,6 +155,7 @@ def _worker(epochs: int, samples: int) -> None:
                 "task": {"type": "worker", "index": rank},
             }
         )
+        distributed.enable_multi_worker_fit()
         runtime = distributed.resolve_distribution(
             "multi_worker_mirrored",
             num_workers=len(addresses),

@@ -105,6 +105,10 @@ def test_docstring_examples_show_what_they_print(module_name):
 # Examples on the API pages (fenced `python` blocks of docstrings) that
 # work on a reader's own data or model, with the reason they do not run.
 EXAMPLES_NOT_RUN = {
+    "keras_depthhet.utils.multi_worker.enable_multi_worker_fit": (
+        "patches Keras's TensorFlow trainer for the whole process and works "
+        "on the reader's cluster; tests/distributed runs it in fresh ones"
+    ),
     "keras_depthhet.growth.callback.GrowthCallback": (
         "fits the reader's `train_ds` for 300 epochs"
     ),

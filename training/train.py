@@ -45,6 +45,9 @@ growing it in place; any other runtime (`"auto"` with several devices
 picks TensorFlow's MirroredStrategy or JAX's DataParallel) builds the
 model in the runtime's scope and trains with `fit_with_growth`, which
 rebuilds the model at each growth event. Both leave the same files.
+`"multi_worker_mirrored"` on TensorFlow, asked for by name, also applies
+`keras_depthhet.distributed.enable_multi_worker_fit()`, which Keras's
+`fit` needs on several workers.
 """
 
 import argparse
@@ -579,6 +582,13 @@ class Experiment:
         keras.utils.set_random_seed(config["seed"])
         model_config = config["model"]
         train = config["train"]
+        if (
+            config["distribution"] == "multi_worker_mirrored"
+            and keras.backend.backend() == "tensorflow"
+        ):
+            from keras_depthhet.distributed import enable_multi_worker_fit
+
+            enable_multi_worker_fit()
         self.runtime = resolve_distribution(config["distribution"])
         if resume and self.distributed:
             raise ValueError(

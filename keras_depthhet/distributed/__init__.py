@@ -8,8 +8,9 @@ chief scores, every worker grows the chief's choice
 (`ChiefBackupAndRestore`). `fit_with_growth` grows by rebuilding the
 model between `fit` segments instead. `resolve_distribution` picks and
 checks the runtime; `initialize_multi_host` and `validate_tf_config`
-prepare multi-worker runs; `vit_layout_map` lays the ViT out for
-`keras.distribution.ModelParallel`.
+prepare multi-worker runs; `enable_multi_worker_fit`, called by name,
+fixes Keras's TensorFlow `fit` for several workers; `vit_layout_map` lays
+the ViT out for `keras.distribution.ModelParallel`.
 """
 
 from keras_depthhet.distributed.fit import GrowthRun, fit_with_growth
@@ -32,6 +33,7 @@ from keras_depthhet.distributed.workers import (
     Workers,
     workers_of,
 )
+from keras_depthhet.utils.multi_worker import enable_multi_worker_fit
 
 __all__ = [
     "DISTRIBUTIONS",
@@ -42,6 +44,7 @@ __all__ = [
     "Workers",
     "check_global_batch",
     "check_model_placement",
+    "enable_multi_worker_fit",
     "fit_with_growth",
     "initialize_multi_host",
     "model_runtime",

@@ -295,9 +295,31 @@ def _model_parallel(devices) -> keras.distribution.ModelParallel:
     )
 
 
+def _require_multi_worker_fit(distribution) -> None:
+    """Raises unless Keras's `fit` can train on several workers.
+
+    Keras's own `fit` fails there (keras-team/keras#20585) as long as its
+    trainer is the one `enable_multi_worker_fit` was written for; once
+    Keras changes it, Keras's `fit` is left to speak for itself.
+    """
+    if (
+        multi_worker.multi_worker_fit_enabled()
+        or multi_worker.changed_keras_functions()
+    ):
+        return
+    raise RuntimeError(
+        "Keras's `model.fit` fails under a MultiWorkerMirroredStrategy of "
+        f"two or more workers (Keras {keras.__version__}; "
+        "keras-team/keras#20585), and keras-depthhet fixes it only when "
+        "asked: call `keras_depthhet.distributed.enable_multi_worker_fit()` "
+        "on every worker before resolving the distribution. "
+        f"Received: distribution={distribution!r}"
+    )
+
+
 def _strategy_runtime(name: str, strategy) -> Runtime:
     if multi_worker.is_multi_worker(strategy):
-        multi_worker.enable_multi_worker_fit()
+        _require_multi_worker_fit(strategy)
     return Runtime(name, strategy.num_replicas_in_sync, strategy)
 
 
@@ -309,9 +331,11 @@ def resolve_distribution(
 ) -> Runtime:
     """The `Runtime` for `distribution` on the running backend.
 
-    A multi-worker TensorFlow strategy (given, or made for
-    `"multi_worker_mirrored"`) also makes Keras's `fit` work under it
-    (`keras_depthhet.utils.multi_worker.enable_multi_worker_fit`).
+    It changes nothing in Keras. A TensorFlow strategy of two or more
+    workers (given, or made for `"multi_worker_mirrored"` from a
+    `TF_CONFIG` of several workers) needs Keras's `fit` fixed by a call of
+    `keras_depthhet.distributed.enable_multi_worker_fit()` first; without
+    it, this raises before any worker waits for the others.
 
     Args:
         distribution: A name from `DISTRIBUTIONS`, a `tf.distribute.Strategy`
@@ -330,6 +354,10 @@ def resolve_distribution(
     Raises:
         ValueError: for an unknown name, or one that does not exist on the
             running backend (e.g. `"mirrored"` under JAX).
+        RuntimeError: for a strategy of two or more workers while Keras's
+            `fit` is not fixed for it (see `enable_multi_worker_fit`), or
+            when the workers of `TF_CONFIG` do not all join in `timeout`
+            seconds.
     """
     if isinstance(distribution, Runtime):
         return distribution
@@ -379,6 +407,7 @@ def resolve_distribution(
         count = validate_tf_config(num_workers=num_workers)
         timeout = _positive_int("timeout", timeout)
         if count > 1:
+            _require_multi_worker_fit(distribution)
             multi_worker.bound_tf_cluster_waits(timeout)
         import tensorflow as tf
 

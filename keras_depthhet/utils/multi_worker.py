@@ -19,10 +19,13 @@ Keras 3.15's TensorFlow `model.fit` fails under a
 `enable_multi_worker_fit` replaces both with versions that do exactly what
 Keras does unless the strategy runs in multi-worker mode: the symbolic
 build reads shapes from the first local replica's batch (it needs shapes
-and dtypes only), and scalars are averaged over the replicas. It refuses
-to patch functions whose source is not the one it was written for, so a
-Keras upgrade that changes (or fixes) them fails loudly
-(`tests/distributed/test_keras_multi_worker_fixes.py` checks them).
+and dtypes only), and scalars are averaged over the replicas. Nothing
+applies it implicitly: the user calls it by name (the training CLI does
+for `distribution="multi_worker_mirrored"`), and it logs once what it
+replaced and why. It refuses to patch functions whose source is not the
+one it was written for, so a Keras upgrade that changes (or fixes) them
+fails loudly (`tests/distributed/test_keras_multi_worker_fixes.py` checks
+them).
 
 `bound_tf_cluster_waits` makes TensorFlow's coordination service give up
 (with an error, not a hang) when a worker does not join the cluster or
@@ -34,8 +37,11 @@ On JAX, `seed_all_processes` gives every process the same Keras seed (as
 
 import hashlib
 import inspect
+import logging
 
 import keras
+
+_logger = logging.getLogger(__name__)
 
 PATCHED_SOURCES = {
     "TensorFlowTrainer._maybe_symbolic_build": "92a504f5eba9b29f",
@@ -92,22 +98,61 @@ def _first_local_values(batch, strategy):
     return tree.map_structure(first, batch)
 
 
+def multi_worker_fit_enabled() -> bool:
+    """Whether `enable_multi_worker_fit` has patched Keras in this process."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    build = _tensorflow_trainer().TensorFlowTrainer._maybe_symbolic_build
+    return bool(getattr(build, "_multi_worker_fix", False))
+
+
 def enable_multi_worker_fit() -> None:
     """Makes Keras's TensorFlow `fit` work on a multi-worker strategy.
 
-    Replaces `TensorFlowTrainer._maybe_symbolic_build` and the trainer
-    module's `reduce_per_replica` (see the module docstring); both behave
-    as Keras's own unless the model's strategy runs in multi-worker mode.
-    Calling it again does nothing.
+    Keras 3.15's `model.fit` fails under a `MultiWorkerMirroredStrategy`
+    of two or more workers before the first step (keras-team/keras#20585,
+    tensorflow/tensorflow#72388). This replaces, process-wide, the two
+    functions of Keras's TensorFlow trainer that fail there:
+    `TensorFlowTrainer._maybe_symbolic_build` and the trainer module's
+    `reduce_per_replica` (see the module docstring for why each fails).
+    Both replacements call Keras's own functions unless the model's
+    strategy runs in multi-worker mode, so single-worker training is
+    unchanged.
+
+    The library never calls it for you: call it on every worker, before
+    `resolve_distribution` makes or receives a multi-worker strategy
+    (which refuses one while Keras is unfixed). The first call logs, at
+    the warning level of the `logging` module, what it replaced and why;
+    calling it again does nothing.
 
     Raises:
+        ValueError: if the backend is not TensorFlow.
         RuntimeError: if the installed Keras's versions of those functions
-            differ from the ones the replacements were written for.
+            differ from the ones the replacements were written for (Keras
+            may have fixed `fit`; check keras-team/keras#20585).
+
+    Example:
+
+    ```python
+    from keras_depthhet import distributed
+
+    distributed.enable_multi_worker_fit()  # on every worker, first
+    runtime = distributed.resolve_distribution("multi_worker_mirrored")
+    with runtime.scope():
+        model = build_model()
+    model.fit(train_ds, epochs=40, callbacks=[growth])
+    ```
     """
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            "`enable_multi_worker_fit` fixes Keras's TensorFlow trainer and "
+            "is for the TensorFlow backend only. "
+            f"Received: backend={keras.backend.backend()!r}"
+        )
+    if multi_worker_fit_enabled():
+        return
     trainer = _tensorflow_trainer()
     cls = trainer.TensorFlowTrainer
-    if getattr(cls._maybe_symbolic_build, "_multi_worker_fix", False):
-        return
     changed = changed_keras_functions()
     if changed:
         raise RuntimeError(
@@ -151,6 +196,17 @@ def enable_multi_worker_fit() -> None:
     reduce_per_replica.__wrapped__ = keras_reduce
     cls._maybe_symbolic_build = _maybe_symbolic_build
     trainer.reduce_per_replica = reduce_per_replica
+    _logger.warning(
+        "keras_depthhet.distributed.enable_multi_worker_fit() replaced "
+        "Keras's TensorFlowTrainer._maybe_symbolic_build and "
+        "keras.src.backend.tensorflow.trainer.reduce_per_replica in this "
+        "process, because Keras %s's model.fit fails under a "
+        "MultiWorkerMirroredStrategy of two or more workers "
+        "(keras-team/keras#20585, tensorflow/tensorflow#72388). Both "
+        "replacements call Keras's own functions unless the strategy runs "
+        "in multi-worker mode.",
+        keras.__version__,
+    )
 
 
 def bound_tf_cluster_waits(timeout: int) -> None:

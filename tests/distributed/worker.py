@@ -9,9 +9,15 @@ rebuild loop (`fit_with_growth`), writes its final weights to
 `RESULT {json}`; on an error it prints `RESULT {"error": ...}` and exits
 with status 1.
 
+On TensorFlow every mode except `"keras_fit_unpatched"` calls
+`keras_depthhet.distributed.enable_multi_worker_fit()` before it resolves
+`"multi_worker_mirrored"`, as a user must.
+
 CONFIG keys (all optional): `mode` (`"in_place"`, `"rebuild"`, or
 `"keras_fit_unpatched"`: TensorFlow's strategy made directly, without
-`enable_multi_worker_fit`, and a plain `fit` without growth),
+`enable_multi_worker_fit`; `resolve_distribution` must refuse it, and the
+worker records the refusal as `refusal`, then runs a plain `fit` without
+growth),
 `epochs`, `criterion`, `local_data` (each worker analyses its own data),
 `param_budget` (a list: one per rank), `backup` (a `ChiefBackupAndRestore`
 in `backup/`), `crash_at_epoch` (raise when that epoch begins),
@@ -30,6 +36,8 @@ import sys
 CONFIG = json.loads(sys.argv[1])
 RANK = int(os.environ["WORKER_RANK"])
 NUM_WORKERS = int(os.environ["NUM_WORKERS"])
+REFUSAL = {}
+"""What `resolve_distribution` raised for the unfixed strategy, if it did."""
 
 
 def report(**values):
@@ -66,7 +74,12 @@ def join():
 
         multi_worker.bound_tf_cluster_waits(timeout)
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        try:
+            distributed.resolve_distribution(strategy)
+        except RuntimeError as error:
+            REFUSAL["refusal"] = str(error)
         return distributed.Runtime("keras", strategy=strategy)
+    distributed.enable_multi_worker_fit()
     return distributed.resolve_distribution(
         "multi_worker_mirrored", num_workers=num_workers, timeout=timeout
     )
@@ -187,7 +200,7 @@ def main():
         with runtime.scope():
             model = build()
         model.fit(train, epochs=1, verbose=0)
-        report(rank=RANK, fit=True)
+        report(rank=RANK, fit=True, **REFUSAL)
         return
     if CONFIG.get("mode", "in_place") == "rebuild":
         run = fit_with_growth(
@@ -243,5 +256,5 @@ if __name__ == "__main__":
     try:
         main()
     except Exception as error:
-        report(rank=RANK, error=f"{type(error).__name__}: {error}")
+        report(rank=RANK, error=f"{type(error).__name__}: {error}", **REFUSAL)
         sys.exit(1)
