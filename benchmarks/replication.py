@@ -12,10 +12,14 @@ as mean +- standard deviation over seeds and as paired differences with
    model (splitting criterion), (b) the uniform full-width model, (c) the
    reduced model without growth, (d) growth with random neuron
    selection, (e) growth with the gradient-proxy criterion of the
-   authors' code, (f) the architecture that (a) grew with the same seed,
-   freshly initialised and trained from scratch without growth (the
-   paper's Table 2 protocol, on the same data). The growing arms share
-   the schedule and grow to the same `target_params`.
+   authors' code (`min(0, sum of the neuron's weight-gradient row)`),
+   (f) the architecture that (a) grew with the same seed, freshly
+   initialised and trained from scratch without growth (the paper's
+   Table 2 protocol, on the same data). Two more arms, run only when
+   named (`--arms`), use the authors' selection rule, the budget divided
+   equally among the layer types (`budget_split="by_layer_type"`): (g)
+   the splitting criterion and (h) the gradient proxy. The growing arms
+   share the schedule and grow to the same `target_params`.
 2. Scaling-interval ablation (the paper's Table 4 shape): growth every 3,
    6 or 9 epochs inside the same growth window, the per-event budget set
    so that every interval reaches the same target.
@@ -43,8 +47,11 @@ otherwise, the same tiny ViT on 7x7-pixel patches) and writes
 `benchmarks/results/replication_mnist.md`. `--epochs N` scales the
 34-epoch schedule (growth warm-up, interval and window, learning-rate
 warm-up) to N epochs; a run with `--epochs` or `--test-fraction` writes
-`replication_mnist_seeded.md` instead, and one of some arms only
-(`--arms a,b`) `replication_mnist_seeded_ab.md` beside it.
+`replication_mnist_seeded.md` instead, and one of other arms than
+(a) to (f) its own table beside it, named by its arms
+(`replication_mnist_seeded_<arms>.md`: `--arms a,b` writes
+`replication_mnist_seeded_ab.md`, `--arms a,e,g,h`
+`replication_mnist_seeded_aegh.md`).
 
 Each (arm, seed) is a unit of its own, trained seed by seed: with
 `--out DIR` its run directory is `DIR/<arm>-seed<k>`, its log
@@ -124,10 +131,20 @@ MAIN_VARIANTS = (
     ("d", "grown, random neurons"),
     ("e", "grown, gradient proxy"),
     ("f", "architecture of (a), from scratch"),
+    ("g", "grown, splitting criterion, budget by layer type"),
+    ("h", "grown, gradient proxy, budget by layer type"),
 )
 """The main comparison's arms: (key, label)."""
 
 ARMS = tuple(key for key, _ in MAIN_VARIANTS)
+
+DEFAULT_ARMS = ARMS[:6]
+"""The arms a run trains unless `--arms` names others: (a) to (f)."""
+
+PROXY_SCORE = "weight-gradient row sum"
+"""The gradient proxy's score, as a unit's result records it: the sum of
+the neuron's weight-gradient row without the bias gradient, the authors'
+(a unit without it was scored with the former weight-and-bias sum)."""
 
 PILOT_ARMS = ("a", "b", "d")
 """The arms whose paired differences the pilot measures."""
@@ -139,9 +156,13 @@ DIFFERENCES = (
     ("a", "e"),
     ("f", "b"),
     ("f", "a"),
+    ("g", "h"),
+    ("a", "g"),
+    ("h", "e"),
 )
 """Paired differences reported, `(x, y)` for x minus y; the first two are
-the ones the seeded comparison is sized for."""
+the ones the seeded comparison is sized for; a - e and g - h compare the
+splitting criterion with the authors' proxy under each budget split."""
 
 CI_HALF_WIDTH = 0.5
 """Target half-width of the 95 % confidence intervals, in points."""
@@ -239,6 +260,7 @@ def grown(
     config: dict,
     *,
     criterion="splitting",
+    budget_split="global",
     interval=None,
     attention_width=0.5,
     mlp_width=0.5,
@@ -249,19 +271,26 @@ def grown(
     events in the growth window, plus the largest cost of one neuron (the
     selection stops before the neuron that would exceed the budget), so
     that the last event in the window reaches the target; the target caps
-    every event.
+    every event. With `budget_split="by_layer_type"` the selection runs
+    on each layer type's equal share and may stop short in each, so the
+    largest cost is added once per layer type.
     """
     config = copy.deepcopy(config)
     config["model"].update(attention_width=attention_width, mlp_width=mlp_width)
     growth = config["growth"]
-    growth.update(enabled=True, criterion=criterion)
+    growth.update(
+        enabled=True, criterion=criterion, budget_split=budget_split
+    )
     if interval is not None:
         growth["interval"] = interval
     target = target_params(config)
     base, _, cost = model_sizes(config["model"])
     events = len(event_epochs(config))
     growth["target_params"] = target
-    growth["param_budget"] = math.ceil((target - base) / events) + cost
+    shares = len(LAYER_TYPES) if budget_split == "by_layer_type" else 1
+    growth["param_budget"] = (
+        math.ceil((target - base) / events) + shares * cost
+    )
     return config
 
 
@@ -282,7 +311,7 @@ def from_scratch(config: dict) -> dict:
 
 
 def main_configs(
-    config: dict, quick: bool, arms: tuple[str, ...] = ARMS
+    config: dict, quick: bool, arms: tuple[str, ...] = DEFAULT_ARMS
 ) -> dict[str, dict]:
     """The configs of `arms` (quick mode: (a) and (b) unless chosen)."""
     makers = {
@@ -292,8 +321,12 @@ def main_configs(
         "d": lambda: grown(config, criterion="random"),
         "e": lambda: grown(config, criterion="gradient_proxy"),
         "f": lambda: from_scratch(config),
+        "g": lambda: grown(config, budget_split="by_layer_type"),
+        "h": lambda: grown(
+            config, criterion="gradient_proxy", budget_split="by_layer_type"
+        ),
     }
-    if quick and arms == ARMS:
+    if quick and arms == DEFAULT_ARMS:
         arms = ("a", "b")
     return {arm: makers[arm]() for arm in ARMS if arm in arms}
 
@@ -326,7 +359,7 @@ def run_names(
     config: dict,
     quick: bool,
     ablations: bool = True,
-    arms: tuple[str, ...] = ARMS,
+    arms: tuple[str, ...] = DEFAULT_ARMS,
 ) -> dict[str, tuple[str, dict]]:
     """Every distinct run: `{config_key: (name, config)}`, first name wins.
 
@@ -372,6 +405,12 @@ def _unit_record(row: dict, seconds: float, cpu_seconds: float) -> dict:
     return record
 
 
+def uses_proxy(config: dict) -> bool:
+    """Whether `config` grows with the gradient proxy."""
+    growth = config["growth"]
+    return growth["enabled"] and growth["criterion"] == "gradient_proxy"
+
+
 def growth_events(workdir: str | Path) -> list[dict]:
     return json.loads((Path(workdir) / "growth_events.json").read_text())
 
@@ -390,7 +429,10 @@ class Runner:
     A unit `NAME-seed<k>` has its run directory `root/NAME-seed<k>`, and
     beside it its log (`.log`) and its result (`.json`). A unit whose
     result exists is read back; one whose run directory holds a backup of
-    an unfinished run is resumed from it; any other is trained afresh.
+    an unfinished run is resumed from it; any other is trained afresh. A
+    finished gradient-proxy unit whose result does not record
+    `PROXY_SCORE` was scored with the former weight-and-bias sum, and is
+    refused like a unit of other settings.
 
     Args:
         root: Folder of the units.
@@ -446,7 +488,17 @@ class Runner:
                 "than this command's; use another --out. Received: --out "
                 f"{str(self.root)!r}"
             )
-        return json.loads(path.read_text()) if path.is_file() else None
+        if not path.is_file():
+            return None
+        record = json.loads(path.read_text())
+        if uses_proxy(config) and record.get("proxy_score") != PROXY_SCORE:
+            raise ValueError(
+                f"Unit {str(workdir)!r} was grown with the former gradient "
+                "proxy (the weight and bias gradients summed), not the "
+                f"authors' {PROXY_SCORE}; use another --out. Received: "
+                f"--out {str(self.root)!r}"
+            )
+        return record
 
     def _train(self, unit: str, config: dict) -> dict:
         import keras
@@ -481,6 +533,8 @@ class Runner:
             grown=grown_neurons(growth_events(source) if source else events),
             resumed=resume,
         )
+        if uses_proxy(config):
+            record["proxy_score"] = PROXY_SCORE
         (self.root / f"{unit}.json").write_text(json.dumps(record, indent=1))
         return record
 
@@ -721,7 +775,7 @@ def command_line(args) -> str:
         parts.append(f"--seeds {args.seeds}")
     if args.first_seed:
         parts.append(f"--first-seed {args.first_seed}")
-    if args.arms != ARMS and not args.pilot:
+    if args.arms != DEFAULT_ARMS and not args.pilot:
         parts.append(f"--arms {','.join(args.arms)}")
     if args.hours is not None:
         parts.append(f"--hours {args.hours:g}")
@@ -746,6 +800,33 @@ def split_text(config: dict) -> tuple[str, str, str]:
         f"{1_797 - test:,}/{test:,}",
         f"{test} held-out digits",
     )
+
+
+def arm_notes(arms: tuple[str, ...]) -> str:
+    """The report's lines on the gradient proxy and the budget split, for
+    the arms that use them."""
+    text = ""
+    if "e" in arms or "h" in arms:
+        text += (
+            "- The gradient proxy (arms (e), (h)) is the score of the "
+            "authors' released code: `min(0, sum of the neuron's "
+            "weight-gradient row)`, the smallest eigenvalue of the matrix "
+            "whose every row is that row (no bias gradient), from the "
+            "same analysed batches and inference mode as the splitting "
+            "arms; not the authors' whole pipeline, whose gradient comes "
+            "from the last training minibatch (training mode, augmented, "
+            "mixup loss)\n"
+        )
+    if "g" in arms or "h" in arms:
+        text += (
+            "- Arms (g), (h) split each event's budget as the authors' "
+            'code does (`budget_split="by_layer_type"`): an equal share '
+            "for each of qkv, proj, fc1 and fc2, the selection rule "
+            "running within each type on its share, with the largest cost "
+            "of one neuron added once per type; the other growing arms "
+            'rank all layers together (`"global"`)\n'
+        )
+    return text
 
 
 def report(
@@ -820,6 +901,7 @@ def report(
             if "f" in args.arms
             else ""
         )
+        + arm_notes(args.arms)
         + "- MFLOPs / image: forward FLOPs of the final model for one image, "
         "one multiply-add counted as one FLOP (the DeiT convention of "
         "`keras_depthhet.models.flops.count_flops`); 1 MFLOP = 0.001 "
@@ -977,8 +1059,9 @@ def parse_args(argv):
     parser.add_argument(
         "--arms",
         type=_arms,
-        default=ARMS,
-        help="main-comparison arms, e.g. a,b,d (default: all, a-f; f needs a)",
+        default=DEFAULT_ARMS,
+        help="main-comparison arms, e.g. a,b,d (default: a-f; f needs a; "
+        "g and h, the budget split by layer type, only when named)",
     )
     parser.add_argument(
         "--out",
@@ -1043,9 +1126,10 @@ def report_name(args) -> str:
         name += "_mnist"
     if args.epochs is not None or args.test_fraction is not None:
         name += "_seeded"
-    if args.arms != ARMS and not args.pilot:
-        # A run of some arms only (more seeds for one difference) gets a
-        # table of its own beside the one with every arm.
+    if args.arms != DEFAULT_ARMS and not args.pilot:
+        # A run of other arms (more seeds for one difference, or the arms
+        # run only when named) gets a table of its own beside the one of
+        # arms (a) to (f).
         name += "_" + "".join(args.arms)
     return name
 

@@ -8,6 +8,7 @@ import copy
 import json
 import statistics
 
+import numpy as np
 import pytest
 
 from benchmarks import replication
@@ -93,6 +94,70 @@ def test_base_reductions_start_smaller_than_the_target(full):
         assert base < config["growth"]["target_params"]
 
 
+def test_arms_g_and_h_split_the_budget_by_layer_type(full):
+    configs = replication.main_configs(
+        full, quick=False, arms=("a", "e", "g", "h")
+    )
+    assert list(configs) == ["a", "e", "g", "h"]
+    growth = {key: c["growth"] for key, c in configs.items()}
+    assert [(g["criterion"], g["budget_split"]) for g in growth.values()] == [
+        ("splitting", "global"),
+        ("gradient_proxy", "global"),
+        ("splitting", "by_layer_type"),
+        ("gradient_proxy", "by_layer_type"),
+    ]
+    # (e) is (a) but for the criterion, (h) is (g) but for the criterion.
+    assert configs["e"] == replication.grown(full, criterion="gradient_proxy")
+    for x, y in (("a", "e"), ("g", "h")):
+        assert {**growth[x], "criterion": None} == {
+            **growth[y],
+            "criterion": None,
+        }
+        assert configs[x]["model"] == configs[y]["model"]
+    # Each of the four shares may leave up to one neuron's cost unused.
+    _, _, cost = replication.model_sizes(configs["g"]["model"])
+    assert growth["g"]["param_budget"] == growth["a"]["param_budget"] + 3 * cost
+    assert growth["g"]["target_params"] == growth["a"]["target_params"]
+    runs = replication.run_names(full, False, False, ("g", "h"))
+    assert [name for name, _ in runs.values()] == ["main-g", "main-h"]
+
+
+def test_by_layer_type_reads_every_growable_layer_of_the_tiny_vits(tmp_path):
+    from keras_depthhet.growth.selection import select_neurons
+    from keras_depthhet.models import vit
+    from keras_depthhet.models.vit import growable_layers
+    from training.config import vit_arguments
+
+    for mnist in (None, str(tmp_path)):
+        config = replication.base_config(False, mnist=mnist)
+        config = replication.main_configs(config, False, ("h",))["h"]
+        model = vit(**vit_arguments(config["model"]))
+        layers = growable_layers(model)
+        kinds = [layer.name.rsplit("_", 1)[-1] for layer in layers]
+        assert sorted(set(kinds)) == sorted(replication.LAYER_TYPES)
+        scores = {layer.name: -np.ones(layer.units) for layer in layers}
+        costs = {layer.name: layer.growth_cost(1) for layer in layers}
+        growth = config["growth"]
+        plan = select_neurons(
+            scores,
+            costs,
+            param_budget=growth["param_budget"],
+            layer_threshold=growth["layer_threshold"],
+            criterion=growth["criterion"],
+            budget_split=growth["budget_split"],
+        )
+        spent = dict.fromkeys(replication.LAYER_TYPES, 0)
+        for name, indices in plan.items():
+            spent[name.rsplit("_", 1)[-1]] += len(indices) * costs[name]
+        share = growth["param_budget"] / len(replication.LAYER_TYPES)
+        # Every type fills its own share, within one neuron's cost.
+        for kind, used in spent.items():
+            largest = max(
+                c for n, c in costs.items() if n.endswith(f"_{kind}")
+            )
+            assert share - largest < used <= share
+
+
 def test_quick_mode_is_two_runs_with_one_event():
     config = replication.base_config(quick=True)
     runs = replication.run_names(config, quick=True)
@@ -100,6 +165,10 @@ def test_quick_mode_is_two_runs_with_one_event():
     grown = replication.main_configs(config, quick=True)["a"]
     assert replication.event_epochs(grown) == [1]
     assert grown["train"]["epochs"] == 2
+    # Arms named run in quick mode too (a smoke run of g and h).
+    chosen = replication.main_configs(config, quick=True, arms=("g", "h"))
+    assert list(chosen) == ["g", "h"]
+    assert replication.event_epochs(chosen["h"]) == [1]
 
 
 def _row(top1, final_params=34_800, events=(8, 17, 26)):
@@ -223,6 +292,10 @@ def test_difference_table_gives_mean_interval_and_seeds():
 
 def test_arms_are_checked():
     assert replication.parse_args(["--arms", "b,a"]).arms == ("a", "b")
+    assert replication.parse_args([]).arms == tuple("abcdef")
+    assert replication.parse_args(["--arms", "h,g,e,a"]).arms == tuple(
+        "aegh"
+    )
     assert replication.parse_args(["--pilot"]).arms == ("a", "b", "d")
     for bad in (["--arms", "a,z"], ["--arms", "b,f"], ["--epochs", "2"]):
         with pytest.raises(SystemExit):
@@ -258,6 +331,61 @@ def test_a_unit_of_other_settings_is_refused(full, tmp_path):
     other["train"]["epochs"] = 16
     with pytest.raises(ValueError, match="other settings"):
         runner._read("main-b-seed0", other)
+
+
+def test_differences_of_the_proxy_arms_under_both_splits():
+    results = {
+        "a": [_row(95.0), _row(96.0), _row(94.0)],
+        "e": [_row(94.0), _row(95.5), _row(94.0)],
+        "g": [_row(95.0), _row(95.0), _row(95.0)],
+        "h": [_row(94.5), _row(94.0), _row(95.5)],
+    }
+    lines = replication.difference_table(results).splitlines()
+    assert len(lines) == 6  # a - e, g - h, a - g, h - e
+    assert lines[2].startswith(
+        "| (a) grown, splitting criterion - (e) grown, gradient proxy | 3 "
+        "| +0.50 |"
+    )
+    assert lines[3].startswith(
+        "| (g) grown, splitting criterion, budget by layer type - (h) "
+        "grown, gradient proxy, budget by layer type | 3 | +0.33 |"
+    )
+    assert lines[3].endswith("| +0.5, +1.0, -0.5 |")
+    assert "| (a) grown, splitting criterion - (g)" in lines[4]
+    assert "| (h) grown, gradient proxy, budget by layer type - (e)" in (
+        lines[5]
+    )
+    table = replication.main_table(results)
+    assert "| (h) grown, gradient proxy, budget by layer type |" in table
+
+
+def test_report_says_what_the_proxy_arms_are():
+    notes = replication.arm_notes(("a", "e"))
+    assert "weight-gradient row" in notes and "no bias gradient" in notes
+    assert "last training minibatch" in notes
+    assert "by_layer_type" not in notes
+    assert "by_layer_type" in replication.arm_notes(("g", "h"))
+    assert replication.arm_notes(("a", "b")) == ""
+
+
+def test_a_unit_of_the_former_proxy_score_is_refused(full, tmp_path):
+    runner = replication.Runner(tmp_path, total=1)
+    config = replication.main_configs(full, quick=False, arms=("e",))["e"]
+    unit = tmp_path / "main-e-seed0"
+    unit.mkdir()
+    saved = runner.unit_config("main-e", config, 0)
+    (unit / "config.json").write_text(json.dumps(saved))
+    result = tmp_path / "main-e-seed0.json"
+    result.write_text(json.dumps({"top1": 95.0}))
+    with pytest.raises(ValueError, match="former gradient proxy"):
+        runner._read("main-e-seed0", saved)
+    record = {"top1": 95.0, "proxy_score": replication.PROXY_SCORE}
+    result.write_text(json.dumps(record))
+    assert runner._read("main-e-seed0", saved) == record
+    # Units of the other criteria need no such record.
+    assert not replication.uses_proxy(
+        replication.main_configs(full, False, ("a",))["a"]
+    )
 
 
 def test_pilot_row_projects_seeds_and_time():
@@ -300,4 +428,11 @@ def test_each_run_kind_writes_its_own_table():
     # More seeds of two arms do not replace the table of every arm.
     assert name(*seeded, "--arms", "a,b") == "replication_mnist_seeded_ab"
     assert name(*seeded, "--arms", "a,b,c,d,e,f") == name(*seeded)
+    # The arms run only when named write their own table too.
+    assert (
+        name(*seeded, "--arms", "a,e,g,h") == "replication_mnist_seeded_aegh"
+    )
+    assert name(*seeded, "--arms", "a,b,c,d,e,f,g,h") == (
+        "replication_mnist_seeded_abcdefgh"
+    )
     assert name(*seeded, "--pilot") == "replication_mnist_seeded"
