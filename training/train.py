@@ -437,8 +437,8 @@ def architecture_model(config: dict, run: str | Path):
     import keras
 
     from keras_depthhet.growth import fresh_model, grown_config
+    from keras_depthhet.layers import growable_layer_map
     from keras_depthhet.models import vit
-    from keras_depthhet.models.vit import growable_layer_map
 
     source = keras.saving.load_model(Path(run) / "model.keras", compile=False)
     source_layers = growable_layer_map(source)
@@ -777,10 +777,12 @@ class Experiment:
         return row
 
     def _backup(self):
-        """Keras's `BackupAndRestore` in `DIR/backup`, every epoch.
+        """A backup in `DIR/backup`, every epoch.
 
-        Listed after the growth callback (which regrows the model before
-        the backup is loaded, and grows it before it is saved) and after
+        With growth, `GrowthBackupAndRestore` (which regrows the model
+        before the backup is loaded), listed after the growth callback (so
+        that the model grows before it is saved); without, Keras's
+        `BackupAndRestore`. Listed after
         the metrics recorder (so that `metrics.csv` never lacks an epoch
         the backup holds; rows after the backup are dropped on resume).
         Keras deletes it when training ends. With `double_checkpoint` the
@@ -789,8 +791,15 @@ class Experiment:
         """
         import keras
 
-        return keras.callbacks.BackupAndRestore(
-            str(self.workdir / "backup"), double_checkpoint=True
+        from keras_depthhet.growth import GrowthBackupAndRestore
+
+        directory = str(self.workdir / "backup")
+        if self.growth is None:
+            return keras.callbacks.BackupAndRestore(
+                directory, double_checkpoint=True
+            )
+        return GrowthBackupAndRestore(
+            directory, self.growth, double_checkpoint=True
         )
 
     def _fit_in_place(self, callbacks) -> None:

@@ -24,9 +24,10 @@ from keras_depthhet.distributed.runtime import (
     check_model_placement,
     resolve_distribution,
 )
-from keras_depthhet.growth.callback import GrowthCallback, log_num_params
+from keras_depthhet.growth.callback import GrowthCallback
 from keras_depthhet.growth.rebuild import rebuild_grown_model
-from keras_depthhet.models.vit import growable_layer_map
+from keras_depthhet.growth.report import log_num_params
+from keras_depthhet.layers.lookup import growable_layer_map
 
 
 class GrowthRun:
@@ -175,6 +176,17 @@ def _check_callbacks(callbacks) -> list:
                 "`fit_with_growth` rebuilds the model at each event, which "
                 "`BackupAndRestore` does not follow; train with `model.fit` "
                 "and `GrowthCallback` to back up and resume. Received: "
+                f"callbacks containing {callback!r}"
+            )
+        if isinstance(callback, keras.callbacks.EarlyStopping) and (
+            callback.restore_best_weights
+        ):
+            raise ValueError(
+                "`fit_with_growth` rebuilds the model at each event, whose "
+                "new weights the best weights of `EarlyStopping(restore_"
+                "best_weights=True)` do not follow; train with `model.fit`, "
+                "`GrowthCallback` and `keras_depthhet.growth."
+                "GrowthEarlyStopping` to restore the best epoch. Received: "
                 f"callbacks containing {callback!r}"
             )
     return callbacks
@@ -379,6 +391,6 @@ def _grow_event(model, growth: GrowthCallback, epoch: int):
     }
     growth.set_model(grown)
     added = grown.count_params() - model.count_params()
-    event = {**growth._event(decision, plan, added), "seconds": seconds}
-    growth._report(event)
+    event = {**growth.event_record(decision, plan, added), "seconds": seconds}
+    growth.report(event)
     return grown, event

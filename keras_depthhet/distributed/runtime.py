@@ -12,7 +12,6 @@ that disagrees with the cluster fails at once, on every worker.
 
 import contextlib
 import json
-import numbers
 import os
 import re
 import threading
@@ -23,6 +22,7 @@ import numpy as np
 
 from keras_depthhet.distributed.layouts import vit_layout_map
 from keras_depthhet.utils import multi_worker
+from keras_depthhet.utils.validation import positive_int
 
 DISTRIBUTIONS = (
     "auto",
@@ -95,21 +95,6 @@ def _tf_devices():
     return gpus or tf.config.list_logical_devices("CPU")
 
 
-def _positive_int(name: str, value, optional: bool = False) -> int | None:
-    if value is None and optional:
-        return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Integral)
-        or value < 1
-    ):
-        kind = "a positive integer" + (" or None" if optional else "")
-        raise ValueError(
-            f"Argument `{name}` must be {kind}. Received: {name}={value!r}"
-        )
-    return int(value)
-
-
 def validate_tf_config(
     text: str | None = None, num_workers: int | None = None
 ) -> int:
@@ -130,7 +115,7 @@ def validate_tf_config(
             `"host:port"` addresses, `task` does not name one of them, or
             the cluster does not hold `num_workers` workers.
     """
-    num_workers = _positive_int("num_workers", num_workers, optional=True)
+    num_workers = positive_int("num_workers", num_workers, optional=True)
     text = os.environ.get("TF_CONFIG") if text is None else text
     if not text:
         if num_workers not in (None, 1):
@@ -240,7 +225,7 @@ def initialize_multi_host(
             f"Received: num_processes={num_processes}, "
             f"process_id={process_id}"
         )
-    timeout = _positive_int("timeout", timeout)
+    timeout = positive_int("timeout", timeout)
     addresses = (job_addresses or "").split(",")
     if not all(_ADDRESS.fullmatch(a) for a in addresses) or len(
         addresses
@@ -405,7 +390,7 @@ def resolve_distribution(
         )
     if distribution == "multi_worker_mirrored":
         count = validate_tf_config(num_workers=num_workers)
-        timeout = _positive_int("timeout", timeout)
+        timeout = positive_int("timeout", timeout)
         if count > 1:
             _require_multi_worker_fit(distribution)
             multi_worker.bound_tf_cluster_waits(timeout)

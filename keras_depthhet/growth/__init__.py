@@ -6,17 +6,23 @@
 and `rebuild_optimizer` carries the optimizer's state over to the new
 weights. `rebuild_grown_model` and `grown_config` apply a plan by building
 a new model instead, as distributed training needs. `GrowthCallback` runs
-scoring, selection and growth on a schedule inside `model.fit`.
+scoring, selection and growth on a schedule inside `model.fit`;
+`GrowthBackupAndRestore` and `GrowthEarlyStopping` are Keras's
+`BackupAndRestore` and `EarlyStopping` made to follow the model's growth.
 """
 
+from keras_depthhet.growth.backup import GrowthBackupAndRestore
 from keras_depthhet.growth.callback import GrowthCallback
+from keras_depthhet.growth.early_stopping import GrowthEarlyStopping
 from keras_depthhet.growth.from_scratch import fresh_model
 from keras_depthhet.growth.grow import grow_model, rebuild_optimizer
 from keras_depthhet.growth.rebuild import grown_config, rebuild_grown_model
 from keras_depthhet.growth.selection import plan_cost, select_neurons
 
 __all__ = [
+    "GrowthBackupAndRestore",
     "GrowthCallback",
+    "GrowthEarlyStopping",
     "fresh_model",
     "grow_model",
     "grown_config",

@@ -1,105 +1,39 @@
 """`GrowthCallback`: grow a model with depth heterogeneity inside `fit`."""
 
-import json
-import numbers
 import os
 
 import keras
 import numpy as np
 
+from keras_depthhet import splitting
+from keras_depthhet.growth.agreement import chief_decides, join_workers
+from keras_depthhet.growth.budget import (
+    BUDGET_SCHEDULES,
+    event_budget,
+    learning_rate,
+)
 from keras_depthhet.growth.grow import _optimizer_state, grow_model
 from keras_depthhet.growth.recent_batches import RecentBatches
+from keras_depthhet.growth.report import (
+    append_event,
+    event_line,
+    log_num_params,
+    score_summary,
+)
 from keras_depthhet.growth.selection import (
     BUDGET_SPLITS,
     CRITERIA,
     select_neurons,
 )
-from keras_depthhet.models.vit import growable_layer_map
-from keras_depthhet.utils.keras_internals import (
-    sibling_callbacks,
-    sync_trainer_state,
+from keras_depthhet.layers.lookup import growable_layer_map
+from keras_depthhet.utils.keras_internals import sync_trainer_state
+from keras_depthhet.utils.validation import (
+    choice,
+    int_at_least,
+    positive_number,
 )
 
-BUDGET_SCHEDULES = ("constant", "lr")
-"""Accepted values of `budget_schedule`."""
-
-GROWTH_STATE_FILE = "growth_state.json"
-"""File `GrowthCallback` keeps in a `BackupAndRestore` backup directory."""
-
-
-def _int_at_least(name, value, low):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Integral)
-        or value < low
-    ):
-        kind = "a positive" if low == 1 else "a non-negative"
-        raise ValueError(
-            f"Argument `{name}` must be {kind} integer. "
-            f"Received: {name}={value!r}"
-        )
-    return int(value)
-
-
-def _positive_number(name, value):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not np.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(
-            f"Argument `{name}` must be a positive number. "
-            f"Received: {name}={value!r}"
-        )
-    return value
-
-
-def _choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(
-            f"Argument `{name}` must be one of {list(choices)}. "
-            f"Received: {name}={value!r}"
-        )
-    return value
-
-
-def _learning_rate(optimizer) -> float:
-    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-
-
-def _peak_learning_rate(optimizer, initial: float) -> float:
-    """The highest rate up to the optimizer's current step.
-
-    For a schedule, its rate sampled at up to 257 evenly spaced steps from
-    0 to the current iteration (so a warm-up ramp does not make the rate at
-    step 0 the reference); otherwise the larger of `initial` (the rate
-    when training began) and the current rate.
-    """
-    current = _learning_rate(optimizer)
-    config = optimizer.get_config()["learning_rate"]
-    if not isinstance(config, dict):
-        return max(initial, current)
-    schedule = keras.optimizers.schedules.deserialize(config)
-    step = int(keras.ops.convert_to_numpy(optimizer.iterations))
-    steps = np.unique(np.linspace(0, step, num=min(step + 1, 257)).round())
-    rates = [float(keras.ops.convert_to_numpy(schedule(int(s)))) for s in steps]
-    return max(rates + [current])
-
-
-def _summary(values: np.ndarray) -> dict:
-    return {
-        "min": float(values.min()),
-        "median": float(np.median(values)),
-        "num_negative": int(np.sum(values < 0)),
-        "num_neurons": int(values.size),
-    }
-
-
-def log_num_params(model: keras.Model, logs: dict | None) -> None:
-    """Sets `logs["num_params"]`, the model's size, for the epoch's logs."""
-    if logs is not None:
-        logs["num_params"] = int(model.count_params())
+__all__ = ["BUDGET_SCHEDULES", "GrowthCallback", "log_num_params"]
 
 
 class GrowthCallback(keras.callbacks.Callback):
@@ -117,39 +51,33 @@ class GrowthCallback(keras.callbacks.Callback):
     parameters per event, layer threshold 60).
 
     With `target_params`, an event's budget is capped at the parameters
-    still missing, and no event runs once no neuron fits under the target,
-    so the model never exceeds it. With `budget_schedule="lr"` the budget
-    is scaled by the current learning rate over the highest rate so far (of
-    a schedule, sampled from step 0 to the current step; else the rate when
-    training began, or a later higher one), so that, as in the paper
-    authors' code, events late in a decaying schedule add less. Using the
-    peak rather than the first rate keeps a warm-up ramp (e.g. the DeiT
-    recipe's 1e-6 start) from inflating the budget.
+    still missing, so the model never exceeds it. With
+    `budget_schedule="lr"` the budget is scaled by the current learning
+    rate over the highest rate so far (`keras_depthhet.growth.budget`), so
+    that, as in the paper authors' code, late events add less.
 
     `plan_growth` makes an event's decision alone, without growing (what
     `keras_depthhet.distributed.fit_with_growth` uses to rebuild instead).
     In a multi-worker run (TensorFlow `MultiWorkerMirroredStrategy`,
     multi-process JAX) the chief alone scores and every worker grows the
     chief's choice; workers started with different settings fail at
-    `on_train_begin`, and only the chief writes `log_path` and the growth
-    state of a backup (`keras_depthhet.distributed.ChiefBackupAndRestore`).
+    `on_train_begin`, and only the chief writes `log_path` and backups.
 
     Every epoch the callback sets `logs["num_params"]`; list it before
-    `CSVLogger`, `TensorBoard`, `ModelCheckpoint` and `BackupAndRestore`
+    `CSVLogger`, `TensorBoard`, `ModelCheckpoint` and the backup callback
     so that they see this value and the grown model of the same epoch.
     `history` holds one dict per event (its `"plan"` names the neurons
     grown); with `log_path` each event is also appended to that file as a
     JSON line.
 
-    Other callbacks of the same `fit` are taken into account:
-    `keras.callbacks.BackupAndRestore` must come after this callback,
-    which then regrows a freshly built model to the backup's architecture
-    before the backup is loaded (so a killed run resumes with its grown
-    model, optimizer state and `history`), and `EarlyStopping(
-    restore_best_weights=True)` restores its best weights into the grown
-    model, new pairs summing to zero (the best epoch's function). A
-    weights file saved before an event (`ModelCheckpoint(
-    save_weights_only=True)`) loads into the grown model the same way.
+    Keras's `BackupAndRestore` and `EarlyStopping(restore_best_weights=
+    True)` do not know about growth; use their subclasses
+    `keras_depthhet.growth.GrowthBackupAndRestore` (listed after this
+    callback and given it: a killed run resumes with its grown model,
+    optimizer state and `history`) and `GrowthEarlyStopping` (restores the
+    best epoch's function into the grown model). A weights file saved
+    before an event (`ModelCheckpoint(save_weights_only=True)`) loads into
+    the grown model, new pairs summing to zero.
 
     Whatever would fail at the first event fails at `on_train_begin`
     instead: an optimizer whose state cannot be carried over, an
@@ -216,30 +144,30 @@ class GrowthCallback(keras.callbacks.Callback):
         verbose: int = 1,
     ):
         super().__init__()
-        self.interval = _int_at_least("interval", interval, 1)
-        self.warmup = _int_at_least("warmup", warmup, 0)
-        self.param_budget = _positive_number("param_budget", param_budget)
-        self.layer_threshold = _int_at_least(
+        self.interval = int_at_least("interval", interval, 1)
+        self.warmup = int_at_least("warmup", warmup, 0)
+        self.param_budget = positive_number("param_budget", param_budget)
+        self.layer_threshold = int_at_least(
             "layer_threshold", layer_threshold, 0
         )
-        self.scale = float(_positive_number("scale", scale))
+        self.scale = float(positive_number("scale", scale))
         if target_params is not None:
-            target_params = _int_at_least("target_params", target_params, 1)
+            target_params = int_at_least("target_params", target_params, 1)
         self.target_params = target_params
-        self.criterion = _choice("criterion", criterion, CRITERIA)
+        self.criterion = choice("criterion", criterion, CRITERIA)
         self.analysis_data = analysis_data
         if analysis_batches is not None:
-            analysis_batches = _int_at_least(
+            analysis_batches = int_at_least(
                 "analysis_batches", analysis_batches, 1
             )
         self.analysis_batches = analysis_batches
         self._recent = None
         if analysis_data is None and criterion != "random":
             self._recent = RecentBatches(analysis_batches)
-        self.budget_schedule = _choice(
+        self.budget_schedule = choice(
             "budget_schedule", budget_schedule, BUDGET_SCHEDULES
         )
-        self.budget_split = _choice("budget_split", budget_split, BUDGET_SPLITS)
+        self.budget_split = choice("budget_split", budget_split, BUDGET_SPLITS)
         if layers is not None and (
             isinstance(layers, str)
             or not all(isinstance(name, str) for name in layers)
@@ -251,17 +179,16 @@ class GrowthCallback(keras.callbacks.Callback):
             )
         self.layers = None if layers is None else list(layers)
         if seed is not None:
-            seed = _int_at_least("seed", seed, 0)
+            seed = int_at_least("seed", seed, 0)
         self.seed = seed
         self.log_path = None if log_path is None else os.fspath(log_path)
-        self.verbose = _choice("verbose", verbose, (0, 1))
+        self.verbose = choice("verbose", verbose, (0, 1))
         self.history = []
+        self.backup = None
+        self.train_begins = 0
         self._initial_lr = None
-        self._backup = None
-        self._early_stopping = []
         self._workers = None
 
-    # ------------------------------------------------------------ schedule
     def is_event_epoch(self, epoch: int) -> bool:
         """Whether an event is scheduled after epoch `epoch` (from 1)."""
         return (
@@ -289,20 +216,12 @@ class GrowthCallback(keras.callbacks.Callback):
                 "(e.g. built with `keras_depthhet.models.vit`). Received: "
                 f"model {self.model.name!r} without any."
             )
-        siblings = sibling_callbacks(self) or []
-        self._backup = self._backup_callback(siblings)
-        self._early_stopping = [
-            c for c in siblings if isinstance(c, keras.callbacks.EarlyStopping)
-        ]
-        from keras_depthhet.distributed.workers import join_workers
-
+        self.train_begins += 1
         self._workers = join_workers(
-            self, self._backup, lambda: self._check_ready(list(layers.values()))
+            self, lambda: self._check_ready(list(layers.values()))
         )
-        if self._backup is not None:
-            self._restore_growth()
         if self.budget_schedule == "lr" and self._initial_lr is None:
-            self._initial_lr = _learning_rate(self.model.optimizer)
+            self._initial_lr = learning_rate(self.model.optimizer)
         if self._recent is not None:
             self._recent.attach(self.model)
 
@@ -313,26 +232,6 @@ class GrowthCallback(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self._recent is not None:
             self._recent.detach()
-
-    def _backup_callback(self, siblings):
-        """The `BackupAndRestore` of this `fit`, which must come after us."""
-        backups = [
-            (i, c)
-            for i, c in enumerate(siblings)
-            if isinstance(c, keras.callbacks.BackupAndRestore)
-        ]
-        if not backups:
-            return None
-        position = next(i for i, c in enumerate(siblings) if c is self)
-        if backups[0][0] < position:
-            raise ValueError(
-                "List `GrowthCallback` before `BackupAndRestore` in "
-                "`callbacks`: at the end of an epoch the model must grow "
-                "before it is backed up, and when training resumes it must "
-                "be regrown before the backup is loaded. Received: "
-                f"callbacks={[type(c).__name__ for c in siblings]}"
-            )
-        return backups[0][1]
 
     def _check_ready(self, layers) -> None:
         """Fails now on what would fail at the first event.
@@ -348,15 +247,11 @@ class GrowthCallback(keras.callbacks.Callback):
         for layer in layers:
             layer._check_growable()
             kernel = keras.ops.convert_to_numpy(layer.kernel)
-            bias = (
-                keras.ops.convert_to_numpy(layer.bias)
-                if layer.use_bias
-                else None
-            )
+            bias = layer.bias if layer.use_bias else None
+            bias = None if bias is None else keras.ops.convert_to_numpy(bias)
             layer._pair_values(kernel, bias, np.arange(layer.units), self.scale)
         if self.criterion != "random":
-            from keras_depthhet.splitting import capture
-
+            capture = splitting.capture
             if self.analysis_data is None:
                 capture.resolve_loss(self.model, None)
             else:
@@ -367,89 +262,33 @@ class GrowthCallback(keras.callbacks.Callback):
                     self.analysis_batches,
                 )
 
-    # -------------------------------------------------------------- backup
-    def _state_path(self) -> str:
-        return os.path.join(self._backup.backup_dir, GROWTH_STATE_FILE)
+    def get_state(self) -> dict:
+        """What a resumed run needs to continue this callback's events.
 
-    def _save_growth_state(self) -> None:
-        """Writes the events so far beside the `BackupAndRestore` backup."""
-        os.makedirs(self._backup.backup_dir, exist_ok=True)
-        state = {"history": self.history, "initial_lr": self._initial_lr}
-        temporary = self._state_path() + ".tmp"
-        with open(temporary, "w") as f:
-            json.dump(state, f)
-        os.replace(temporary, self._state_path())
-
-    def _restore_growth(self) -> None:
-        """Regrows the model to the architecture of the last backup.
-
-        The backup records the completed epochs it holds; the events of
-        those epochs are replayed in order (`grow_model`, zero-sum pairs),
-        so that `BackupAndRestore` then loads weights and optimizer slots
-        into a model of the same shape, and `history` continues.
+        Returns:
+            A JSON-serialisable dict: `"history"` (the events so far) and
+            `"initial_lr"` (the learning rate when training began, the
+            reference of `budget_schedule="lr"`).
         """
-        if not os.path.exists(self._state_path()):
-            return
-        with open(self._state_path()) as f:
-            state = json.load(f)
-        metadata = os.path.join(
-            self._backup.backup_dir, "training_metadata.json"
-        )
-        if not os.path.exists(metadata):
-            return
-        with open(metadata) as f:
-            saved_epoch = int(json.load(f)["epoch"])
-        events = [e for e in state["history"] if e["epoch"] <= saved_epoch]
-        # The model may already hold some of these events: the same model
-        # object fit again after an interruption, or a model loaded from a
-        # checkpoint. Only the events it lacks are replayed.
-        done = self._events_in_model(state["history"])
-        if done > len(events):
-            raise ValueError(
-                "The model has grown past the backup in "
-                f"{self._backup.backup_dir!r}: it holds {done} growth events "
-                f"and the backup ends after epoch {saved_epoch}, with "
-                f"{len(events)}. Resume with a model built as at the start "
-                "of the run; `BackupAndRestore` then loads the backup into it."
-            )
-        for event in events[done:]:
-            grow_model(self.model, event["plan"], scale=self.scale)
-        self.history = events
+        return {"history": list(self.history), "initial_lr": self._initial_lr}
+
+    def set_state(self, state: dict) -> None:
+        """Continues from `state` (`get_state`), e.g. when resuming.
+
+        `GrowthBackupAndRestore` calls it once it has regrown the model to
+        the architecture of `state["history"]`.
+
+        Args:
+            state: A dict as `get_state` returns.
+        """
+        self.history = list(state["history"])
         self._initial_lr = state.get("initial_lr")
-        if self.verbose and events:
-            print(
-                f"GrowthCallback: regrew {len(events)} events (to "
-                f"{self.model.count_params():,} parameters) from the backup "
-                f"in {self._backup.backup_dir!r}."
-            )
 
-    def _events_in_model(self, events) -> int:
-        """How many of `events`, from the first, the model's growth rounds
-        are; raises where they are none of those prefixes."""
-        layers = growable_layer_map(self.model)
-        have = {
-            k: [sorted(np.asarray(r).tolist()) for r in layer.growth_rounds]
-            for k, layer in layers.items()
-        }
-        expected = {k: [] for k in layers}
-        for done in range(len(events) + 1):
-            if expected == have:
-                return done
-            if done < len(events):
-                for key, indices in events[done]["plan"].items():
-                    if len(indices) and key in expected:
-                        expected[key].append(
-                            sorted(np.asarray(indices).tolist())
-                        )
-        raise ValueError(
-            "The model's growth rounds are not those recorded in "
-            f"{self._state_path()!r} (by the GrowthCallback of the run "
-            "being resumed): resume with a model built as at the start of "
-            "that run. Received: a model with "
-            f"{sum(map(len, have.values()))} growth rounds in its layers."
-        )
+    @property
+    def writes_files(self) -> bool:
+        """Whether this worker writes logs and backups (the chief does)."""
+        return self._workers is None or self._workers.is_chief
 
-    # -------------------------------------------------------------- scores
     def compute_scores(self) -> dict[str, np.ndarray]:
         """Per-neuron scores of the growable layers for one event.
 
@@ -464,8 +303,6 @@ class GrowthCallback(keras.callbacks.Callback):
         names = list(layers)
         if self.criterion == "random":
             return {key: np.zeros(layer.units) for key, layer in layers.items()}
-        from keras_depthhet import splitting
-
         data = self._analysis_batches()
         if self.criterion == "splitting":
             scores = splitting.splitting_eigenvalues(
@@ -502,18 +339,18 @@ class GrowthCallback(keras.callbacks.Callback):
             )
         return [(b.x, b.y, b.sample_weight) for b in self._recent.batches()]
 
-    # --------------------------------------------------------------- event
     def _budget(self, params: int) -> float:
-        budget = float(self.param_budget)
-        if self.budget_schedule == "lr":
-            optimizer = self.model.optimizer
-            if self._initial_lr is None:  # plan_growth before any fit
-                self._initial_lr = _learning_rate(optimizer)
-            peak = _peak_learning_rate(optimizer, self._initial_lr)
-            budget *= _learning_rate(optimizer) / peak
-        if self.target_params is not None:
-            budget = min(budget, self.target_params - params)
-        return budget
+        if self.budget_schedule == "lr" and self._initial_lr is None:
+            # plan_growth called before any fit.
+            self._initial_lr = learning_rate(self.model.optimizer)
+        return event_budget(
+            self.param_budget,
+            schedule=self.budget_schedule,
+            optimizer=self.model.optimizer,
+            initial_lr=self._initial_lr,
+            params=params,
+            target_params=self.target_params,
+        )
 
     def _target_reached(self, params: int, costs: dict) -> bool:
         return (
@@ -584,14 +421,14 @@ class GrowthCallback(keras.callbacks.Callback):
         }
         if self.criterion != "random":
             decision["scores"] = {
-                name: _summary(np.asarray(values))
+                name: score_summary(values)
                 for name, values in scores.items()
             }
         return decision
 
     def _agreed_budget_and_scores(self, params: int) -> tuple[float, dict]:
         """The event's budget and scores; in a multi-worker run, the
-        chief's on every worker (`keras_depthhet.distributed.workers`)."""
+        chief's on every worker (`keras_depthhet.growth.agreement`)."""
         workers = self._workers
         if workers is None or workers.is_chief:
             budget, scores = self._budget(params), self.compute_scores()
@@ -600,8 +437,6 @@ class GrowthCallback(keras.callbacks.Callback):
             scores = {k: np.zeros(v.units) for k, v in self._growable().items()}
         if workers is None:
             return budget, scores
-        from keras_depthhet.distributed.workers import chief_decides
-
         return chief_decides(workers, budget, scores)
 
     def _grow(self, epoch: int) -> dict | None:
@@ -609,22 +444,22 @@ class GrowthCallback(keras.callbacks.Callback):
         if decision is None:
             return None
         plan = decision.pop("plan")
-        before = list(self.model.weights)
-        pairs = {
-            id(layer): dict(layer._growth)
-            for layer in self._growable().values()
-        }
         added = grow_model(self.model, plan, scale=self.scale)
-        for callback in self._early_stopping:
-            if getattr(callback, "best_weights", None) is not None:
-                callback.best_weights = self._grown_weights(
-                    before, pairs, callback.best_weights
-                )
-        return self._event(decision, plan, added)
+        return self.event_record(decision, plan, added)
 
-    def _event(self, decision: dict, plan: dict, added: int) -> dict:
-        """The record of an event: `decision` completed once grown by
-        `plan` (in place, or by `fit_with_growth`'s rebuild)."""
+    def event_record(self, decision: dict, plan: dict, added: int) -> dict:
+        """The record of an event, as `history` keeps it.
+
+        Args:
+            decision: What `plan_growth` returned, without its `"plan"`.
+            plan: The plan the model has been grown by (in place, or by
+                `fit_with_growth`'s rebuild).
+            added: The number of parameters the growth added.
+
+        Returns:
+            `decision` with `"plan"`, `"params_after"`, `"params_added"`
+            and `"total_grown"` (neurons grown so far, per layer).
+        """
         return {
             **decision,
             "plan": {name: [int(i) for i in idx] for name, idx in plan.items()},
@@ -635,70 +470,22 @@ class GrowthCallback(keras.callbacks.Callback):
             },
         }
 
-    def _grown_weights(self, before: list, pairs: dict, values: list) -> list:
-        """`values` of the weights `before` growth, as the grown model's.
+    def report(self, event: dict) -> None:
+        """Adds `event` to `history`; the chief also logs and prints it.
 
-        New pairs get zero-sum values from the kernel and bias in `values`
-        (as `grow` initialises them), so the result computes what `values`
-        computed before growth: what `EarlyStopping` restores. `pairs`
-        holds each layer's growth variables before growth
-        (`{id(layer): {suffix: variable}}`), which a grown layer's wider
-        ones replace: their values in `values` fill the first columns.
+        With `log_path` the event is appended to that file as one JSON
+        line; with `verbose=1` one line is printed.
+
+        Args:
+            event: A record as `event_record` returns.
         """
-        index = {id(v): i for i, v in enumerate(before)}
-        new = {}
-        for layer in self._growable().values():
-            growth = layer._growth
-            if not growth or all(id(v) in index for v in growth.values()):
-                continue
-            saved = {
-                suffix: np.asarray(values[index[id(variable)]])
-                for suffix, variable in pairs.get(id(layer), {}).items()
-            }
-            bias = values[index[id(layer.bias)]] if layer.use_bias else None
-            widened = layer._growth_values(
-                saved,
-                np.asarray(values[index[id(layer.kernel)]]),
-                None if bias is None else np.asarray(bias),
-                self.scale,
-            )
-            for suffix, variable in growth.items():
-                new[id(variable)] = widened[suffix]
-        return [
-            values[index[id(v)]] if id(v) in index else new[id(v)]
-            for v in self.model.weights
-        ]
-
-    def _writes_files(self) -> bool:
-        """Whether this worker writes logs and backups (the chief does)."""
-        return self._workers is None or self._workers.is_chief
-
-    def _report(self, event: dict) -> None:
         self.history.append(event)
-        if not self._writes_files():
+        if not self.writes_files:
             return
         if self.log_path is not None:
-            with open(self.log_path, "a") as f:
-                f.write(json.dumps(event) + "\n")
-        if not self.verbose:
-            return
-        epoch = event["epoch"]
-        if not event["neurons"]:
-            print(
-                f"GrowthCallback: epoch {epoch}: no neuron eligible within "
-                f"budget {event['budget']:,.0f}; no growth."
-            )
-            return
-        line = (
-            f"GrowthCallback: epoch {epoch}: grew "
-            f"{sum(event['neurons'].values())} neurons in "
-            f"{len(event['neurons'])} layers, parameters "
-            f"{event['params_before']:,} -> {event['params_after']:,}"
-        )
-        if "scores" in event:
-            lowest = min(s["min"] for s in event["scores"].values())
-            line += f", lowest score {lowest:.3g}"
-        print(line + ".")
+            append_event(self.log_path, event)
+        if self.verbose:
+            print(event_line(event))
 
     def on_epoch_end(self, epoch, logs=None):
         if self._recent is not None:
@@ -706,7 +493,5 @@ class GrowthCallback(keras.callbacks.Callback):
         if self.is_event_epoch(epoch + 1):
             event = self._grow(epoch + 1)
             if event is not None:
-                self._report(event)
-                if self._backup is not None and self._writes_files():
-                    self._save_growth_state()
+                self.report(event)
         log_num_params(self.model, logs)

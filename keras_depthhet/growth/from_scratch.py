@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import keras
 from keras import ops
 
-from keras_depthhet.models.vit import growable_layers
+from keras_depthhet.layers.lookup import growable_layers
 
 PAIR_SCALE = 1 / math.sqrt(2)
 """Factor on each of the two independent draws of a fresh pair's kernel,

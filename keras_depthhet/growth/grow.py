@@ -8,6 +8,7 @@ It works between `fit` calls and inside `fit` (from a callback) on the
 JAX and TensorFlow backends, with or without a distribution.
 """
 
+import contextlib
 from collections.abc import Mapping
 
 import keras
@@ -15,7 +16,7 @@ import numpy as np
 
 from keras_depthhet.layers import GrowableDense
 from keras_depthhet.layers.growable_dense import _validate_indices
-from keras_depthhet.models.vit import growable_layer_map
+from keras_depthhet.layers.lookup import growable_layer_map
 from keras_depthhet.utils.keras_internals import (
     EMA_SLOTS,
     optimizer_slots,
@@ -61,12 +62,19 @@ def _check_plan(plan, layers: Mapping[str, GrowableDense]) -> dict:
 
 
 def _variable_scope(model: keras.Model):
-    """Where new variables of `model` are created: the scope of the
-    `Runtime` it trains under (`keras_depthhet.distributed.model_runtime`).
+    """Where new variables of `model` are created: on TensorFlow the scope
+    of the strategy the model was created with, on JAX that of the active
+    `keras.distribution` (as `keras_depthhet.distributed.model_runtime`).
     """
-    from keras_depthhet.distributed.runtime import model_runtime
-
-    return model_runtime(model).scope()
+    if keras.backend.backend() == "tensorflow":
+        strategy = getattr(model, "distribute_strategy", None)
+        if strategy is not None:
+            return strategy.scope()
+        return contextlib.nullcontext()
+    distribution = keras.distribution.distribution()
+    if distribution is not None:
+        return distribution.scope()
+    return contextlib.nullcontext()
 
 
 def _optimizer_state(optimizer) -> tuple[list, dict, dict]:

@@ -23,7 +23,7 @@ from keras_depthhet.growth.grow import (
     rebuild_optimizer,
 )
 from keras_depthhet.layers.growable_dense import _validate_scale
-from keras_depthhet.models.vit import growable_layer_map
+from keras_depthhet.layers.lookup import growable_layer_map
 from keras_depthhet.utils.keras_internals import (
     compile_arguments,
     sync_trainer_state,

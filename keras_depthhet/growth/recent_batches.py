@@ -31,7 +31,8 @@ import collections
 import keras
 import numpy as np
 
-from keras_depthhet.splitting.capture import Batch, check_positive_int
+from keras_depthhet.splitting.capture import Batch
+from keras_depthhet.utils.validation import positive_int
 
 
 def _wrap_jax(original, keep):
@@ -150,7 +151,9 @@ class RecentBatches:
     """
 
     def __init__(self, num_batches: int | None):
-        self.num_batches = check_positive_int("num_batches", num_batches)
+        self.num_batches = positive_int(
+            "num_batches", num_batches, optional=True
+        )
         self.model = None
         self._kept = collections.deque(maxlen=self.num_batches)
         self._original = None

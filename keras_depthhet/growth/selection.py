@@ -10,6 +10,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from keras_depthhet.utils.validation import choice
+
 CRITERIA = ("splitting", "gradient_proxy", "random")
 """Accepted values of `criterion`."""
 
@@ -28,15 +30,6 @@ def layer_type(name: str) -> str | None:
     """
     suffix = name.rsplit("_", 1)[-1]
     return suffix if suffix in LAYER_TYPES else None
-
-
-def _check_choice(name: str, value, choices) -> str:
-    if value not in choices:
-        raise ValueError(
-            f"Argument `{name}` must be one of {list(choices)}. "
-            f"Received: {name}={value!r}"
-        )
-    return value
 
 
 def _check_inputs(scores, costs, param_budget, layer_threshold):
@@ -190,8 +183,8 @@ def select_neurons(
     >>> {name: idx.tolist() for name, idx in plan.items()}
     {'fc1': [0, 2], 'fc2': [0]}
     """
-    criterion = _check_choice("criterion", criterion, CRITERIA)
-    budget_split = _check_choice("budget_split", budget_split, BUDGET_SPLITS)
+    criterion = choice("criterion", criterion, CRITERIA)
+    budget_split = choice("budget_split", budget_split, BUDGET_SPLITS)
     scores = _check_inputs(scores, costs, param_budget, layer_threshold)
     if budget_split == "global":
         groups = [scores]

@@ -6,6 +6,8 @@ neurons. The ViT blocks (`Attention`, `Mlp`, `TransformerBlock` and the
 embeddings) use `GrowableDense` for their four linear layers per block,
 named `qkv`, `proj`, `fc1` and `fc2`. Every layer round-trips through
 `get_config`/`from_config` and `.keras` files, grown or not.
+`growable_layer_map` and `growable_layers` find the `GrowableDense` layers
+of any model (also available from `keras_depthhet.models`).
 """
 
 from keras_depthhet.layers.attention import Attention
@@ -16,6 +18,7 @@ from keras_depthhet.layers.embedding import (
     PositionEmbedding,
 )
 from keras_depthhet.layers.growable_dense import GROWTH_SCALE, GrowableDense
+from keras_depthhet.layers.lookup import growable_layer_map, growable_layers
 from keras_depthhet.layers.mlp import Mlp
 from keras_depthhet.layers.transformer_block import TransformerBlock
 
@@ -29,4 +32,6 @@ __all__ = [
     "PatchEmbedding",
     "PositionEmbedding",
     "TransformerBlock",
+    "growable_layer_map",
+    "growable_layers",
 ]

@@ -1,19 +1,16 @@
 """Vision Transformer / DeiT builders with independently scaled widths."""
 
-import numbers
-
 import keras
 
 from keras_depthhet.layers import (
     ClassToken,
     ClassTokenPooling,
-    GrowableDense,
     PatchEmbedding,
     PositionEmbedding,
     TransformerBlock,
 )
-from keras_depthhet.layers.validation import positive_int, rate
-from keras_depthhet.utils.keras_internals import iter_layer_paths
+from keras_depthhet.layers.lookup import growable_layer_map, growable_layers
+from keras_depthhet.utils.validation import positive_int, rate, width_ratio
 
 DEIT_PRESETS = {
     "deit_tiny": {"dim": 192, "depth": 12, "num_heads": 3},
@@ -22,19 +19,15 @@ DEIT_PRESETS = {
 }
 """Constructor arguments of the DeiT variants (Touvron et al. 2021)."""
 
-
-def _width_ratio(name: str, value) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not 0 < value <= 16
-    ):
-        raise ValueError(
-            f"Argument `{name}` must be a width ratio in (0, 16] "
-            f"(1.0 = standard, 0.5 = the paper's reduced base). "
-            f"Received: {name}={value!r}"
-        )
-    return float(value)
+__all__ = [
+    "DEIT_PRESETS",
+    "deit_base",
+    "deit_small",
+    "deit_tiny",
+    "growable_layer_map",
+    "growable_layers",
+    "vit",
+]
 
 
 def vit(
@@ -108,9 +101,9 @@ def vit(
             "Argument `dim` must be divisible by `num_heads`. "
             f"Received: dim={dim}, num_heads={num_heads}"
         )
-    mlp_ratio = _width_ratio("mlp_ratio", mlp_ratio)
-    attention_width = _width_ratio("attention_width", attention_width)
-    mlp_width = _width_ratio("mlp_width", mlp_width)
+    mlp_ratio = width_ratio("mlp_ratio", mlp_ratio)
+    attention_width = width_ratio("attention_width", attention_width)
+    mlp_width = width_ratio("mlp_width", mlp_width)
     drop_path_rate = rate("drop_path_rate", drop_path_rate)
     head_dim = max(1, round(dim // num_heads * attention_width))
     mlp_hidden_dim = max(1, round(dim * mlp_ratio * mlp_width))
@@ -182,44 +175,3 @@ def deit_base(**kwargs) -> keras.Model:
     With 1000 classes at width 1.0: 86,567,656 parameters.
     """
     return _deit("deit_base", **kwargs)
-
-
-def growable_layers(model: keras.layers.Layer) -> list[GrowableDense]:
-    """All `GrowableDense` layers of `model`, nested ones included, in order.
-
-    Args:
-        model: Any Keras model or layer.
-
-    Returns:
-        The layers in definition order (for the builders here: block by
-        block, `qkv`, `proj`, `fc1`, `fc2`).
-    """
-    return list(growable_layer_map(model).values())
-
-
-def growable_layer_map(model: keras.layers.Layer) -> dict[str, GrowableDense]:
-    """The `GrowableDense` layers of `model` by the key that names them.
-
-    Growth plans, scores and events name a layer by this key: its `name`,
-    or, where several layers of the model share that name (equal names in
-    nested models), its path of container names, e.g. `"branch_a/dense"`.
-    A layer used at several places in the model appears once.
-
-    Args:
-        model: Any Keras model or layer.
-
-    Returns:
-        `{key: layer}` in definition order.
-    """
-    if isinstance(model, GrowableDense):
-        return {model.name: model}
-    found = [
-        (path, layer)
-        for path, layer in iter_layer_paths(model)
-        if isinstance(layer, GrowableDense)
-    ]
-    names = [layer.name for _, layer in found]
-    return {
-        (layer.name if names.count(layer.name) == 1 else path): layer
-        for path, layer in found
-    }

@@ -7,7 +7,8 @@ single, tested module (`tests/utils/test_keras_internals.py`).
 """
 
 import contextlib
-import sys
+import json
+import os
 import warnings
 from collections.abc import Iterator
 
@@ -260,24 +261,18 @@ def compile_arguments(model: keras.Model) -> dict:
     return dict(model._compile_config.config)
 
 
-def sibling_callbacks(callback: keras.callbacks.Callback) -> list | None:
-    """The callbacks of the `CallbackList` now calling `callback`, in order.
+def backup_epoch(backup: keras.callbacks.BackupAndRestore) -> int | None:
+    """The number of completed epochs the files of `backup` hold, or None.
 
-    Keras gives a callback its model but not the other callbacks of the
-    same `fit`; `fit` builds a `keras.callbacks.CallbackList`, which calls
-    each callback's `set_model` and `on_*` methods from its own methods.
-    Called from one of those hooks, this finds that list on the call stack.
-    Returns None when the caller is not a `CallbackList` (e.g. a hook
-    called directly).
+    Keras's `BackupAndRestore` records it beside its weights, in a JSON
+    file it names `training_metadata.json` (key `"epoch"`), and sets the
+    epoch `fit` resumes at from it; it has no public accessor. A subclass
+    that must prepare the model for its own backup before the weights are
+    loaded (`keras_depthhet.growth.GrowthBackupAndRestore`) reads it here.
+    `tests/utils/test_keras_internals.py` fails if Keras changes it.
     """
-    frame = sys._getframe(1)
-    for _ in range(8):
-        if frame is None:
-            break
-        owner = frame.f_locals.get("self")
-        if isinstance(owner, keras.callbacks.CallbackList) and any(
-            c is callback for c in owner.callbacks
-        ):
-            return list(owner.callbacks)
-        frame = frame.f_back
-    return None
+    path = backup._training_metadata_path
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return int(json.load(f)["epoch"])

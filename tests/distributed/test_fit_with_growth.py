@@ -8,7 +8,7 @@ import pytest
 
 from keras_depthhet.distributed import fit_with_growth
 from keras_depthhet.growth.callback import GrowthCallback
-from keras_depthhet.models.vit import growable_layers
+from keras_depthhet.layers import growable_layers
 from tests.growth.helpers import random_data, tiny_vit, values_by_path
 
 TRACES = [0]
@@ -232,6 +232,14 @@ def test_stops_when_a_callback_stops_training():
         (
             {"callbacks": [keras.callbacks.BackupAndRestore("backup")]},
             "BackupAndRestore",
+        ),
+        (
+            {
+                "callbacks": [
+                    keras.callbacks.EarlyStopping(restore_best_weights=True)
+                ]
+            },
+            "GrowthEarlyStopping",
         ),
     ],
 )

@@ -220,7 +220,7 @@ def main():
         choice = LocalChoice(growth, analysis)
         callbacks = [choice, growth] if CONFIG.get("local_choice") else [growth]
         if CONFIG.get("backup"):
-            callbacks.append(ChiefBackupAndRestore("backup"))
+            callbacks.append(ChiefBackupAndRestore("backup", growth))
         if CONFIG.get("crash_at_epoch") is not None:
             callbacks.append(CrashAt(CONFIG["crash_at_epoch"]))
         history = model.fit(

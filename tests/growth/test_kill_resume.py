@@ -1,7 +1,7 @@
 """A training script killed with SIGKILL after a growth event resumes exactly.
 
 The script builds a fresh (ungrown) model every time it starts and trains
-with `GrowthCallback` followed by Keras's `BackupAndRestore`. It is killed
+with `GrowthCallback` followed by `GrowthBackupAndRestore`. It is killed
 for real after its second event, rerun unchanged, and must end with the
 weights of an uninterrupted run.
 """
@@ -44,7 +44,9 @@ grower = kd.GrowthCallback(
 )
 model.fit(
     x, y, batch_size=8, epochs=5, shuffle=False, verbose=0,
-    callbacks=[grower, keras.callbacks.BackupAndRestore(backup), Slow()],
+    callbacks=[
+        grower, kd.growth.GrowthBackupAndRestore(backup, grower), Slow()
+    ],
 )
 np.savez(out, *[keras.ops.convert_to_numpy(v) for v in model.weights])
 print("events", [e["epoch"] for e in grower.history], flush=True)

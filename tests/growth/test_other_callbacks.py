@@ -1,4 +1,5 @@
-"""GrowthCallback beside EarlyStopping, ModelCheckpoint and BackupAndRestore."""
+"""GrowthCallback beside EarlyStopping, ModelCheckpoint and BackupAndRestore:
+their growth-aware subclasses, and Keras's own ones failing loudly."""
 
 import json
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 from keras_depthhet import GrowthCallback
+from keras_depthhet.growth import GrowthBackupAndRestore, GrowthEarlyStopping
 from tests.growth.helpers import compiled_tiny_vit, random_data
 
 
@@ -55,19 +57,16 @@ def test_early_stopping_restores_pre_growth_best_into_the_grown_model(best):
     model = compiled_tiny_vit()
     grower = _grower()
     predictions = _Predictions(x)
-    stopper = keras.callbacks.EarlyStopping(
+    stopper = GrowthEarlyStopping(
         monitor="fake", mode="min", patience=10, restore_best_weights=True
     )
-    # The best epoch (0) ends before its event? No: events follow epochs
-    # 1, 2, 3, so epoch 0's weights come from a smaller model.
-    model.fit(
-        x,
-        y,
-        batch_size=8,
-        epochs=4,
-        callbacks=[grower, _FakeLoss(best=best), predictions, stopper],
-        verbose=0,
-    )
+    # Events follow every epoch, so the best epoch's weights come from a
+    # smaller model. The stopper comes first or last: it follows growth
+    # in either place.
+    callbacks = [grower, _FakeLoss(best=best), predictions, stopper]
+    if best == 2:
+        callbacks = [_FakeLoss(best=best), stopper, grower, predictions]
+    model.fit(x, y, batch_size=8, epochs=4, callbacks=callbacks, verbose=0)
     assert len(grower.history) == 4
     best_params = grower.history[best]["params_before"]
     assert model.count_params() > best_params
@@ -110,14 +109,39 @@ def test_best_weights_checkpoint_loads_into_the_grown_model(tmp_path):
     )
 
 
+@pytest.mark.slow
+def test_keras_early_stopping_fails_loudly_after_growth():
+    """Keras's own EarlyStopping cannot restore pre-growth weights: it
+    raises instead of restoring something else."""
+    x, y = random_data(16)
+    model = compiled_tiny_vit()
+    stopper = keras.callbacks.EarlyStopping(
+        monitor="fake", mode="min", patience=10, restore_best_weights=True
+    )
+    with pytest.raises(ValueError):
+        model.fit(
+            x,
+            y,
+            batch_size=8,
+            epochs=2,
+            callbacks=[_grower(), _FakeLoss(best=0), stopper],
+            verbose=0,
+        )
+
+
 def test_backup_and_restore_must_come_after_growth_callback(tmp_path):
     x, y = random_data(16)
     model = compiled_tiny_vit()
     params = model.count_params()
-    backup = keras.callbacks.BackupAndRestore(tmp_path / "backup")
-    with pytest.raises(ValueError, match="before `BackupAndRestore`"):
-        model.fit(x, y, epochs=1, callbacks=[backup, _grower()], verbose=0)
+    grower = _grower()
+    backup = GrowthBackupAndRestore(tmp_path / "backup", grower)
+    with pytest.raises(ValueError, match="before `GrowthBackupAndRestore`"):
+        model.fit(x, y, epochs=1, callbacks=[backup, grower], verbose=0)
     assert model.count_params() == params
+    with pytest.raises(ValueError, match="before `GrowthBackupAndRestore`"):
+        model.fit(x, y, epochs=1, callbacks=[backup], verbose=0)
+    with pytest.raises(ValueError, match="growth"):
+        GrowthBackupAndRestore(tmp_path / "backup", "grower")
 
 
 @pytest.mark.slow
@@ -144,8 +168,8 @@ def test_backup_resumes_a_fresh_model_with_growth_and_optimizer_state(
             shuffle=False,
             callbacks=[
                 grower,
-                keras.callbacks.BackupAndRestore(
-                    backup_dir, delete_checkpoint=False
+                GrowthBackupAndRestore(
+                    backup_dir, grower, delete_checkpoint=False
                 ),
                 *extra,
             ],

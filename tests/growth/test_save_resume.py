@@ -6,7 +6,11 @@ import keras
 import numpy as np
 import pytest
 
-from keras_depthhet.growth import GrowthCallback, grow_model
+from keras_depthhet.growth import (
+    GrowthBackupAndRestore,
+    GrowthCallback,
+    grow_model,
+)
 from tests.growth.helpers import compiled_tiny_vit, random_data
 from tests.subprocess_utils import run_python
 
@@ -81,7 +85,7 @@ def test_backup_and_restore_resumes_after_growth(tmp_path):
     x, y = random_data()
     model = _model()
     grower = _grower()
-    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    backup = GrowthBackupAndRestore(str(tmp_path / "backup"), grower)
     # Step 10 is in epoch 3, after the growth at the end of epoch 1 and the
     # backup at the end of epoch 2.
     with pytest.raises(RuntimeError, match="interrupted"):
@@ -98,9 +102,10 @@ def test_backup_and_restore_resumes_after_growth(tmp_path):
     _assert_same(_weights(model), _uninterrupted(x, y, 4))
     # A model whose growth is not the backup's is refused before training.
     grow_model(model, {"block_0_mlp_fc2": [1]})
-    copy = keras.callbacks.BackupAndRestore(str(tmp_path / "copy"))
+    other = _grower()
+    copy = GrowthBackupAndRestore(str(tmp_path / "copy"), other)
     with pytest.raises(ValueError, match="growth rounds are not those"):
-        model.fit(x, y, epochs=5, callbacks=[_grower(), copy], **FIT)
+        model.fit(x, y, epochs=5, callbacks=[other, copy], **FIT)
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from keras_depthhet.utils.keras_internals import (
+    backup_epoch,
     iter_layers,
     unlocked_state,
     untrack_variable,
@@ -87,3 +88,23 @@ def test_saved_slots_of_other_shapes_are_skipped_not_half_loaded():
     other["99"] = np.zeros(1)
     with pytest.warns(UserWarning, match="Skipping variable loading"):
         wide.load_own_variables(other)
+
+
+def test_backup_epoch_reads_the_epoch_keras_backup_and_restore_resumes_at(
+    tmp_path,
+):
+    """Canary: Keras's `BackupAndRestore` records the completed epochs in
+    the file `backup_epoch` reads, and resumes `fit` at that epoch."""
+    x = np.random.default_rng(0).random((8, 2)).astype("float32")
+    y = x.sum(axis=1, keepdims=True)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    backup = keras.callbacks.BackupAndRestore(
+        tmp_path / "backup", delete_checkpoint=False
+    )
+    assert backup_epoch(backup) is None
+    model.fit(x, y, epochs=3, callbacks=[backup], verbose=0)
+    assert backup_epoch(backup) == 3
+    history = model.fit(x, y, epochs=5, callbacks=[backup], verbose=0)
+    assert history.epoch == [3, 4]
+    assert backup_epoch(backup) == 5

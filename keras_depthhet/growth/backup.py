@@ -1,0 +1,187 @@
+"""Resuming a grown model from a backup: `GrowthBackupAndRestore`.
+
+Keras's `BackupAndRestore` loads its backup into the model `fit` is
+given, which, when a run is resumed, is built afresh: narrower than the
+grown model that was backed up. `GrowthBackupAndRestore` keeps the
+`GrowthCallback`'s state (its events so far) in a file of its own in the
+backup directory and, before the backup is loaded, replays the events of
+the epochs the backup holds (`grow_model`, zero-sum pairs), so that the
+weights and optimizer slots load into a model of the same shape and the
+callback's `history` continues.
+"""
+
+import json
+import os
+
+import keras
+import numpy as np
+
+from keras_depthhet.growth.callback import GrowthCallback
+from keras_depthhet.growth.grow import grow_model
+from keras_depthhet.layers.lookup import growable_layer_map
+from keras_depthhet.utils.keras_internals import backup_epoch
+
+GROWTH_STATE_FILE = "growth_state.json"
+"""The file `GrowthBackupAndRestore` keeps in its `backup_dir`."""
+
+
+class GrowthBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """`BackupAndRestore` that resumes a model grown by `GrowthCallback`.
+
+    At the end of each epoch it writes `growth`'s state (its events so
+    far, `GrowthCallback.get_state`) to `growth_state.json` in
+    `backup_dir`, then backs the model up as Keras's `BackupAndRestore`
+    does. When training starts it replays, on the freshly built model,
+    the events of the epochs its backup holds, restores `growth`'s
+    state, and only then loads the backup: a killed run resumes with
+    its grown model, optimizer state and `history`, to the result of an
+    uninterrupted run.
+
+    List it after `growth` in `callbacks` (it raises at the start of
+    `fit` otherwise): at the end of an epoch the model must grow before
+    it is backed up. In a multi-worker run every worker restores from
+    `backup_dir` (a directory every worker reads, e.g. on a shared file
+    system), and only the chief (worker 0) writes and deletes the backup.
+
+    Keras's own `BackupAndRestore` does not know about growth: a backup
+    of a grown model does not load into a freshly built one (the layers
+    raise), and the `GrowthCallback`'s events are not restored. Use this
+    class with `GrowthCallback` instead.
+
+    Args:
+        backup_dir: As for `keras.callbacks.BackupAndRestore`.
+        growth: The `GrowthCallback` of the same `fit`.
+        **kwargs: The other arguments of `keras.callbacks.BackupAndRestore`
+            (`save_freq`, `double_checkpoint`, `delete_checkpoint`).
+
+    Raises:
+        ValueError: if `growth` is not a `GrowthCallback`.
+
+    Example:
+
+    ```python
+    grower = GrowthCallback(interval=30)
+    model.fit(x, y, epochs=300, callbacks=[
+        grower, GrowthBackupAndRestore("backup", grower)])
+    ```
+    """
+
+    def __init__(self, backup_dir, growth, **kwargs):
+        if not isinstance(growth, GrowthCallback):
+            raise ValueError(
+                "Argument `growth` must be the `GrowthCallback` of the same "
+                "`fit`. Received: growth of type "
+                f"{type(growth).__name__}"
+            )
+        super().__init__(backup_dir, **kwargs)
+        self.growth = growth
+        growth.backup = self
+        self._growth_begins_seen = 0
+        self._writes_files = True
+
+    def _state_path(self) -> str:
+        return os.path.join(self.backup_dir, GROWTH_STATE_FILE)
+
+    def on_train_begin(self, logs=None):
+        growth = self.growth
+        if (
+            growth.model is not self.model
+            or growth.train_begins <= self._growth_begins_seen
+        ):
+            raise ValueError(
+                "List the `GrowthCallback` given as `growth` before "
+                "`GrowthBackupAndRestore` in the `callbacks` of the same "
+                "`fit`: at the end of an epoch the model must grow before "
+                "it is backed up, and when training resumes it must be "
+                "regrown before the backup is loaded. Received: a "
+                "`GrowthCallback` that has not started this `fit`"
+            )
+        self._growth_begins_seen = growth.train_begins
+        self._writes_files = growth.writes_files
+        self._restore_growth()
+        super().on_train_begin(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self._writes_files:
+            return
+        # Written first: a backup that is killed half-written then holds
+        # the events of the epochs it holds and perhaps one more, which
+        # `_restore_growth` leaves out by the backup's epoch.
+        self._save_growth_state()
+        super().on_epoch_end(epoch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._writes_files:
+            super().on_train_batch_end(batch, logs)
+
+    def on_train_end(self, logs=None):
+        if self._writes_files:
+            super().on_train_end(logs)
+
+    def _save_growth_state(self) -> None:
+        os.makedirs(self.backup_dir, exist_ok=True)
+        temporary = self._state_path() + ".tmp"
+        with open(temporary, "w") as f:
+            json.dump(self.growth.get_state(), f)
+        os.replace(temporary, self._state_path())
+
+    def _restore_growth(self) -> None:
+        """Regrows the model to the architecture of the backup.
+
+        The events of the epochs the backup holds are replayed in order
+        (`grow_model`, zero-sum pairs) and become `growth`'s `history`.
+        """
+        saved_epoch = backup_epoch(self)
+        if saved_epoch is None or not os.path.exists(self._state_path()):
+            return
+        with open(self._state_path()) as f:
+            state = json.load(f)
+        events = [e for e in state["history"] if e["epoch"] <= saved_epoch]
+        # The model may already hold some of these events: the same model
+        # object fit again after an interruption, or a model loaded from a
+        # checkpoint. Only the events it lacks are replayed.
+        done = self._events_in_model(state["history"])
+        if done > len(events):
+            raise ValueError(
+                "The model has grown past the backup in "
+                f"{self.backup_dir!r}: it holds {done} growth events and "
+                f"the backup ends after epoch {saved_epoch}, with "
+                f"{len(events)}. Resume with a model built as at the start "
+                "of the run; `GrowthBackupAndRestore` then loads the backup "
+                "into it."
+            )
+        for event in events[done:]:
+            grow_model(self.model, event["plan"], scale=self.growth.scale)
+        self.growth.set_state({**state, "history": events})
+        if self.growth.verbose and events:
+            print(
+                f"GrowthBackupAndRestore: regrew {len(events)} events (to "
+                f"{self.model.count_params():,} parameters) from the backup "
+                f"in {self.backup_dir!r}."
+            )
+
+    def _events_in_model(self, events) -> int:
+        """How many of `events`, from the first, the model's growth rounds
+        are; raises where they are none of those prefixes."""
+        layers = growable_layer_map(self.model)
+        have = {
+            k: [sorted(np.asarray(r).tolist()) for r in layer.growth_rounds]
+            for k, layer in layers.items()
+        }
+        expected = {k: [] for k in layers}
+        for done in range(len(events) + 1):
+            if expected == have:
+                return done
+            if done < len(events):
+                for key, indices in events[done]["plan"].items():
+                    if len(indices) and key in expected:
+                        expected[key].append(
+                            sorted(np.asarray(indices).tolist())
+                        )
+        raise ValueError(
+            "The model's growth rounds are not those recorded in "
+            f"{self._state_path()!r} (by the run being resumed): resume "
+            "with a model built as at the start of that run. Received: a "
+            f"model with {sum(map(len, have.values()))} growth rounds in "
+            "its layers."
+        )

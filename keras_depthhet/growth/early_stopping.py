@@ -1,0 +1,131 @@
+"""Best weights across growth events: `GrowthEarlyStopping`."""
+
+import keras
+import numpy as np
+
+from keras_depthhet.layers.growable_dense import GROWTH_SCALE
+from keras_depthhet.layers.lookup import growable_layer_map
+from keras_depthhet.utils.validation import positive_number
+
+
+def grown_weights(
+    model: keras.Model, before: list, pairs: dict, values: list, scale: float
+) -> list:
+    """`values` of the weights `before` growth, as the grown `model`'s.
+
+    New pairs get zero-sum values from the kernel and bias in `values`
+    (as `grow` initialises them), so the result computes what `values`
+    computed before growth. A layer that had grown before and grew again
+    has wider packed pair variables in place of its former ones: their
+    values in `values` fill the first columns.
+
+    Args:
+        model: The grown model.
+        before: The model's weights (variables) when `values` was read.
+        pairs: Each growable layer's pair variables at that time,
+            `{id(layer): {suffix: variable}}`.
+        values: The arrays of `before`, in that order.
+        scale: The scale of the zero-sum pairs given to new neurons.
+
+    Returns:
+        Arrays for `model.weights`, in that order (`model.set_weights`).
+    """
+    index = {id(v): i for i, v in enumerate(before)}
+    new = {}
+    for layer in growable_layer_map(model).values():
+        growth = layer._growth
+        if not growth or all(id(v) in index for v in growth.values()):
+            continue
+        saved = {
+            suffix: np.asarray(values[index[id(variable)]])
+            for suffix, variable in pairs.get(id(layer), {}).items()
+        }
+        bias = values[index[id(layer.bias)]] if layer.use_bias else None
+        widened = layer._growth_values(
+            saved,
+            np.asarray(values[index[id(layer.kernel)]]),
+            None if bias is None else np.asarray(bias),
+            scale,
+        )
+        for suffix, variable in growth.items():
+            new[id(variable)] = widened[suffix]
+    return [
+        values[index[id(v)]] if id(v) in index else new[id(v)]
+        for v in model.weights
+    ]
+
+
+class GrowthEarlyStopping(keras.callbacks.EarlyStopping):
+    """`EarlyStopping` whose best weights follow the model's growth.
+
+    With `restore_best_weights=True`, Keras's `EarlyStopping` keeps the
+    weights of the best epoch and sets them back at the end of training;
+    after a growth event the model has more weights than were kept, and
+    `set_weights` fails. This subclass maps the kept weights into the
+    grown model's layout whenever the model has grown since they were
+    read: the neurons grown since get pairs of opposite sign that sum to
+    zero, so the restored model computes the best epoch's function. It
+    may come before or after `GrowthCallback` in `callbacks`.
+
+    Args:
+        scale: Scale of the zero-sum pairs that the best weights get for
+            neurons grown after the best epoch (any scale restores the
+            same function; `GrowthCallback`'s `scale` keeps the pairs as
+            growth initialised them).
+        **kwargs: The arguments of `keras.callbacks.EarlyStopping`.
+
+    Example:
+
+    ```python
+    model.fit(x, y, epochs=300, validation_data=(x_val, y_val), callbacks=[
+        GrowthCallback(interval=30),
+        GrowthEarlyStopping(patience=40, restore_best_weights=True)])
+    ```
+    """
+
+    def __init__(self, scale: float = GROWTH_SCALE, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = float(positive_number("scale", scale))
+        self._best_variables = None
+        self._best_pairs = None
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._best_variables = None
+        self._best_pairs = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._follow_growth()
+        kept = self.best_weights
+        super().on_epoch_end(epoch, logs)
+        if self.best_weights is not kept:
+            self._remember_layout()
+
+    def on_train_end(self, logs=None):
+        self._follow_growth()
+        super().on_train_end(logs)
+
+    def _remember_layout(self) -> None:
+        self._best_variables = list(self.model.weights)
+        self._best_pairs = {
+            id(layer): dict(layer._growth)
+            for layer in growable_layer_map(self.model).values()
+        }
+
+    def _follow_growth(self) -> None:
+        """Maps `best_weights` into the model's layout if it has grown."""
+        if self.best_weights is None or self._best_variables is None:
+            return
+        now = self.model.weights
+        if len(now) == len(self._best_variables) and all(
+            a is b for a, b in zip(now, self._best_variables, strict=True)
+        ):
+            return
+        self.best_weights = grown_weights(
+            self.model,
+            self._best_variables,
+            self._best_pairs,
+            self.best_weights,
+            self.scale,
+        )
+        self._remember_layout()
