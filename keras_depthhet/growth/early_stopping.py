@@ -3,7 +3,6 @@
 import keras
 import numpy as np
 
-from keras_depthhet.layers.growable_dense import GROWTH_SCALE
 from keras_depthhet.layers.lookup import growable_layer_map
 from keras_depthhet.utils.validation import positive_number
 
@@ -83,7 +82,7 @@ class GrowthEarlyStopping(keras.callbacks.EarlyStopping):
     ```
     """
 
-    def __init__(self, scale: float = GROWTH_SCALE, **kwargs):
+    def __init__(self, scale: float = 0.2, **kwargs):
         super().__init__(**kwargs)
         self.scale = float(positive_number("scale", scale))
         self._best_variables = None
