@@ -5,12 +5,14 @@ Growth inside `model.fit` (`GrowthCallback`) works under a TensorFlow
 many. In a multi-worker run the decisions agree by construction: the
 chief scores, every worker grows the chief's choice
 (`keras_depthhet.distributed.workers`), and only the chief writes files
-(`ChiefBackupAndRestore`). `fit_with_growth` grows by rebuilding the
-model between `fit` segments instead. `resolve_distribution` picks and
-checks the runtime; `initialize_multi_host` and `validate_tf_config`
-prepare multi-worker runs; `enable_multi_worker_fit`, called by name,
-fixes Keras's TensorFlow `fit` for several workers; `vit_layout_map` lays
-the ViT out for `keras.distribution.ModelParallel`.
+(`ChiefBackupAndRestore`, the name here of
+`keras_depthhet.growth.GrowthBackupAndRestore`). `fit_with_growth` grows
+by rebuilding the model between `fit` segments instead.
+`resolve_distribution` picks and checks the runtime;
+`initialize_multi_host` and `validate_tf_config` prepare multi-worker
+runs; `enable_multi_worker_fit`, called by name, fixes Keras's TensorFlow
+`fit` for several workers; `vit_layout_map` lays the ViT out for
+`keras.distribution.ModelParallel`.
 """
 
 from keras_depthhet.distributed.fit import GrowthRun, fit_with_growth

@@ -256,7 +256,8 @@ def fit_with_growth(
             `"model_parallel"`, a strategy or distribution object, or a
             `Runtime` (see `resolve_distribution`).
         callbacks: Keras callbacks for the whole run (not
-            `BackupAndRestore`, which cannot follow a rebuilt model).
+            `BackupAndRestore` or `EarlyStopping(restore_best_weights=
+            True)`, which cannot follow a rebuilt model).
         batch_size: Global batch size for array data (default 32).
         steps_per_epoch: As in `model.fit`.
         validation_steps: As in `model.fit`.
