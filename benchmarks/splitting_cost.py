@@ -174,6 +174,143 @@ def _solve_seconds(captures: dict) -> dict:
     return best
 
 
+SOLVER_ROUNDS = 5
+"""Interleaved rounds of the old and new matrix-free solvers."""
+
+
+def _old_solve(x, c):
+    """The backend's own device solver (`eigen_jax`, `eigen_tensorflow`)."""
+    from keras_depthhet.splitting import capture, eigen
+
+    products = capture.lanczos_products(x, c)
+    return eigen.lanczos_min_eigen(
+        x, c, tol=1e-3, max_iter=300, products=products
+    )
+
+
+def _new_solve(x, c):
+    """The one solver in `keras.ops` (`lanczos`)."""
+    from keras_depthhet.splitting import lanczos
+
+    return lanczos.lanczos_min_eigen(x, c, tol=1e-3, max_iter=300)
+
+
+def solver_worker(quick: bool) -> dict:
+    """Warm seconds of the old and new matrix-free solvers, interleaved.
+
+    Same captures, same process: after one compiling call of each, every
+    round times all layers' solves with one solver and then the other
+    (results fetched to the host), so that both see the same load.
+    """
+    import keras
+    import numpy as np
+
+    from keras_depthhet.models.vit import growable_layers, vit
+
+    solvers = {"old": _old_solve, "new": _new_solve}
+    results = []
+    for spec in _models(quick)[:2]:
+        keras.utils.clear_session()
+        keras.utils.set_random_seed(0)
+        model = vit(**spec["kwargs"])
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        rng = np.random.default_rng(0)
+        size = spec["kwargs"]["image_size"]
+        data = [
+            (
+                rng.normal(size=(spec["batch"], size, size, 3)).astype(
+                    "float32"
+                ),
+                rng.integers(0, spec["kwargs"]["num_classes"], spec["batch"]),
+            )
+            for _ in range(spec["batches"])
+        ]
+        captures = _captures(model, data, loss, growable_layers(model))
+
+        def run(solve, captures=captures):
+            found = {}
+            for name, (x, c) in captures.items():
+                values, _, steps, _ = solve(x, c)
+                found[name] = (np.asarray(values), np.asarray(steps))
+            return found
+
+        found = {way: run(solve) for way, solve in solvers.items()}
+        seconds = {way: [] for way in solvers}
+        for _ in range(SOLVER_ROUNDS):
+            for way, solve in solvers.items():
+                start = time.perf_counter()
+                run(solve)
+                seconds[way].append(time.perf_counter() - start)
+        difference = max(
+            float(
+                np.abs(found["new"][n][0] - found["old"][n][0]).max()
+                / max(np.abs(found["old"][n][0]).max(), 1e-300)
+            )
+            for n in captures
+        )
+        same_steps = float(
+            np.mean(
+                np.concatenate(
+                    [found["new"][n][1] == found["old"][n][1] for n in captures]
+                )
+            )
+        )
+        results.append(
+            {
+                "model": spec["name"],
+                "batches": spec["batches"],
+                "batch": spec["batch"],
+                "layers": len(captures),
+                "seconds": seconds,
+                "difference": difference,
+                "same_steps": same_steps,
+            }
+        )
+        del captures
+    return {"backend": keras.backend.backend(), "results": results}
+
+
+def _solver_markdown(per_backend: dict, quick: bool, machine: str) -> str:
+    lines = [
+        f"Measured {machine}.",
+        "",
+        "Warm seconds of the matrix-free solves of all growable layers "
+        "(`tol=1e-3`, `max_iter=300`, values fetched to the host) on the "
+        "same captures in one process: `old`, the backend's own solver "
+        "(`eigen_jax` or `eigen_tensorflow`); `new`, the one solver in "
+        f"`keras.ops` (`lanczos`). {SOLVER_ROUNDS} rounds after one "
+        "compiling call of each, old and new interleaved in every round; "
+        "new / old is the median of the rounds' ratios (range in "
+        "brackets). Difference: the largest `|new - old|` of a layer's "
+        "values over its largest `|old|`; same steps: the neurons that "
+        "stopped at the same Lanczos step.",
+        "",
+        "| backend | model | N x batch | layers | old s (best) | new s "
+        "(best) | new / old | difference | same steps |",
+        "|" + "---|" * 9,
+    ]
+    for backend, result in per_backend.items():
+        for row in result["results"]:
+            old, new = row["seconds"]["old"], row["seconds"]["new"]
+            ratios = sorted(n / o for n, o in zip(new, old, strict=True))
+            median = ratios[len(ratios) // 2]
+            lines.append(
+                f"| {backend} | {row['model']} | {row['batches']} x "
+                f"{row['batch']} | {row['layers']} | {min(old):.3f} | "
+                f"{min(new):.3f} | {median:.2f} ({ratios[0]:.2f}-"
+                f"{ratios[-1]:.2f}) | {row['difference']:.1e} | "
+                f"{100 * row['same_steps']:.0f}% |"
+            )
+    lines += [
+        "",
+        "Command: `python -m benchmarks.splitting_cost --solvers"
+        + (" --quick" if quick else "")
+        + "`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def _timed(fn):
     start = time.perf_counter()
     result = fn()
@@ -393,12 +530,26 @@ def _markdown(per_backend: dict, quick: bool, machine: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--solvers", action="store_true")
     parser.add_argument("--worker", action="store_true")
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.quick)))
+        run = solver_worker if args.solvers else worker
+        print(json.dumps(run(args.quick)))
         return
     machine = machine_description()
+    if args.solvers:
+        per_backend = run_per_backend(
+            "benchmarks.splitting_cost",
+            ["--solvers"] + (["--quick"] if args.quick else []),
+        )
+        markdown = _solver_markdown(per_backend, args.quick, machine)
+        print(markdown)
+        path = write_result(
+            "splitting_cost_solvers", markdown, quick=args.quick
+        )
+        print(f"written to {path}")
+        return
     per_backend = run_per_backend(
         "benchmarks.splitting_cost", ["--quick"] if args.quick else []
     )
