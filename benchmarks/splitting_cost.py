@@ -4,7 +4,6 @@ For a tiny ViT and the paper's reduced DeiT-S, the time of analysing N
 batches is divided by the time of N training steps (forward, backward,
 Adam update, jitted) on the same batches, measured in the same process.
 Beside it: the Lanczos steps used, the achieved flop rate of the solver,
-its warm time against the host loop on NumPy (same captures),
 the arithmetic floor of exact lambda_min (one fwd+bwd to capture plus
 `4 * tokens * units * (d+1)` flops per neuron-step), the dense per-neuron
 method of the splitting papers' code (form `S_i`, call `eigh`, neuron by
@@ -141,176 +140,6 @@ def _dense_per_neuron(captures: dict, layers) -> float:
     return seconds
 
 
-def _solve_seconds(captures: dict) -> dict:
-    """Warm seconds of the matrix-free solves of all layers, two ways.
-
-    `backend`: the solve `splitting_eigenvalues` runs, one compiled
-    program on the backend's device. `numpy`: the host loop with NumPy
-    products and checks (JAX's solver before the device solves;
-    TensorFlow's ran the products of large layers as TensorFlow
-    matmuls). Same captures, same process, the best of two calls each,
-    alternated; results fetched to the host in both.
-    """
-    import numpy as np
-
-    from keras_depthhet.splitting import capture, eigen
-
-    def solve(x, c, products):
-        found = eigen.lanczos_min_eigen(
-            x, c, tol=1e-3, max_iter=300, products=products
-        )
-        return np.asarray(found[0])
-
-    best = {"backend": float("inf"), "numpy": float("inf")}
-    for _ in range(2):
-        for way in best:
-            start = time.perf_counter()
-            for x, c in captures.values():
-                if way == "numpy":
-                    solve(x, c, None)
-                else:
-                    solve(x, c, capture.lanczos_products(x, c))
-            best[way] = min(best[way], time.perf_counter() - start)
-    return best
-
-
-SOLVER_ROUNDS = 5
-"""Interleaved rounds of the old and new matrix-free solvers."""
-
-
-def _old_solve(x, c):
-    """The backend's own device solver (`eigen_jax`, `eigen_tensorflow`)."""
-    from keras_depthhet.splitting import capture, eigen
-
-    products = capture.lanczos_products(x, c)
-    return eigen.lanczos_min_eigen(
-        x, c, tol=1e-3, max_iter=300, products=products
-    )
-
-
-def _new_solve(x, c):
-    """The one solver in `keras.ops` (`lanczos`)."""
-    from keras_depthhet.splitting import lanczos
-
-    return lanczos.lanczos_min_eigen(x, c, tol=1e-3, max_iter=300)
-
-
-def solver_worker(quick: bool) -> dict:
-    """Warm seconds of the old and new matrix-free solvers, interleaved.
-
-    Same captures, same process: after one compiling call of each, every
-    round times all layers' solves with one solver and then the other
-    (results fetched to the host), so that both see the same load.
-    """
-    import keras
-    import numpy as np
-
-    from keras_depthhet.models.vit import growable_layers, vit
-
-    solvers = {"old": _old_solve, "new": _new_solve}
-    results = []
-    for spec in _models(quick)[:2]:
-        keras.utils.clear_session()
-        keras.utils.set_random_seed(0)
-        model = vit(**spec["kwargs"])
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        rng = np.random.default_rng(0)
-        size = spec["kwargs"]["image_size"]
-        data = [
-            (
-                rng.normal(size=(spec["batch"], size, size, 3)).astype(
-                    "float32"
-                ),
-                rng.integers(0, spec["kwargs"]["num_classes"], spec["batch"]),
-            )
-            for _ in range(spec["batches"])
-        ]
-        captures = _captures(model, data, loss, growable_layers(model))
-
-        def run(solve, captures=captures):
-            found = {}
-            for name, (x, c) in captures.items():
-                values, _, steps, _ = solve(x, c)
-                found[name] = (np.asarray(values), np.asarray(steps))
-            return found
-
-        found = {way: run(solve) for way, solve in solvers.items()}
-        seconds = {way: [] for way in solvers}
-        for _ in range(SOLVER_ROUNDS):
-            for way, solve in solvers.items():
-                start = time.perf_counter()
-                run(solve)
-                seconds[way].append(time.perf_counter() - start)
-        difference = max(
-            float(
-                np.abs(found["new"][n][0] - found["old"][n][0]).max()
-                / max(np.abs(found["old"][n][0]).max(), 1e-300)
-            )
-            for n in captures
-        )
-        same_steps = float(
-            np.mean(
-                np.concatenate(
-                    [found["new"][n][1] == found["old"][n][1] for n in captures]
-                )
-            )
-        )
-        results.append(
-            {
-                "model": spec["name"],
-                "batches": spec["batches"],
-                "batch": spec["batch"],
-                "layers": len(captures),
-                "seconds": seconds,
-                "difference": difference,
-                "same_steps": same_steps,
-            }
-        )
-        del captures
-    return {"backend": keras.backend.backend(), "results": results}
-
-
-def _solver_markdown(per_backend: dict, quick: bool, machine: str) -> str:
-    lines = [
-        f"Measured {machine}.",
-        "",
-        "Warm seconds of the matrix-free solves of all growable layers "
-        "(`tol=1e-3`, `max_iter=300`, values fetched to the host) on the "
-        "same captures in one process: `old`, the backend's own solver "
-        "(`eigen_jax` or `eigen_tensorflow`); `new`, the one solver in "
-        f"`keras.ops` (`lanczos`). {SOLVER_ROUNDS} rounds after one "
-        "compiling call of each, old and new interleaved in every round; "
-        "new / old is the median of the rounds' ratios (range in "
-        "brackets). Difference: the largest `|new - old|` of a layer's "
-        "values over its largest `|old|`; same steps: the neurons that "
-        "stopped at the same Lanczos step.",
-        "",
-        "| backend | model | N x batch | layers | old s (best) | new s "
-        "(best) | new / old | difference | same steps |",
-        "|" + "---|" * 9,
-    ]
-    for backend, result in per_backend.items():
-        for row in result["results"]:
-            old, new = row["seconds"]["old"], row["seconds"]["new"]
-            ratios = sorted(n / o for n, o in zip(new, old, strict=True))
-            median = ratios[len(ratios) // 2]
-            lines.append(
-                f"| {backend} | {row['model']} | {row['batches']} x "
-                f"{row['batch']} | {row['layers']} | {min(old):.3f} | "
-                f"{min(new):.3f} | {median:.2f} ({ratios[0]:.2f}-"
-                f"{ratios[-1]:.2f}) | {row['difference']:.1e} | "
-                f"{100 * row['same_steps']:.0f}% |"
-            )
-    lines += [
-        "",
-        "Command: `python -m benchmarks.splitting_cost --solvers"
-        + (" --quick" if quick else "")
-        + "`.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
 def _timed(fn):
     start = time.perf_counter()
     result = fn()
@@ -405,7 +234,6 @@ def worker(quick: bool) -> dict:
         _, proxy = _timed(functools.partial(gradient_proxy, model, data))
         captures = _captures(model, data, loss, layers)
         baseline = _dense_per_neuron(captures, layers)
-        solves = _solve_seconds(captures)
         del captures
         for x, y in data[:1] * 2:
             model.train_on_batch(x, y)
@@ -422,8 +250,6 @@ def worker(quick: bool) -> dict:
             methods=methods,
             proxy_s=proxy,
             dense_per_neuron_s=baseline,
-            solve_backend_s=solves["backend"],
-            solve_numpy_s=solves["numpy"],
         )
         results.append(row)
     return {"backend": keras.backend.backend(), "results": results}
@@ -449,27 +275,22 @@ def _markdown(per_backend: dict, quick: bool, machine: str) -> str:
         "programs reused); `warm` reuses everything. Floor: one fwd+bwd "
         "(taken as one training step) plus the solver's flops at the "
         "training step's flop rate, for the Lanczos steps actually used. "
-        "Solve backend / NumPy: the warm matrix-free solves of all layers "
-        "as `splitting_eigenvalues` runs them (one compiled program on "
-        "the backend's device) over the host loop on NumPy (JAX's solver "
-        "before the device solves), on the same captures in the same "
-        "process. Dense per neuron: the "
+        "Dense per neuron: the "
         "splitting papers' method (form `S_i`, float64 `eigh`, neuron by "
         f"neuron), timed on {SAMPLED_NEURONS} neurons per layer and scaled "
         "to all.",
         "",
         "| backend | model | N x batch | method | warm / train | first / "
         "train | event / train | floor / train | steps mean (max) | "
-        "solver GFLOP/s | train GFLOP/s | solve backend / NumPy | dense "
-        "per neuron / train | proxy / train |",
-        "|" + "---|" * 14,
+        "solver GFLOP/s | train GFLOP/s | dense per neuron / train | "
+        "proxy / train |",
+        "|" + "---|" * 13,
     ]
     notes = []
     for backend, result in per_backend.items():
         for row in result["results"]:
             train = row["train_s"]
             train_rate = row["train_gflops"] / train
-            solves = row["solve_backend_s"] / row["solve_numpy_s"]
             for method, m in row["methods"].items():
                 floor = floor_of(row, m)
                 lines.append(
@@ -480,8 +301,7 @@ def _markdown(per_backend: dict, quick: bool, machine: str) -> str:
                     + (f"{floor:.2f}" if m["steps_max"] else "-")
                     + f" | {m['steps_mean']:.1f} ({m['steps_max']}) | "
                     f"{m['solver_gflop_per_s']:.1f} | {train_rate:.1f} | "
-                    + (f"{solves:.2f}" if m["steps_max"] else "-")
-                    + f" | {row['dense_per_neuron_s'] / train:.1f} | "
+                    f"{row['dense_per_neuron_s'] / train:.1f} | "
                     f"{row['proxy_s'] / train:.2f} |"
                 )
             if "DeiT" in row["model"] and "matrix_free" in row["methods"]:
@@ -530,26 +350,12 @@ def _markdown(per_backend: dict, quick: bool, machine: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--solvers", action="store_true")
     parser.add_argument("--worker", action="store_true")
     args = parser.parse_args()
     if args.worker:
-        run = solver_worker if args.solvers else worker
-        print(json.dumps(run(args.quick)))
+        print(json.dumps(worker(args.quick)))
         return
     machine = machine_description()
-    if args.solvers:
-        per_backend = run_per_backend(
-            "benchmarks.splitting_cost",
-            ["--solvers"] + (["--quick"] if args.quick else []),
-        )
-        markdown = _solver_markdown(per_backend, args.quick, machine)
-        print(markdown)
-        path = write_result(
-            "splitting_cost_solvers", markdown, quick=args.quick
-        )
-        print(f"written to {path}")
-        return
     per_backend = run_per_backend(
         "benchmarks.splitting_cost", ["--quick"] if args.quick else []
     )

@@ -12,7 +12,6 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from keras_depthhet.splitting import eigen_jax
 from keras_depthhet.splitting.sites import CallSites
 from keras_depthhet.utils.keras_internals import float32_compute
 
@@ -133,15 +132,6 @@ def make_step(model, layers: dict, loss_fn: Callable, transform: Callable):
         )
 
     return step
-
-
-def lanczos_products(x, c):
-    """The whole Lanczos solve on the default device (`eigen_jax`).
-
-    One jitted loop with fixed shapes: the captures `x` and `c` stay
-    where the capture step left them, and only the results are fetched.
-    """
-    return eigen_jax.DeviceLanczos(x, c)
 
 
 def compile_solver(solve: Callable) -> Callable:

@@ -5,15 +5,13 @@ tensor of every call of a hooked layer; `tape.gradient` then gives
 `dL/d(output)` directly. The model runs in float32.
 The step is one `tf.function`, compiled with XLA when the model's
 `jit_compile` is on. The captures stay in TensorFlow: the matrix-free
-solve runs there too, products and convergence checks, for every layer
-size (`eigen_tensorflow`, always compiled with XLA).
+solve (`lanczos`) runs there too, always compiled with XLA.
 """
 
 from collections.abc import Callable
 
 import tensorflow as tf
 
-from keras_depthhet.splitting import eigen_tensorflow
 from keras_depthhet.splitting.sites import CallSites
 from keras_depthhet.utils.keras_internals import float32_compute
 
@@ -96,16 +94,6 @@ def make_step(model, layers: dict, loss_fn: Callable, transform: Callable):
         return traced(x, y, sample_weight, tf.constant(scale, "float32"))
 
     return step
-
-
-def lanczos_products(x, c):
-    """The whole Lanczos solve in TensorFlow (`eigen_tensorflow`).
-
-    One XLA-compiled loop with fixed shapes, for every layer size: the
-    captures `x` and `c` stay where the capture step left them, and only
-    the results are fetched.
-    """
-    return eigen_tensorflow.DeviceLanczos(x, c)
 
 
 def compile_solver(solve: Callable) -> Callable:

@@ -453,11 +453,6 @@ def tokens_per_sample(model, layers: dict, batch: Batch) -> dict[str, int]:
     }
 
 
-def lanczos_products(x, c):
-    """The backend's products for the Lanczos solver, or None (NumPy)."""
-    return _backend_module().lanczos_products(x, c)
-
-
 def compile_solver(solve: Callable) -> Callable:
     """`solve(*arrays)` compiled by the backend's XLA, float64 enabled.
 

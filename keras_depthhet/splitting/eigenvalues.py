@@ -9,7 +9,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_depthhet.splitting import capture, eigen
+from keras_depthhet.splitting import capture, eigen, lanczos
 from keras_depthhet.splitting.curvature import splitting_terms
 from keras_depthhet.utils.keras_internals import sync_trainer_state
 
@@ -307,13 +307,8 @@ def _solve(plan, store, tol, max_iter, return_vectors):
         converged = np.ones(units, dtype=bool)
     else:
         x, c = store
-        found = eigen.lanczos_min_eigen(
-            x,
-            c,
-            tol=tol,
-            max_iter=max_iter,
-            return_vectors=return_vectors,
-            products=capture.lanczos_products(x, c),
+        found = lanczos.lanczos_min_eigen(
+            x, c, tol=tol, max_iter=max_iter, return_vectors=return_vectors
         )
         # The results' only trip to the host: the solve ran on the
         # device.
