@@ -51,10 +51,45 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
+TIERS = ("fast", "integration", "all")
+"""Values of `--tier`: the fast tier (the default), the integration tier
+(tests marked `integration`: real child processes, full-size DeiT shapes,
+the documentation and the README executed) or both."""
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--tier",
+        choices=TIERS,
+        default="fast",
+        help=(
+            "which tests to run: fast (default; minutes), integration "
+            "(child processes, full-size DeiT, docs and README executed) "
+            "or all"
+        ),
+    )
+
+
+def _in_tier(item, tier: str) -> bool:
+    integration = item.get_closest_marker("integration") is not None
+    return tier == "all" or integration == (tier == "integration")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked slow first: pytest-xdist hands tests out in this order,
-    so the long ones start early instead of leaving one worker busy at the
-    end while the others wait."""
+    """Keeps the tests of the chosen `--tier`, the slow ones first.
+
+    Tests outside the tier are deselected (pytest reports how many), not
+    skipped; a run that selects no test exits with status 5, a failure.
+    pytest-xdist hands tests out in this order, so the long ones start
+    early instead of leaving one worker busy at the end while the others
+    wait.
+    """
+    tier = config.getoption("--tier")
+    chosen = [item for item in items if _in_tier(item, tier)]
+    dropped = [item for item in items if not _in_tier(item, tier)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = chosen
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
