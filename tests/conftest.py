@@ -50,7 +50,6 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-
 TIERS = ("fast", "integration", "all")
 """Values of `--tier`: the fast tier (the default), the integration tier
 (tests marked `integration`: real child processes, full-size DeiT shapes,

@@ -61,6 +61,7 @@ def test_the_guides_have_code_that_runs():
     } <= names
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "path",
     PAGES_WITH_CODE,
@@ -88,6 +89,7 @@ def _example_names() -> dict:
     return names
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.parametrize("module_name", DOCTESTED)
 def test_docstring_examples_show_what_they_print(module_name):
@@ -140,6 +142,7 @@ def test_examples_not_run_are_still_there():
     assert set(EXAMPLES_NOT_RUN) <= set(_docstring_examples())
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "path",
     sorted(set(_docstring_examples()) - set(EXAMPLES_NOT_RUN)),

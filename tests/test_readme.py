@@ -31,6 +31,7 @@ def test_readme_blocks_run_or_say_why():
     assert not problems, "\n".join(problems)
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_readme_blocks_run_and_show_what_they_claim(tmp_path):
     blocks = markdown_blocks(README)

@@ -52,6 +52,7 @@ def _number(cell: str) -> float:
     return float(cell.replace(",", ""))
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_quick_check_fills_a_row_per_model_and_the_event_row(backend, tmp_path):
     out = tmp_path / "check.md"

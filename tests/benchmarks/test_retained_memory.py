@@ -57,6 +57,7 @@ def faults_per_call(extra_env: dict) -> int:
     return int(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.integration
 @glibc_only
 def test_the_setting_removes_the_page_faults_of_each_call():
     # As glibc does by default, every call faults its 64 MiB temporary in

@@ -6,7 +6,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.subprocess_utils import REPO_ROOT
+
+pytestmark = pytest.mark.integration
 
 # Where each name is found: its file, or its folders (a namespace package).
 _FIND = """

@@ -48,6 +48,7 @@ def test_replaced_keras_functions_are_the_ones_the_fixes_were_written_for():
 
 if keras.backend.backend() == "tensorflow":
 
+    @pytest.mark.integration
     @pytest.mark.slow
     def test_keras_fit_still_fails_on_two_workers_without_the_fixes(
         tmp_path,
@@ -64,6 +65,7 @@ if keras.backend.backend() == "tensorflow":
             # The library refused the strategy instead of patching Keras.
             assert CALL in worker.result["refusal"]
 
+    @pytest.mark.integration
     def test_resolve_distribution_alone_leaves_keras_untouched():
         out = run_python(
             f"""
@@ -117,6 +119,7 @@ if keras.backend.backend() == "tensorflow":
         assert CALL in out["refusal"]
         assert "keras-team/keras#20585" in out["refusal"]
 
+    @pytest.mark.integration
     def test_the_fix_applied_by_name_logs_once_what_and_why():
         out = run_python(
             """
@@ -161,6 +164,7 @@ if keras.backend.backend() == "tensorflow":
         ):
             assert words in message
 
+    @pytest.mark.integration
     def test_fixes_change_nothing_on_one_worker():
         out = run_python(
             """

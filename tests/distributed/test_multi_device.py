@@ -5,6 +5,8 @@ import pytest
 
 from tests.subprocess_utils import run_python
 
+pytestmark = pytest.mark.integration
+
 CHILD = """
 import json, os
 import keras, numpy as np

@@ -11,6 +11,8 @@ from keras_depthhet.distributed import (
 )
 from tests.subprocess_utils import run_python
 
+pytestmark = pytest.mark.integration
+
 
 def _free_port() -> int:
     with socket.socket() as s:

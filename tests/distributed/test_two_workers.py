@@ -15,6 +15,8 @@ import pytest
 
 from tests.distributed.multi_process import launch, results
 
+pytestmark = pytest.mark.integration
+
 pytestmark = pytest.mark.slow
 
 

@@ -9,6 +9,8 @@ import pytest
 
 from tests.distributed.multi_process import launch
 
+pytestmark = pytest.mark.integration
+
 pytestmark = pytest.mark.slow
 
 

@@ -65,6 +65,7 @@ def _check(result):
     assert result["moved"] > 0
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_growth_inside_fit_on_two_devices(backend):
     if backend == "jax":

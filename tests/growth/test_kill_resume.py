@@ -18,6 +18,8 @@ import pytest
 
 from tests.subprocess_utils import REPO_ROOT
 
+pytestmark = pytest.mark.integration
+
 SCRIPT = """
 import sys, time
 import keras, numpy as np

@@ -292,6 +292,7 @@ def run():
 """
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_two_devices_keep_the_global_batches(backend):
     if backend == "jax":

@@ -108,6 +108,7 @@ def test_backup_and_restore_resumes_after_growth(tmp_path):
         model.fit(x, y, epochs=5, callbacks=[other, copy], **FIT)
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_grown_model_saved_mid_training_predicts_the_same_on_other_backend(
     tmp_path, backend

@@ -11,6 +11,8 @@ from keras import ops
 from keras_depthhet.models import growable_layers, vit
 from tests.subprocess_utils import run_python
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.mark.slow
 def test_grown_model_loads_on_the_other_backend(rng, tmp_path):

@@ -9,6 +9,8 @@ import pytest
 
 from tests.subprocess_utils import run_python
 
+pytestmark = pytest.mark.integration
+
 CHILD = """
 import json
 import keras

@@ -7,6 +7,8 @@ import pytest
 from keras_depthhet.models.vit import deit_small
 from keras_depthhet.splitting import splitting_eigenvalues
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.mark.slow
 def test_reduced_deit_small_all_layers(rng):

@@ -4,6 +4,8 @@ import pytest
 
 from training import compare, train
 
+pytestmark = pytest.mark.integration
+
 TINY = [
     "--set",
     "distribution='none'",

@@ -10,6 +10,8 @@ import pytest
 from tests.subprocess_utils import REPO_ROOT
 from training import results, train
 
+pytestmark = pytest.mark.integration
+
 RESUMABLE = [
     "--set",
     "distribution='none'",

@@ -23,6 +23,7 @@ SHORT = [
 ]
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_short_run_writes_the_run_directory(tmp_path, capsys):
     workdir = tmp_path / "run"
@@ -93,6 +94,7 @@ def _check_grown_run(workdir) -> dict:
     return summary
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_single_device_run_grows_in_place(tmp_path, capsys):
     workdir = tmp_path / "run"
@@ -145,6 +147,7 @@ TWO_DEVICE_ENV = {
 }
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_two_devices_auto_trains_with_fit_with_growth(tmp_path):
     backend = keras.backend.backend()
@@ -287,6 +290,7 @@ ISSUE_VALUES = {
 """The bad values of issue 17 (and `train.epochs=abc`), with the message."""
 
 
+@pytest.mark.integration
 def test_help_and_bad_input_answer_before_any_backend_is_imported(tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("a user's file\n")
