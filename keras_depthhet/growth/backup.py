@@ -60,9 +60,17 @@ class GrowthBackupAndRestore(keras.callbacks.BackupAndRestore):
     Example:
 
     ```python
-    grower = GrowthCallback(interval=30)
-    model.fit(x, y, epochs=300, callbacks=[
+    model = vit(image_size=8, patch_size=4, num_channels=1, num_classes=10,
+                dim=16, depth=1, num_heads=2)
+    model.compile(optimizer="adam", loss=keras.losses.
+                  SparseCategoricalCrossentropy(from_logits=True))
+    x = np.random.rand(32, 8, 8, 1).astype("float32")
+    y = np.random.randint(0, 10, 32)
+    grower = GrowthCallback(interval=1, warmup=1, param_budget=200,
+                            layer_threshold=1)
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[
         grower, GrowthBackupAndRestore("backup", grower)])
+    len(grower.history)  # 2: a killed run resumes from "backup"
     ```
     """
 

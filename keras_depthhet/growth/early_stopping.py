@@ -76,9 +76,17 @@ class GrowthEarlyStopping(keras.callbacks.EarlyStopping):
     Example:
 
     ```python
-    model.fit(x, y, epochs=300, validation_data=(x_val, y_val), callbacks=[
-        GrowthCallback(interval=30),
-        GrowthEarlyStopping(patience=40, restore_best_weights=True)])
+    model = vit(image_size=8, patch_size=4, num_channels=1, num_classes=10,
+                dim=16, depth=1, num_heads=2)
+    model.compile(optimizer="adam", loss=keras.losses.
+                  SparseCategoricalCrossentropy(from_logits=True))
+    x = np.random.rand(32, 8, 8, 1).astype("float32")
+    y = np.random.randint(0, 10, 32)
+    model.fit(x, y, epochs=3, validation_split=0.25, verbose=0, callbacks=[
+        GrowthCallback(interval=1, warmup=1, param_budget=200,
+                       layer_threshold=1),
+        GrowthEarlyStopping(patience=3, restore_best_weights=True)])
+    # The grown model now computes the best epoch's function.
     ```
     """
 

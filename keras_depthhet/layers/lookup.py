@@ -23,7 +23,7 @@ def growable_layer_map(model: keras.layers.Layer) -> dict[str, GrowableDense]:
     Example:
 
     ```python
-    model = keras_depthhet.models.vit(
+    model = vit(
         image_size=8, patch_size=4, num_channels=1, num_classes=10,
         dim=16, depth=1, num_heads=2)
     list(growable_layer_map(model))
