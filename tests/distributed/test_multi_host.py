@@ -11,8 +11,6 @@ from keras_depthhet.distributed import (
 )
 from tests.subprocess_utils import run_python
 
-pytestmark = pytest.mark.integration
-
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -65,6 +63,7 @@ def test_initialize_multi_host_checks_arguments(backend):
             initialize_multi_host(*args)
 
 
+@pytest.mark.integration
 def test_tf_multi_worker_strategy_from_tf_config():
     tf_config = {
         "cluster": {"worker": [f"localhost:{_free_port()}"]},
@@ -89,6 +88,7 @@ def test_tf_multi_worker_strategy_from_tf_config():
     }
 
 
+@pytest.mark.integration
 def test_jax_multi_process_initialize():
     out = run_python(
         f"""

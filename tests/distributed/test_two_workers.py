@@ -15,9 +15,7 @@ import pytest
 
 from tests.distributed.multi_process import launch, results
 
-pytestmark = pytest.mark.integration
-
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def max_weight_difference(out_dir, ranks=(0, 1), other_dir=None) -> float:

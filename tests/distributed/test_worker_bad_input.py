@@ -9,9 +9,7 @@ import pytest
 
 from tests.distributed.multi_process import launch
 
-pytestmark = pytest.mark.integration
-
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def errors(found) -> list[str]:

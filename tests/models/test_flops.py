@@ -26,12 +26,14 @@ def _vit_flops(size, patch, channels, dim, depth, inner, hidden, classes):
     )
 
 
+@pytest.mark.integration
 def test_deit_small_224_is_about_4_6_gflops():
     flops = count_flops(deit_small(num_classes=1000))
     assert flops == _vit_flops(224, 16, 3, 384, 12, 384, 1536, 1000)
     assert round(flops / 1e9, 1) == 4.6
 
 
+@pytest.mark.integration
 def test_reduced_deit_small_is_about_2_3_gflops():
     model = deit_small(num_classes=100, attention_width=0.5, mlp_width=0.5)
     flops = count_flops(model)

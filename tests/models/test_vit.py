@@ -28,6 +28,7 @@ def _tiny(**kwargs):
     return vit(**{**defaults, **kwargs})
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "builder, kwargs, expected",
     [
@@ -46,6 +47,7 @@ def test_parameter_counts_match_timm_and_the_paper(builder, kwargs, expected):
     assert builder(**kwargs).count_params() == expected
 
 
+@pytest.mark.integration
 def test_reduced_widths_halve_qkv_proj_fc1_fc2():
     model = deit_small(num_classes=100, attention_width=0.5, mlp_width=0.5)
     layers = {layer.name: layer for layer in growable_layers(model)}
@@ -107,6 +109,7 @@ def _grow_randomly(model, rng, neurons=5, rounds=2):
             layer.grow(rng.choice(layer.units, neurons, replace=False))
 
 
+@pytest.mark.integration
 def test_reduced_deit_small_grown_everywhere_keeps_logits_and_saves(
     rng, tmp_path
 ):

@@ -62,6 +62,7 @@ def grown_run(tmp_path_factory):
     return workdir
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_the_cli_trains_the_grown_architecture_from_scratch(
     grown_run, tmp_path, capsys
@@ -91,6 +92,7 @@ def test_the_cli_trains_the_grown_architecture_from_scratch(
         )
 
 
+@pytest.mark.integration
 def test_another_stem_keeps_the_grown_blocks(grown_run):
     """16x16 images in 4x4 patches: 16 tokens, as 8x8 in 2x2 patches."""
     config = apply_overrides(
@@ -174,6 +176,7 @@ def test_bad_run_directories_are_refused_before_anything_is_written(
     assert not workdir.exists()
 
 
+@pytest.mark.integration
 def test_a_run_without_its_model_is_refused(grown_run, tmp_path):
     copy = tmp_path / "copy"
     copy.mkdir()
@@ -187,6 +190,7 @@ def test_a_run_without_its_model_is_refused(grown_run, tmp_path):
         train.check_architecture_source(config)
 
 
+@pytest.mark.integration
 def test_paper_scale_config_builds_the_grown_deit_s(tmp_path):
     """`cifar100_deit_s_from_imagenet100` on a stand-in ImageNet-100 run
     (a reduced DeiT-S grown once, with that run's config)."""
