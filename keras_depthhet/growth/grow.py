@@ -15,7 +15,6 @@ import keras
 import numpy as np
 
 from keras_depthhet.layers import GrowableDense
-from keras_depthhet.layers.growable_dense import _validate_indices
 from keras_depthhet.layers.lookup import growable_layer_map
 from keras_depthhet.utils.keras_internals import (
     EMA_SLOTS,
@@ -25,6 +24,7 @@ from keras_depthhet.utils.keras_internals import (
     skip_saved_state_of_other_shapes,
     sync_trainer_state,
 )
+from keras_depthhet.utils.validation import distinct_indices
 
 
 def _check_plan(plan, layers: Mapping[str, GrowableDense]) -> dict:
@@ -51,7 +51,7 @@ def _check_plan(plan, layers: Mapping[str, GrowableDense]) -> dict:
             )
         layer._check_growable()
         try:
-            checked[name] = _validate_indices(indices, layer.units)
+            checked[name] = distinct_indices("indices", indices, layer.units)
         except ValueError as error:
             raise ValueError(
                 "Argument `plan` must map each layer to a non-empty 1-D array "

@@ -22,12 +22,12 @@ from keras_depthhet.growth.grow import (
     _variable_scope,
     rebuild_optimizer,
 )
-from keras_depthhet.layers.growable_dense import _validate_scale
 from keras_depthhet.layers.lookup import growable_layer_map
 from keras_depthhet.utils.keras_internals import (
     compile_arguments,
     sync_trainer_state,
 )
+from keras_depthhet.utils.validation import positive_number
 
 
 def _append_round(node, name: str, indices: list[int], found: list) -> None:
@@ -165,7 +165,7 @@ def rebuild_grown_model(
     plan = _check_plan(plan, layers)
     if not plan:
         return model
-    scale = _validate_scale(scale)
+    scale = float(positive_number("scale", scale))
     sync_trainer_state(model)
     optimizer = getattr(model, "optimizer", None)
     compiled = getattr(model, "compiled", False) and optimizer is not None

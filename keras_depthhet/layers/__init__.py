@@ -17,7 +17,8 @@ from keras_depthhet.layers.embedding import (
     PatchEmbedding,
     PositionEmbedding,
 )
-from keras_depthhet.layers.growable_dense import GROWTH_SCALE, GrowableDense
+from keras_depthhet.layers.growable_dense import GrowableDense
+from keras_depthhet.layers.growth_pairs import GROWTH_SCALE
 from keras_depthhet.layers.lookup import growable_layer_map, growable_layers
 from keras_depthhet.layers.mlp import Mlp
 from keras_depthhet.layers.transformer_block import TransformerBlock

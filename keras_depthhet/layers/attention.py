@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_depthhet.layers.growable_dense import GrowableDense
-from keras_depthhet.layers.validation import positive_int
+from keras_depthhet.utils.validation import positive_int
 
 LINEAR_INITIALIZER = {
     "class_name": "TruncatedNormal",

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_depthhet.layers.validation import positive_int
+from keras_depthhet.utils.validation import positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_depthhet")

@@ -6,140 +6,51 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_depthhet.layers.quantization import Int8KernelMixin, is_int8_kernel
-from keras_depthhet.layers.validation import positive_int
+from keras_depthhet.layers.growth_pairs import (
+    GROWTH_SCALE,
+    PAIR_SUFFIXES,
+    ArrayInitializer,
+    MirroredConstraint,
+    PairSumRegularizer,
+    concatenate_pairs,
+    exact_gelu,
+    widened_pairs,
+    zero_sum_pairs,
+)
+from keras_depthhet.layers.quantization import (
+    Int8BaseKernel,
+    float_kernel,
+    int8_matmul,
+)
+from keras_depthhet.layers.saved_growth import (
+    check_saved_base,
+    check_saved_rounds,
+    read_growth,
+    save_growth,
+)
 from keras_depthhet.utils.keras_internals import (
     is_compiled_trace,
     unlocked_state,
     untrack_variable,
 )
-
-GROWTH_SCALE = 0.2
-"""Default scale factor `s` of a new +/- neuron pair (the docs' Method page)."""
-
-_GROWTH_SUFFIXES = ("kernel_plus", "kernel_minus", "bias_plus", "bias_minus")
-
-_INDICES_KEY = "growth_{}_indices"
-"""Saved-weights key of round `r`'s neuron indices (beside Keras's "0", "1")."""
-
-_PACKED_KEY = "growth_packed"
-"""Saved-weights key marking one packed pair of variables for all rounds.
-
-Files without it were saved before packing, with four variables per round
-(`growth_{r}_kernel_plus`, ...); they still load.
-"""
-
-
-def _validate_indices(indices, units: int) -> np.ndarray:
-    """Checks one round's neuron indices; returns them as an int64 array."""
-    array = np.asarray(indices)
-    if array.ndim != 1:
-        raise ValueError(
-            "Argument `indices` must be one-dimensional. "
-            f"Received: indices with shape {array.shape}"
-        )
-    if array.size == 0:
-        raise ValueError(
-            "Argument `indices` must name at least one neuron. "
-            f"Received: indices={indices!r}"
-        )
-    if array.dtype == bool or not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(
-            "Argument `indices` must contain integers. "
-            f"Received: indices={indices!r} (dtype {array.dtype})"
-        )
-    array = array.astype(np.int64)
-    bad = array[(array < 0) | (array >= units)]
-    if bad.size:
-        raise ValueError(
-            f"Argument `indices` must lie in [0, {units}) (units={units}). "
-            f"Received out-of-range values: {bad.tolist()}"
-        )
-    values, counts = np.unique(array, return_counts=True)
-    if np.any(counts > 1):
-        raise ValueError(
-            "Argument `indices` must not repeat a neuron within one round. "
-            f"Received duplicates: {values[counts > 1].tolist()}"
-        )
-    return array
-
-
-def _validate_scale(scale) -> float:
-    if isinstance(scale, bool) or not isinstance(
-        scale, (int, float, np.integer, np.floating)
-    ):
-        raise ValueError(
-            f"Argument `scale` must be a positive number. Received: "
-            f"scale={scale!r}"
-        )
-    if not np.isfinite(scale) or scale <= 0:
-        raise ValueError(
-            "Argument `scale` must be a positive, finite number. "
-            f"Received: scale={scale!r}"
-        )
-    return float(scale)
-
-
-def exact_gelu(x):
-    """The exact GELU, `x / 2 * (1 + erf(x / sqrt(2)))`.
-
-    Keras's `gelu` (`approximate=False`, as `keras.activations.gelu` and
-    the `"gelu"` activation compute it) and PyTorch's exact GELU (timm's
-    DeiT) compute this function. On JAX, `jax.nn.gelu` writes it with
-    `erfc`, which XLA's CPU backend runs more slowly than `erf` (the
-    GELU row of `benchmarks/train_step_profile.py`, before and after, in
-    `docs/benchmarks.md`). So on JAX it is written with `erf`, as PyTorch
-    writes it;
-    elsewhere it is Keras's `gelu`.
-    """
-    if keras.backend.backend() != "jax":
-        return ops.gelu(x, approximate=False)
-    return 0.5 * x * (1.0 + ops.erf(x * 0.7071067811865476))
-
-
-class _MirroredConstraint(keras.constraints.Constraint):
-    """The minus weight's constraint: `w -> -c(-w)` for the layer's `c`.
-
-    A pair starts as `w- = -w+`; constraining `w+` by `c` and `w-` by its
-    mirror keeps `w+ + w- = c(w+) - c(w+) = 0`, so no constraint can break
-    function preservation, and the pair stays a +/- pair.
-    """
-
-    def __init__(self, constraint):
-        self.constraint = constraint
-
-    def __call__(self, w):
-        return ops.negative(self.constraint(ops.negative(w)))
-
-
-class _PairSumRegularizer(keras.regularizers.Regularizer):
-    """The plus weight's regularizer: the layer's `r` of `w+ + w-`.
-
-    Only the pair's sum enters the layer's output, so it is the sum that
-    is regularized, as the weight of one neuron; it is zero at growth, so
-    growth does not change the regularized loss. The minus weight carries
-    no regularizer of its own.
-    """
-
-    def __init__(self, regularizer, partner):
-        self.regularizer = regularizer
-        self.partner = partner
-
-    def __call__(self, w):
-        # Inside a stateless call `partner.value` is the traced value.
-        return self.regularizer(w + ops.cast(self.partner.value, w.dtype))
+from keras_depthhet.utils.validation import (
+    distinct_indices,
+    positive_int,
+    positive_number,
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_depthhet")
-class GrowableDense(Int8KernelMixin, keras.layers.Layer):
+class GrowableDense(Int8BaseKernel, keras.layers.Dense):
     """Densely-connected layer whose output neurons can be given extra depth.
 
-    Before any growth this is `keras.layers.Dense`: the same `kernel` and
-    `bias` weights and the same output, for inputs of any rank `(..., d)`.
-    `grow(indices)` then adds, for each chosen output neuron `i`, a pair of
-    new neurons `a+ = x w+ + b+` and `a- = x w- + b-`, initialised to
-    `+/- scale * (W[:, i], b[i])`, whose sum passes through the exact GELU
-    and is added, with a skip connection, to neuron `i`'s pre-activation:
+    A `keras.layers.Dense` (it subclasses it): before any growth it has
+    the same `kernel` and `bias` weights and computes the same output, for
+    inputs of any rank `(..., d)`. `grow(indices)` then adds, for each
+    chosen output neuron `i`, a pair of new neurons `a+ = x w+ + b+` and
+    `a- = x w- + b-`, initialised to `+/- scale * (W[:, i], b[i])`, whose
+    sum passes through the exact GELU and is added, with a skip
+    connection, to neuron `i`'s pre-activation:
 
     `z'_i = z_i + sum over rounds [GELU(a+ + a-) + a+ + a-]`.
 
@@ -150,27 +61,19 @@ class GrowableDense(Int8KernelMixin, keras.layers.Layer):
     `w+ + w-` columns and one segment sum back onto the chosen neurons, so
     the added cost is proportional to the number of grown neurons.
 
-    The pairs of all rounds are packed into one set of variables,
-    `growth_kernel_plus` and `growth_kernel_minus` of shape
-    `(input_dim, K)` and `growth_bias_plus` and `growth_bias_minus` of
-    shape `(K,)` for the layer's `K = num_grown` pairs, round after round
-    (round `r` holds the columns from `sum(len(rounds[:r]))` on). Each
-    growth round replaces them by wider variables holding the old values
-    and the new pairs, so a layer grown in many rounds has as many
-    variables, and trains and compiles as fast, as one grown once by the
-    same neurons. Constraints and regularizers
-    treat each pair as the one neuron it is, so that growth never changes
-    the function or the regularized loss: the kernel (bias) constraint `c`
-    constrains `w+` and its mirror `w -> -c(-w)` constrains `w-` (so
-    `w+ + w-` stays zero at growth whatever `c` is), and the kernel (bias)
-    regularizer applies to the sum `w+ + w-` (zero at growth), not to `w+`
-    and `w-` separately.
+    The pairs of all rounds are packed, round after round, into one set
+    of variables: `growth_kernel_plus` and `growth_kernel_minus` of shape
+    `(input_dim, K)`, `growth_bias_plus` and `growth_bias_minus` of shape
+    `(K,)` for `K = num_grown` pairs; a round replaces them by wider ones,
+    so the number of variables does not grow with the rounds. The kernel
+    (bias) constraint `c` constrains `w+` and its mirror `w -> -c(-w)`
+    constrains `w-`, and the regularizer applies to the sum `w+ + w-`, so
+    neither the function nor the regularized loss changes at growth.
     The rounds are part of the config (`growth_rounds`), so
     `from_config(get_config())` and `.keras` files rebuild a grown layer.
-    A weights file saved before later growth rounds (e.g. the best epoch
-    of `ModelCheckpoint(save_weights_only=True)`) loads into the grown
-    layer: the rounds it lacks start as zero-sum pairs of its kernel, so
-    the layer computes what the saved one did.
+    A weights file saved before later rounds (e.g. the best epoch of
+    `ModelCheckpoint(save_weights_only=True)`) loads into the grown layer:
+    the rounds it lacks start as zero-sum pairs of its kernel.
 
     Grow a layer that a model has already used in `fit`, `predict` or
     `evaluate` with `keras_depthhet.growth.grow_model`, not `grow`: the
@@ -178,12 +81,15 @@ class GrowableDense(Int8KernelMixin, keras.layers.Layer):
     refuses, saying so).
 
     `model.quantize("int8")` (or `layer.quantize("int8")`) stores the base
-    kernel in int8 with one scale per output neuron (`kernel_scale`) and
-    computes `x W` as `keras.layers.Dense` does in int8 mode; the bias and
-    the growth pairs stay in float and trainable. Other modes raise a
-    `ValueError` and leave the layer unchanged. A quantized layer cannot
-    grow: quantize after growth. A quantized layer round-trips through
-    `get_config`/`from_config`, `.keras` files and weights files.
+    kernel in int8 with one scale per output neuron (`kernel_scale`), as
+    `keras.layers.Dense` does, and computes `x W` as `Dense` does in int8
+    mode; the bias and the growth pairs stay in float and trainable.
+    Other modes raise a `ValueError` and leave the layer unchanged. LoRA
+    (`lora_rank`, `enable_lora`) works as in `Dense` on a float layer;
+    its delta is merged into the saved kernel. A quantized or
+    LoRA-enabled layer cannot grow: grow first. Quantized or not, the
+    layer round-trips through `get_config`/`from_config`, `.keras` files
+    and weights files.
 
     Args:
         units: Positive integer, the number of output neurons.
@@ -200,6 +106,9 @@ class GrowableDense(Int8KernelMixin, keras.layers.Layer):
         growth_rounds: Optional list of rounds, each a list of distinct
             neuron indices; used when rebuilding a grown layer from its
             config (growth weights then start at zero until loaded).
+        lora_rank: Optional rank of a LoRA delta of the kernel, as in
+            `keras.layers.Dense`.
+        lora_alpha: Optional LoRA scale numerator, as in `Dense`.
         quantization_config: Optional
             `keras.quantizers.Int8QuantizationConfig` of a quantized layer
             (set by `quantize`; used when it is rebuilt from its config).
@@ -235,88 +144,68 @@ class GrowableDense(Int8KernelMixin, keras.layers.Layer):
         kernel_constraint=None,
         bias_constraint=None,
         growth_rounds: Sequence[Sequence[int]] | None = None,
+        lora_rank: int | None = None,
+        lora_alpha: float | None = None,
         quantization_config=None,
         **kwargs,
     ):
-        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
-        self.units = positive_int("units", units)
-        self.activation = keras.activations.get(activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.kernel_constraint = keras.constraints.get(kernel_constraint)
-        self.bias_constraint = keras.constraints.get(bias_constraint)
-        self._rounds = [
-            _validate_indices(r, self.units) for r in (growth_rounds or [])
+        units = positive_int("units", units)
+        rounds = [
+            distinct_indices("growth_rounds", r, units)
+            for r in (growth_rounds or [])
         ]
+        super().__init__(
+            units,
+            activation=activation,
+            use_bias=bool(use_bias),
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            kernel_regularizer=kernel_regularizer,
+            bias_regularizer=bias_regularizer,
+            activity_regularizer=activity_regularizer,
+            kernel_constraint=kernel_constraint,
+            bias_constraint=bias_constraint,
+            lora_rank=lora_rank,
+            lora_alpha=lora_alpha,
+            quantization_config=quantization_config,
+            **kwargs,
+        )
+        self._rounds = rounds
         self._growth = {}
         self._targets = None
         self._analysis_hook = None
         self._traced = False
-        self.quantization_config = quantization_config
-        self._is_quantized = False
-        self.input_spec = keras.layers.InputSpec(min_ndim=2)
-        self.supports_masking = True
 
     # ------------------------------------------------------------------ build
     def build(self, input_shape):
-        input_dim = input_shape[-1]
-        if input_dim is None:
+        if input_shape[-1] is None:
             raise ValueError(
                 "The last dimension of the input to `GrowableDense` must be "
                 f"known. Received: input_shape={input_shape}"
             )
-        self.input_dim = int(input_dim)
-        if self.quantization_mode is not None:
-            self._build_int8_kernel()
-        else:
-            self.kernel = self.add_weight(
-                name="kernel",
-                shape=(self.input_dim, self.units),
-                initializer=self.kernel_initializer,
-                regularizer=self.kernel_regularizer,
-                constraint=self.kernel_constraint,
-            )
-        if self.use_bias:
-            self.bias = self.add_weight(
-                name="bias",
-                shape=(self.units,),
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
-                constraint=self.bias_constraint,
-            )
-        else:
-            self.bias = None
+        self.input_dim = int(input_shape[-1])
+        super().build(input_shape)
         if self._rounds:
             self._growth = self._add_growth_variables(self.num_grown, None)
         self._update_targets()
-        self.input_spec = keras.layers.InputSpec(
-            min_ndim=2, axes={-1: self.input_dim}
-        )
 
     def _add_growth_variables(self, k: int, values) -> dict:
         """Creates the packed variables of `k` pairs; `values` None: zeros."""
-        shapes = {
-            "kernel_plus": (self.input_dim, k),
-            "kernel_minus": (self.input_dim, k),
-            "bias_plus": (k,),
-            "bias_minus": (k,),
-        }
+        shapes = {"kernel": (self.input_dim, k), "bias": (k,)}
         created = {}
-        for suffix in _GROWTH_SUFFIXES:
-            if suffix.startswith("bias") and not self.use_bias:
-                continue
-            if values is None:
-                initializer = "zeros"
-            else:
-                initializer = _ArrayInitializer(values[suffix])
-            created[suffix] = self.add_weight(
-                name=f"growth_{suffix}",
-                shape=shapes[suffix],
-                initializer=initializer,
-            )
+        # `Dense.build` locks the layer after `enable_lora`.
+        with unlocked_state(self):
+            for suffix in PAIR_SUFFIXES:
+                part = suffix.split("_")[0]
+                if part == "bias" and not self.use_bias:
+                    continue
+                created[suffix] = self.add_weight(
+                    name=f"growth_{suffix}",
+                    shape=shapes[part],
+                    initializer="zeros"
+                    if values is None
+                    else ArrayInitializer(values[suffix]),
+                )
         for part in ("kernel", "bias"):
             if f"{part}_plus" not in created:
                 continue
@@ -324,45 +213,24 @@ class GrowableDense(Int8KernelMixin, keras.layers.Layer):
             regularizer = getattr(self, f"{part}_regularizer")
             constraint = getattr(self, f"{part}_constraint")
             if regularizer is not None:
-                plus.regularizer = _PairSumRegularizer(regularizer, minus)
+                plus.regularizer = PairSumRegularizer(regularizer, minus)
             if constraint is not None:
                 plus.constraint = constraint
-                minus.constraint = _MirroredConstraint(constraint)
+                minus.constraint = MirroredConstraint(constraint)
         return created
 
     def _growth_values(self, saved, kernel, bias, scale) -> dict:
         """Values of the packed variables: `saved`, then zero-sum pairs.
 
         `saved` (`{suffix: array}` or None) holds the pairs of the first
-        rounds, e.g. the variables' values before a round was added or a
-        file saved before later rounds; the rounds after it start as
-        zero-sum pairs of `kernel` and `bias`, as `grow` starts them, so
-        the layer computes what the saved pairs computed.
+        rounds (`widened_pairs`); the later rounds start as `grow` starts
+        them, from `kernel` and `bias`.
         """
-        sizes = np.cumsum([0] + [len(r) for r in self._rounds])
-        width = 0 if not saved else int(np.shape(saved["kernel_plus"])[-1])
-        if width not in sizes:
-            raise ValueError(
-                f"Layer {self.name!r}: {width} saved growth pairs are not "
-                f"the pairs of its first rounds (rounds of "
-                f"{[len(r) for r in self._rounds]} neurons)."
-            )
-        first = int(np.searchsorted(sizes, width))
-        values = {s: np.asarray(v) for s, v in (saved or {}).items()}
-        if first < len(self._rounds):
-            rest = self._zero_sum_pairs(
-                kernel, bias, np.concatenate(self._rounds[first:]), scale
-            )
-            values = {
-                suffix: np.concatenate([values[suffix], new], axis=-1)
-                if suffix in values
-                else new
-                for suffix, new in rest.items()
-            }
-        return {
-            suffix: value.astype(self.variable_dtype)
-            for suffix, value in values.items()
-        }
+        dtype = self.variable_dtype
+        rounds = self._rounds
+        return widened_pairs(
+            self.name, saved, rounds, kernel, bias, scale, dtype
+        )
 
     def _assign_growth(self, values: dict) -> None:
         """Assigns packed values (`_growth_values`) to the variables."""
@@ -377,36 +245,25 @@ class GrowableDense(Int8KernelMixin, keras.layers.Layer):
     def _pair_values(self, kernel, bias, indices, scale) -> dict:
         """A new round's initial values: `+/- scale * (W[:, i], b[i])`.
 
-        Raises if the layer is quantized (quantize after growth), or if a
-        value overflows the variables' dtype (a huge `scale`), naming
-        non-finite weights as weights.
+        Raises if the layer cannot grow (`_check_growable`), or if a value
+        overflows the variables' dtype (a huge `scale`), naming non-finite
+        weights as weights.
         """
         self._check_growable()
-        return self._zero_sum_pairs(kernel, bias, indices, scale)
+        return zero_sum_pairs(
+            self.name, kernel, bias, indices, scale, self.variable_dtype
+        )
 
-    def _zero_sum_pairs(self, kernel, bias, indices, scale) -> dict:
-        """`_pair_values` without the quantization check."""
-        if not np.all(np.isfinite(kernel[:, indices])) or (
-            bias is not None and not np.all(np.isfinite(bias[indices]))
-        ):
+    def _check_growable(self) -> None:
+        """Raises if the layer is quantized or LoRA-enabled: grow first."""
+        self._check_float_kernel()
+        if self.lora_enabled:
             raise ValueError(
-                f"Layer {self.name!r} has non-finite kernel or bias weights "
-                f"at the neurons to grow ({np.asarray(indices).tolist()}); "
-                "a pair initialised from them would not sum to zero. The "
-                "weights diverged: check the learning rate and the data."
+                f"Layer {self.name!r} has LoRA enabled (lora_rank="
+                f"{self.lora_rank}) and cannot grow: its kernel is frozen. "
+                "Grow the model, then enable LoRA. Received: a growth round "
+                f"for the LoRA-enabled layer {self.name!r}"
             )
-        plus = (kernel[:, indices] * scale).astype(self.variable_dtype)
-        values = {"kernel_plus": plus, "kernel_minus": -plus}
-        if bias is not None:
-            plus_bias = (bias[indices] * scale).astype(self.variable_dtype)
-            values.update(bias_plus=plus_bias, bias_minus=-plus_bias)
-        if not all(np.all(np.isfinite(v)) for v in values.values()):
-            raise ValueError(
-                f"Argument `scale` makes the new pairs of layer "
-                f"{self.name!r} overflow {self.variable_dtype}. "
-                f"Received: scale={scale!r}"
-            )
-        return values
 
     def _update_targets(self):
         """Caches the neuron fed by each of the K pairs, all rounds in order."""
@@ -435,7 +292,7 @@ class GrowableDense(Int8KernelMixin, keras.layers.Layer):
             )
         return 2 * (self.input_dim + int(self.use_bias)) * int(num_neurons)
 
-    def grow(self, indices, scale: float = 0.2) -> int:
+    def grow(self, indices, scale: float = GROWTH_SCALE) -> int:
         """Adds one growth round at the output neurons `indices`.
 
         Each chosen neuron `i` gets a pair of neurons initialised to
@@ -456,8 +313,8 @@ class GrowableDense(Int8KernelMixin, keras.layers.Layer):
                 `jax.jit` or `tf.function`) has already traced the layer:
                 that function would keep the old weights, so grow through
                 the model with `keras_depthhet.growth.grow_model`, which
-                remakes it; or if the layer is quantized (quantize after
-                growth). The layer is then left unchanged.
+                remakes it; or if the layer is quantized or LoRA-enabled
+                (grow first). The layer is then left unchanged.
         """
         self._check_growable()
         if self._traced:
@@ -475,7 +332,7 @@ class GrowableDense(Int8KernelMixin, keras.layers.Layer):
             )
         return self._grow(indices, scale)
 
-    def _grow(self, indices, scale: float = 0.2) -> int:
+    def _grow(self, indices, scale: float = GROWTH_SCALE) -> int:
         """`grow` without the traced-layer check (for `grow_model`)."""
         self._check_growable()
         if not self.built:
@@ -484,29 +341,23 @@ class GrowableDense(Int8KernelMixin, keras.layers.Layer):
                 "called (call it on an input, or build the model). "
                 f"Received: layer.built={self.built}"
             )
-        indices = _validate_indices(indices, self.units)
-        scale = _validate_scale(scale)
-        values = self._pair_values(
+        indices = distinct_indices("indices", indices, self.units)
+        scale = float(positive_number("scale", scale))
+        new = self._pair_values(
             ops.convert_to_numpy(self.kernel),
             ops.convert_to_numpy(self.bias) if self.use_bias else None,
             indices,
             scale,
         )
         old = self._growth
-        values = {
-            suffix: np.concatenate(
-                [ops.convert_to_numpy(old[suffix]), new], axis=-1
-            )
-            if suffix in old
-            else new
-            for suffix, new in values.items()
-        }
+        values = concatenate_pairs(
+            {s: ops.convert_to_numpy(v) for s, v in old.items()}, new
+        )
         before = list(self.weights)
         try:
-            with unlocked_state(self):
-                created = self._add_growth_variables(
-                    self.num_grown + len(indices), values
-                )
+            created = self._add_growth_variables(
+                self.num_grown + len(indices), values
+            )
         except Exception:
             for variable in self.weights:
                 if not any(variable is v for v in before):
@@ -542,7 +393,12 @@ class GrowableDense(Int8KernelMixin, keras.layers.Layer):
 
     def preactivation(self, inputs):
         """The grown pre-activation `z'` (before the layer's activation)."""
-        z = self._base_matmul(inputs)
+        if self.quantization_mode is None:
+            z = ops.matmul(inputs, ops.cast(self.kernel, inputs.dtype))
+        else:
+            z = int8_matmul(
+                inputs, self.kernel, self.kernel_scale, self.inputs_quantizer
+            )
         if self.use_bias:
             z = z + ops.cast(self.bias, inputs.dtype)
         if self._targets is not None:
@@ -561,9 +417,6 @@ class GrowableDense(Int8KernelMixin, keras.layers.Layer):
             outputs = self._analysis_hook(self, inputs, z, outputs)
         return outputs
 
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (self.units,)
-
     def set_analysis_hook(self, hook: Callable | None) -> None:
         """Installs `hook(layer, inputs, preactivation, outputs) -> outputs`.
 
@@ -574,90 +427,19 @@ class GrowableDense(Int8KernelMixin, keras.layers.Layer):
         self._analysis_hook = hook
 
     # ---------------------------------------------------------------- saving
-    def _base_variables(self) -> list:
-        variables = [self.kernel]
-        if self.use_bias:
-            variables.append(self.bias)
-        if self._is_quantized:
-            variables.append(self.kernel_scale)
-        return variables
-
-    def _variables_in_order(self) -> list:
-        """Saved order: `kernel`, `bias`, `kernel_scale`, then the pairs'.
-
-        Listed by role, not as Keras tracks them: quantization replaces the
-        kernel by a non-trainable one, which moves it in the tracked lists.
-        """
-        variables = self._base_variables()
-        variables.extend(
-            self._growth[suffix]
-            for suffix in _GROWTH_SUFFIXES
-            if suffix in self._growth
-        )
-        return variables
-
     def save_own_variables(self, store):
-        """Saves the variables by role and each round's indices.
+        """Saves the variables as `Dense` does, then the pairs and rounds.
 
-        The order is `kernel`, `bias`, `kernel_scale` (when quantized; as
-        `Dense` saves them), then the packed `growth_kernel_plus`,
-        `growth_kernel_minus`, `growth_bias_plus` and `growth_bias_minus`.
+        `Dense` saves `kernel` (with any LoRA delta merged), `bias` and
+        `kernel_scale` (when quantized); then come the packed
+        `growth_kernel_plus`, `growth_kernel_minus`, `growth_bias_plus`
+        and `growth_bias_minus`, and each round's indices.
         """
-        for i, variable in enumerate(self._variables_in_order()):
-            store[str(i)] = variable
-        for r, indices in enumerate(self._rounds):
-            store[_INDICES_KEY.format(r)] = indices
-        store[_PACKED_KEY] = np.asarray(1, dtype="int64")
-
-    def _saved_growth(self, store, numbered, num_base) -> tuple:
-        """The file's growth pairs (packed), recorded indices, round sizes.
-
-        Reads both layouts: one packed set of variables (files with
-        `_PACKED_KEY`) and the per-round variables of older files.
-        """
-        suffixes = [
-            s for s in _GROWTH_SUFFIXES if self.use_bias or s[0] == "k"
-        ]
-        arrays = [
-            np.asarray(store[str(i)]) for i in range(num_base, len(numbered))
-        ]
-        recorded = []
-        while _INDICES_KEY.format(len(recorded)) in store.keys():
-            key = _INDICES_KEY.format(len(recorded))
-            recorded.append(np.asarray(store[key]))
-        if _PACKED_KEY in store.keys():
-            if len(arrays) != (len(suffixes) if recorded else 0):
-                raise ValueError(
-                    f"Layer {self.name!r} expected {num_base} variables plus "
-                    f"{len(suffixes)} growth variables, but the saved weights "
-                    f"hold {len(numbered)} variables."
-                )
-            sizes = [r.size for r in recorded]
-            packed = dict(zip(suffixes, arrays, strict=True)) if arrays else {}
-            if arrays and arrays[0].shape[-1] != sum(sizes):
-                raise ValueError(
-                    f"Layer {self.name!r}: the saved growth pairs ("
-                    f"{arrays[0].shape[-1]}) are not those of the saved "
-                    f"rounds ({sizes} neurons)."
-                )
-            return packed, recorded, sizes
-        num_rounds, remainder = divmod(len(arrays), len(suffixes))
-        if remainder:
-            raise ValueError(
-                f"Layer {self.name!r} expected {num_base} variables plus "
-                f"{len(suffixes)} per growth round, but the saved weights "
-                f"hold {len(numbered)} variables."
-            )
-        per_round = [
-            arrays[r * len(suffixes) : (r + 1) * len(suffixes)]
-            for r in range(num_rounds)
-        ]
-        sizes = [round_arrays[0].shape[-1] for round_arrays in per_round]
-        packed = {
-            suffix: np.concatenate([a[j] for a in per_round], axis=-1)
-            for j, suffix in enumerate(suffixes)
-        } if per_round else {}
-        return packed, recorded[:num_rounds], sizes
+        super().save_own_variables(store)
+        pairs = [self._growth[s] for s in PAIR_SUFFIXES if s in self._growth]
+        quantized = self.quantization_mode is not None
+        first = 1 + int(self.use_bias) + int(quantized)
+        save_growth(store, first, pairs, self._rounds)
 
     def load_own_variables(self, store):
         """Loads saved variables; a file of fewer rounds loads too.
@@ -675,117 +457,40 @@ class GrowableDense(Int8KernelMixin, keras.layers.Layer):
         (default input quantizer); a float file is refused by a quantized
         layer: load it, then quantize.
         """
-        numbered = [key for key in store.keys() if key.isdigit()]
-        int8_file = bool(numbered) and is_int8_kernel(store["0"])
-        if self._is_quantized and numbered and not int8_file:
-            raise ValueError(
-                f"Layer {self.name!r} is quantized, but the saved weights "
-                "hold a float kernel. Load them into the float model, then "
-                "call `model.quantize('int8')`."
-            )
-        if numbered and tuple(store["0"].shape) != tuple(self.kernel.shape):
-            raise ValueError(
-                f"Layer {self.name!r} has a kernel of shape "
-                f"{tuple(self.kernel.shape)}, but the saved kernel has shape "
-                f"{tuple(store['0'].shape)}."
-            )
-        num_base = 1 + int(self.use_bias) + int(int8_file)
-        if len(numbered) < num_base:
-            raise ValueError(
-                f"Layer {self.name!r} expected at least {num_base} "
-                f"variables, but the saved weights hold {len(numbered)}."
-            )
-        saved, recorded, sizes = self._saved_growth(store, numbered, num_base)
-        if len(sizes) > len(self._rounds):
-            raise ValueError(
-                f"Layer {self.name!r} has {len(self._rounds)} growth rounds "
-                f"but the saved weights hold {len(sizes)}: they come from "
-                "a model grown further than this one. Load the grown "
-                "model's `.keras` file with `keras.saving.load_model`, or, "
-                "to resume training after growth, list "
-                "`keras_depthhet.GrowthCallback` before "
-                "`keras.callbacks.BackupAndRestore` so that it regrows the "
-                "model before the backup is loaded."
-            )
-        for r, size in enumerate(sizes):
-            expected = self._rounds[r]
-            saved_indices = recorded[r] if r < len(recorded) else None
-            if size != expected.size or (
-                saved_indices is not None
-                and not np.array_equal(saved_indices, expected)
-            ):
-                raise ValueError(
-                    f"Layer {self.name!r}: growth round {r} of the saved "
-                    f"weights grew other neurons than this layer's round "
-                    f"{r} ({expected.tolist()}); the file comes from "
-                    "another growth history."
-                )
-        if int8_file and not self._is_quantized:
+        quantized = self.quantization_mode is not None
+        num_base, int8_file = check_saved_base(
+            self.name, store, self.kernel.shape, self.use_bias, quantized
+        )
+        saved, recorded, sizes = read_growth(
+            self.name, store, num_base, self.use_bias
+        )
+        check_saved_rounds(self.name, self._rounds, recorded, sizes)
+        if int8_file and not quantized:
             # A composite layer rebuilds its children from its own config,
             # which does not record a child's quantized dtype policy: the
             # file is what says that this layer was quantized.
-            self._to_int8(self.quantization_config)
-        for i, variable in enumerate(self._base_variables()):
-            variable.assign(store[str(i)])
+            self.quantize("int8", config=self.quantization_config)
+        base = {str(i): store[str(i)] for i in range(num_base)}
+        if self.lora_enabled:
+            # `Dense` loads the (merged) kernel under LoRA and resets it.
+            super().load_own_variables(base)
+        else:
+            variables = [self.kernel] + [self.bias] * self.use_bias
+            if int8_file:
+                variables.append(self.kernel_scale)
+            for key, variable in zip(base, variables, strict=True):
+                variable.assign(base[key])
         if self._growth:
-            kernel = self._float_kernel()
             bias = ops.convert_to_numpy(self.bias) if self.use_bias else None
             self._assign_growth(
-                self._growth_values(saved, kernel, bias, GROWTH_SCALE)
+                self._growth_values(
+                    saved, float_kernel(self), bias, GROWTH_SCALE
+                )
             )
 
     # ---------------------------------------------------------------- config
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "units": self.units,
-                "activation": keras.activations.serialize(self.activation),
-                "use_bias": self.use_bias,
-                "kernel_initializer": keras.initializers.serialize(
-                    self.kernel_initializer
-                ),
-                "bias_initializer": keras.initializers.serialize(
-                    self.bias_initializer
-                ),
-                "kernel_regularizer": keras.regularizers.serialize(
-                    self.kernel_regularizer
-                ),
-                "bias_regularizer": keras.regularizers.serialize(
-                    self.bias_regularizer
-                ),
-                "kernel_constraint": keras.constraints.serialize(
-                    self.kernel_constraint
-                ),
-                "bias_constraint": keras.constraints.serialize(
-                    self.bias_constraint
-                ),
-                "growth_rounds": [r.tolist() for r in self._rounds],
-                "quantization_config": keras.saving.serialize_keras_object(
-                    self.quantization_config
-                ),
-            }
-        )
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["quantization_config"] = keras.saving.deserialize_keras_object(
-            config.get("quantization_config")
-        )
-        return super().from_config(config)
-
-
-class _ArrayInitializer(keras.initializers.Initializer):
-    """Initialises a variable to a fixed array (used only inside `grow`)."""
-
-    def __init__(self, value):
-        self.value = np.asarray(value)
-
-    def __call__(self, shape, dtype=None):
-        if tuple(shape) != self.value.shape:
-            raise ValueError(
-                f"Expected shape {self.value.shape}. Received: shape={shape}"
-            )
-        return ops.cast(ops.convert_to_tensor(self.value), dtype)
+        return {
+            **super().get_config(),
+            "growth_rounds": [r.tolist() for r in self._rounds],
+        }

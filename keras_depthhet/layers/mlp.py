@@ -7,7 +7,7 @@ from keras_depthhet.layers.attention import (
     growable_children_config,
 )
 from keras_depthhet.layers.growable_dense import GrowableDense
-from keras_depthhet.layers.validation import positive_int
+from keras_depthhet.utils.validation import positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_depthhet")

@@ -2,20 +2,16 @@
 
 `model.quantize("int8")` replaces the float `kernel` of each
 `GrowableDense` by an int8 kernel with one float scale per output neuron
-(`kernel_scale`); the base matmul then runs on inputs quantized per token,
-exactly as `keras.layers.Dense` computes in int8 mode. The bias and the
-growth branch (the neuron pairs) stay in float and trainable. A quantized
-layer cannot grow: grow the float model, then quantize.
+(`kernel_scale`; Keras's `Dense` creates and fills both); the base matmul
+then runs on inputs quantized per token, exactly as `keras.layers.Dense`
+computes in int8 mode (`int8_matmul`). The bias and the growth branch (the
+neuron pairs) stay in float and trainable. A quantized layer cannot grow:
+grow the float model, then quantize. `Int8BaseKernel` holds the
+layer's overrides of `Dense`'s quantization methods.
 """
 
 import numpy as np
 from keras import ops
-from keras.quantizers import AbsMaxQuantizer, QuantizationConfig
-
-from keras_depthhet.utils.keras_internals import (
-    unlocked_state,
-    untrack_variable,
-)
 
 SUPPORTED_MODES = ("int8",)
 """Quantization modes `GrowableDense` implements (`layer.quantize(mode)`)."""
@@ -29,6 +25,15 @@ def int8_matmul(inputs, kernel, kernel_scale, inputs_quantizer):
     int8 kernel and de-scaled in the inputs' dtype. The gradient with
     respect to `inputs` uses the dequantized kernel; the int8 kernel and
     its scale get none (they are not trainable).
+
+    Args:
+        inputs: Float tensor `(..., input_dim)`.
+        kernel: The int8 kernel `(input_dim, units)`.
+        kernel_scale: Its scale per output neuron, `(units,)`.
+        inputs_quantizer: A `keras.quantizers.Quantizer`, or None.
+
+    Returns:
+        The float tensor `(..., units)`, in `inputs`' dtype.
     """
     dtype = inputs.dtype
 
@@ -54,56 +59,75 @@ def int8_matmul(inputs, kernel, kernel_scale, inputs_quantizer):
     )
 
 
-class Int8KernelMixin:
-    """Int8 storage of a layer's base `kernel`; the rest stays in float.
+class Int8BaseKernel:
+    """`GrowableDense`'s overrides of `keras.layers.Dense` quantization.
 
-    Mixed into `GrowableDense`, which provides `kernel`, `units`,
-    `input_dim`, `quantization_config` and `_is_quantized`, computes its
-    base matmul with `_base_matmul` and calls `_build_int8_kernel` from
-    `build` when its dtype policy is quantized. Keras's wrapper of
-    `Layer.quantize` checks the arguments and unlocks the layer before
-    `quantize` runs; `Layer.__call__` routes a quantized layer's calls to
-    `_int8_call`.
+    Mixed in before `Dense`: `Dense` creates the int8 `kernel` and its
+    `kernel_scale` (`quantized_build`) and fills them (`quantize`); these
+    overrides refuse every other mode, let `Model.quantize` quantize a
+    `Dense` subclass, and route a quantized layer's calls to its own
+    `call`, which computes the base matmul with `int8_matmul`. LoRA stays
+    on float layers: `Dense`'s quantized kernel property would add the
+    delta to the int8 values.
     """
 
     def quantize(self, mode=None, type_check=True, config=None):
         """Quantizes the base kernel to int8, one scale per output neuron.
 
-        The bias and the growth pairs stay in float. Only `"int8"` is
-        supported; another mode raises and leaves the layer unchanged.
+        `keras.layers.Dense`'s int8 quantization; the bias and the growth
+        pairs stay in float. Another mode, or a LoRA-enabled layer, raises
+        and leaves the layer unchanged.
 
         Args:
             mode: `"int8"`.
-            type_check: Accepted for `Model.quantize`; subclasses that
-                compute through `preactivation` quantize too.
+            type_check: Accepted for `Model.quantize`; a `GrowableDense`
+                subclass quantizes too.
             config: Optional `keras.quantizers.Int8QuantizationConfig`
                 (weight and input quantizers).
         """
         del type_check
-        if mode not in SUPPORTED_MODES:
+        if mode not in SUPPORTED_MODES or self.lora_enabled:
             policy = self.dtype_policy
             if policy.quantization_mode is not None:
                 # Set by Keras's `dtype_policy` setter before calling here.
                 self.dtype_policy = policy.get_config()["source_name"]
-            self._check_quantization_mode(mode)
-        weight_quantizer = QuantizationConfig.weight_quantizer_or_default(
-            config, AbsMaxQuantizer(axis=0)
-        )
-        values, scale = weight_quantizer(self.kernel.value, to_numpy=True)
-        self._to_int8(config, values, np.squeeze(np.asarray(scale), axis=0))
-
-    def _check_quantization_mode(self, mode) -> None:
-        if mode not in SUPPORTED_MODES:
+        check_quantization_mode(self, mode)
+        if self.lora_enabled:
             raise ValueError(
-                f"Layer {self.name!r} ({type(self).__name__}) supports only "
-                "int8 quantization of its base kernel. Quantize it with "
-                "'int8', or leave it out with `model.quantize(mode, "
-                f"filters=...)`. Received: mode={mode!r}"
+                f"Layer {self.name!r} has LoRA enabled and would quantize "
+                "its frozen kernel without the LoRA delta. Save and load "
+                "the model (which merges the delta into the kernel), then "
+                f"quantize. Received: mode={mode!r}"
             )
+        super().quantize(mode, type_check=False, config=config)
 
-    def _check_growable(self) -> None:
+    def quantized_build(self, kernel_shape, mode, config=None):
+        check_quantization_mode(self, mode)
+        super().quantized_build(kernel_shape, mode, config)
+
+    def quantized_call(self, *args, **kwargs):
+        """Calls `call`, which computes the int8 base matmul itself."""
+        return self.call(*args, **kwargs)
+
+    def enable_lora(self, rank, *args, **kwargs):
+        """`Dense.enable_lora`, refused on a quantized layer.
+
+        Raises:
+            ValueError: if the layer is quantized (enable LoRA on the
+                float layer), or as `Dense.enable_lora` does.
+        """
+        if self.quantization_mode is not None:
+            raise ValueError(
+                f"Layer {self.name!r} is quantized "
+                f"(quantization_mode={self.quantization_mode!r}); LoRA is "
+                "supported on the float layer only. Received: "
+                f"rank={rank!r}"
+            )
+        super().enable_lora(rank, *args, **kwargs)
+
+    def _check_float_kernel(self) -> None:
         """Raises if the layer is quantized: quantize after growth."""
-        if self._is_quantized:
+        if self.quantization_mode is not None:
             raise ValueError(
                 f"Layer {self.name!r} is quantized "
                 f"(quantization_mode={self.quantization_mode!r}) and cannot "
@@ -113,86 +137,31 @@ class Int8KernelMixin:
                 f"for the quantized layer {self.name!r}"
             )
 
-    def _to_int8(self, config, values=None, scale=None) -> None:
-        """Replaces the float kernel by an int8 one and sets the policy.
 
-        `values` and `scale` None leave the new kernel at zero and its
-        scale at one (a weights file is loaded into them next). The new
-        variables are made and set before the float kernel is dropped, so
-        a failure leaves the layer as it was.
-        """
-        before = {id(v) for v in self.weights}
-        try:
-            with unlocked_state(self):
-                kernel, kernel_scale = self._add_int8_variables()
-                if values is not None:
-                    kernel.assign(values)
-                    kernel_scale.assign(scale)
-        except Exception:
-            for variable in self.weights:
-                if id(variable) not in before:
-                    untrack_variable(self, variable)
-            raise
-        untrack_variable(self, self.kernel)
-        with unlocked_state(self):
-            self.kernel = kernel
-            self.kernel_scale = kernel_scale
-        self.quantization_config = config
-        self._set_inputs_quantizer()
-        self._is_quantized = True
-        if self.dtype_policy.quantization_mode is None:
-            self.dtype_policy = f"int8_from_{self.dtype_policy.name}"
+def check_quantization_mode(layer, mode) -> None:
+    """Raises unless `layer` (a `GrowableDense`) supports `mode`.
 
-    def _build_int8_kernel(self) -> None:
-        """Creates the int8 `kernel` and its `kernel_scale` in `build`."""
-        self._check_quantization_mode(self.quantization_mode)
-        self.kernel, self.kernel_scale = self._add_int8_variables()
-        self._set_inputs_quantizer()
-        self._is_quantized = True
-
-    def _add_int8_variables(self) -> tuple:
-        kernel = self.add_weight(
-            name="kernel",
-            shape=(self.input_dim, self.units),
-            initializer="zeros",
-            dtype="int8",
-            trainable=False,
+    Raises:
+        ValueError: for every mode but int8, naming the layer and the mode.
+    """
+    if mode not in SUPPORTED_MODES:
+        raise ValueError(
+            f"Layer {layer.name!r} ({type(layer).__name__}) supports only "
+            "int8 quantization of its base kernel. Quantize it with "
+            "'int8', or leave it out with `model.quantize(mode, "
+            f"filters=...)`. Received: mode={mode!r}"
         )
-        kernel_scale = self.add_weight(
-            name="kernel_scale",
-            shape=(self.units,),
-            initializer="ones",
-            trainable=False,
-        )
-        return kernel, kernel_scale
-
-    def _set_inputs_quantizer(self) -> None:
-        self.inputs_quantizer = (
-            QuantizationConfig.activation_quantizer_or_default(
-                self.quantization_config, AbsMaxQuantizer()
-            )
-        )
-
-    def _int8_call(self, inputs):
-        return self.call(inputs)
-
-    def _base_matmul(self, inputs):
-        """`inputs @ W`: the base kernel's part of the pre-activation."""
-        if self._is_quantized:
-            return int8_matmul(
-                inputs, self.kernel, self.kernel_scale, self.inputs_quantizer
-            )
-        return ops.matmul(inputs, ops.cast(self.kernel, inputs.dtype))
-
-    def _float_kernel(self) -> np.ndarray:
-        """The base kernel's float values (dequantized when quantized)."""
-        kernel = ops.convert_to_numpy(self.kernel)
-        if not self._is_quantized:
-            return kernel
-        scale = ops.convert_to_numpy(self.kernel_scale)
-        return kernel.astype(scale.dtype) / scale
 
 
 def is_int8_kernel(value) -> bool:
     """Whether a saved kernel (array or h5 dataset) is an int8 kernel."""
     return np.dtype(value.dtype) == np.int8
+
+
+def float_kernel(layer) -> np.ndarray:
+    """A `GrowableDense`'s base kernel in float (dequantized if quantized)."""
+    kernel = ops.convert_to_numpy(layer.kernel)
+    if layer.quantization_mode is None:
+        return kernel
+    scale = ops.convert_to_numpy(layer.kernel_scale)
+    return kernel.astype(scale.dtype) / scale

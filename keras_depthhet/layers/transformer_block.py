@@ -5,7 +5,7 @@ from keras import ops
 
 from keras_depthhet.layers.attention import Attention, growable_children_config
 from keras_depthhet.layers.mlp import Mlp
-from keras_depthhet.layers.validation import positive_int, rate
+from keras_depthhet.utils.validation import positive_int, rate
 
 
 @keras.saving.register_keras_serializable(package="keras_depthhet")

@@ -144,3 +144,56 @@ def choice(name: str, value, choices):
             f"Received: {name}={value!r}"
         )
     return value
+
+
+def distinct_indices(name: str, value, size: int) -> np.ndarray:
+    """`value` as a non-empty int64 array of distinct indices in `[0, size)`.
+
+    Args:
+        name: The argument's name, for the message.
+        value: The value received (a sequence or array of integers).
+        size: The number of positions the indices point into.
+
+    Returns:
+        The indices as a one-dimensional int64 array, in the order given.
+
+    Raises:
+        ValueError: if `value` is not one-dimensional, is empty, holds
+            non-integers (booleans are not integers), an index outside
+            `[0, size)` or an index twice.
+
+    Example:
+
+    >>> distinct_indices("indices", [3, 0], 4).tolist()
+    [3, 0]
+    """
+    array = np.asarray(value)
+    if array.ndim != 1:
+        raise ValueError(
+            f"Argument `{name}` must be one-dimensional. "
+            f"Received: {name} with shape {array.shape}"
+        )
+    if array.size == 0:
+        raise ValueError(
+            f"Argument `{name}` must name at least one index. "
+            f"Received: {name}={value!r}"
+        )
+    if array.dtype == bool or not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(
+            f"Argument `{name}` must contain integers. "
+            f"Received: {name}={value!r} (dtype {array.dtype})"
+        )
+    array = array.astype(np.int64)
+    bad = array[(array < 0) | (array >= size)]
+    if bad.size:
+        raise ValueError(
+            f"Argument `{name}` must lie in [0, {size}). "
+            f"Received out-of-range values: {bad.tolist()}"
+        )
+    values, counts = np.unique(array, return_counts=True)
+    if np.any(counts > 1):
+        raise ValueError(
+            f"Argument `{name}` must not repeat an index. "
+            f"Received duplicates: {values[counts > 1].tolist()}"
+        )
+    return array
