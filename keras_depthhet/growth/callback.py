@@ -251,11 +251,10 @@ class GrowthCallback(keras.callbacks.Callback):
             bias = None if bias is None else keras.ops.convert_to_numpy(bias)
             layer._pair_values(kernel, bias, np.arange(layer.units), self.scale)
         if self.criterion != "random":
-            capture = splitting.capture
             if self.analysis_data is None:
-                capture.resolve_loss(self.model, None)
+                splitting.loss.resolve_loss(self.model, None)
             else:
-                capture.check_analysis_data(
+                splitting.data.check_analysis_data(
                     self.model,
                     self.analysis_data,
                     "analysis_data",

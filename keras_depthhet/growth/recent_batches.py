@@ -31,7 +31,7 @@ import collections
 import keras
 import numpy as np
 
-from keras_depthhet.splitting.capture import Batch
+from keras_depthhet.splitting.data import Batch
 from keras_depthhet.utils.validation import positive_int
 
 
@@ -250,7 +250,7 @@ class RecentBatches:
         """The kept batches, oldest first, in NumPy.
 
         Returns:
-            A list of `keras_depthhet.splitting.capture.Batch` (`x`, `y`,
+            A list of `keras_depthhet.splitting.data.Batch` (`x`, `y`,
             `sample_weight` as the train step received them, `y` and
             `sample_weight` possibly `None`, and the number of samples).
 

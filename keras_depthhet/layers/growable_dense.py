@@ -292,7 +292,7 @@ class GrowableDense(Int8BaseKernel, keras.layers.Dense):
             )
         return 2 * (self.input_dim + int(self.use_bias)) * int(num_neurons)
 
-    def grow(self, indices, scale: float = GROWTH_SCALE) -> int:
+    def grow(self, indices, scale: float = 0.2) -> int:
         """Adds one growth round at the output neurons `indices`.
 
         Each chosen neuron `i` gets a pair of neurons initialised to

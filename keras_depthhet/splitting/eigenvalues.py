@@ -11,7 +11,7 @@ from keras import ops
 
 from keras_depthhet.splitting import capture, eigen, lanczos
 from keras_depthhet.splitting.curvature import splitting_terms
-from keras_depthhet.utils.keras_internals import sync_trainer_state
+from keras_depthhet.utils.validation import choice, fraction, positive_int
 
 METHODS = ("auto", "dense", "matrix_free")
 """Accepted values of `method`."""
@@ -28,27 +28,6 @@ class _LayerPlan:
     tokens: int
     kept: int
     working: int
-
-
-def _check_method(method) -> str:
-    if method not in METHODS:
-        raise ValueError(
-            f"Argument `method` must be one of {list(METHODS)}. "
-            f"Received: method={method!r}"
-        )
-    return method
-
-
-def _check_tol(tol) -> float:
-    if (
-        isinstance(tol, bool)
-        or not isinstance(tol, (int, float, np.floating))
-        or not 0 < tol < 1
-    ):
-        raise ValueError(
-            f"Argument `tol` must be a number in (0, 1). Received: tol={tol!r}"
-        )
-    return float(tol)
 
 
 def _plan_layer(key, layer, tokens, method, max_iter, budget) -> _LayerPlan:
@@ -201,18 +180,14 @@ def splitting_eigenvalues(
     values["block_0_mlp_fc1"].shape  # (32,)
     ```
     """
-    method = _check_method(method)
-    tol = _check_tol(tol)
-    max_iter = capture.check_positive_int("max_iter", max_iter, False)
-    memory_budget = capture.check_positive_int(
-        "memory_budget", memory_budget, False
+    method = choice("method", method, METHODS)
+    tol = fraction("tol", tol)
+    max_iter = positive_int("max_iter", max_iter)
+    memory_budget = positive_int("memory_budget", memory_budget)
+    chosen, batches = capture.analysis_inputs(
+        model, data, loss, num_batches, layers
     )
-    chosen = capture.select_layers(model, layers)
-    capture.resolve_loss(model, loss)  # fails before any data is read
-    batches = capture.read_batches(data, num_batches)
     total = sum(batch.size for batch in batches)
-    sync_trainer_state(model)
-    capture.check_labels(model, loss, batches)
     per_sample = capture.tokens_per_sample(model, chosen, batches[0])
     plans = [
         _plan_layer(

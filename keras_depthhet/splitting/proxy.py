@@ -9,7 +9,6 @@ from keras import ops
 
 from keras_depthhet.splitting import capture
 from keras_depthhet.splitting.curvature import proxy_terms
-from keras_depthhet.utils.keras_internals import sync_trainer_state
 
 
 def gradient_proxy(
@@ -80,12 +79,10 @@ def gradient_proxy(
             "`include_bias` must be a bool. "
             f"Received: include_bias={include_bias!r}"
         )
-    chosen = capture.select_layers(model, layers)
-    capture.resolve_loss(model, loss)  # fails before any data is read
-    batches = capture.read_batches(data, num_batches)
-    capture.check_labels(model, loss, batches)
+    chosen, batches = capture.analysis_inputs(
+        model, data, loss, num_batches, layers
+    )
     total = sum(batch.size for batch in batches)
-    sync_trainer_state(model)
     terms_fn = functools.partial(proxy_terms, include_bias=include_bias)
     step = capture.make_step(
         model, chosen, loss, terms_fn, ("proxy", include_bias)

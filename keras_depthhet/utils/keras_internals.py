@@ -10,7 +10,7 @@ import contextlib
 import json
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import keras
 
@@ -276,3 +276,99 @@ def backup_epoch(backup: keras.callbacks.BackupAndRestore) -> int | None:
         return None
     with open(path) as f:
         return int(json.load(f)["epoch"])
+
+
+def untracked_cache(model: keras.layers.Layer, name: str) -> dict:
+    """A plain dict kept on `model` as attribute `name`, made on first use.
+
+    Keras's `Layer.__setattr__` hands whatever is set on a layer to its
+    tracker, which wraps a dict in a tracked one and looks inside it for
+    variables and layers. A cache of compiled functions keyed by the
+    model's state must stay out of that (and out of saving), so it is set
+    past the tracker, with `object.__setattr__`.
+    `tests/utils/test_keras_internals.py` fails if Keras stops wrapping
+    dicts or if such an attribute shows in the model's state.
+    """
+    cache = model.__dict__.get(name)
+    if cache is None:
+        cache = {}
+        object.__setattr__(model, name, cache)
+    return cache
+
+
+def _tensorflow_trainer():
+    from keras.src.backend.tensorflow import trainer
+
+    return trainer
+
+
+def tensorflow_fit_functions() -> dict[str, Callable]:
+    """The functions of Keras's TensorFlow trainer that multi-worker needs.
+
+    `TensorFlowTrainer._maybe_symbolic_build` and the trainer module's
+    `reduce_per_replica`, by qualified name, as installed now:
+    `keras_depthhet.utils.multi_worker.enable_multi_worker_fit` replaces
+    them with `replace_tensorflow_fit_functions`.
+    """
+    trainer = _tensorflow_trainer()
+    return {
+        "TensorFlowTrainer._maybe_symbolic_build": (
+            trainer.TensorFlowTrainer._maybe_symbolic_build
+        ),
+        "reduce_per_replica": trainer.reduce_per_replica,
+    }
+
+
+def replace_tensorflow_fit_functions(
+    maybe_symbolic_build: Callable, reduce_per_replica: Callable
+) -> None:
+    """Installs replacements of the functions `tensorflow_fit_functions`
+    returns, process-wide (the trainer looks both up at each call)."""
+    trainer = _tensorflow_trainer()
+    trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build
+    trainer.reduce_per_replica = reduce_per_replica
+
+
+def in_multi_worker_mode(strategy) -> bool:
+    """Whether Keras's TensorFlow trainer treats `strategy` as multi-worker.
+
+    Keras's own test: a `MultiWorkerMirroredStrategy` whose cluster has
+    two or more workers.
+    """
+    return _tensorflow_trainer()._collective_all_reduce_multi_worker(strategy)
+
+
+def symbolic_build(model: keras.Model, data_batch) -> None:
+    """Builds `model`, its optimizer and metrics from one batch's specs.
+
+    What Keras's trainers do before the first step (`Trainer.
+    _symbolic_build`): nothing is computed, only shapes and dtypes read.
+    """
+    model._symbolic_build(data_batch=data_batch)
+
+
+def coordination_service_config():
+    """TensorFlow's coordination service configuration of this process.
+
+    The `CoordinationServiceConfig` protocol buffer that
+    `configure_coordination_service` stored, which the service reads when
+    it starts, or None before it is configured. It has no public accessor;
+    fields `configure_coordination_service` does not take (such as
+    `cluster_register_with_barrier`) can only be set on it.
+    """
+    from tensorflow.python.eager import context
+
+    return context.context()._coordination_service_config
+
+
+def initialize_jax_rng() -> None:
+    """Gives every JAX process the same Keras seed, unless one is set.
+
+    What `keras.distribution.initialize` does after starting
+    `jax.distributed`: each process draws a seed and the processes' seeds
+    are summed across them.
+    """
+    from keras.src.backend.jax.distribution_lib import initialize_rng
+
+    initialize_rng()
+

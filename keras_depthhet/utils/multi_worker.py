@@ -41,6 +41,15 @@ import logging
 
 import keras
 
+from keras_depthhet.utils.keras_internals import (
+    coordination_service_config,
+    in_multi_worker_mode,
+    initialize_jax_rng,
+    replace_tensorflow_fit_functions,
+    symbolic_build,
+    tensorflow_fit_functions,
+)
+
 _logger = logging.getLogger(__name__)
 
 PATCHED_SOURCES = {
@@ -57,24 +66,11 @@ def source_fingerprint(function) -> str:
     return hashlib.sha256(source.encode()).hexdigest()[:16]
 
 
-def _tensorflow_trainer():
-    from keras.src.backend.tensorflow import trainer
-
-    return trainer
-
-
 def changed_keras_functions() -> list[str]:
     """The patched Keras functions whose source differs from Keras 3.15's."""
-    trainer = _tensorflow_trainer()
-    functions = {
-        "TensorFlowTrainer._maybe_symbolic_build": (
-            trainer.TensorFlowTrainer._maybe_symbolic_build
-        ),
-        "reduce_per_replica": trainer.reduce_per_replica,
-    }
     return [
         name
-        for name, function in functions.items()
+        for name, function in tensorflow_fit_functions().items()
         if source_fingerprint(function) != PATCHED_SOURCES[name]
     ]
 
@@ -83,26 +79,27 @@ def is_multi_worker(strategy) -> bool:
     """Whether `strategy` is a `MultiWorkerMirroredStrategy` of 2+ workers."""
     if strategy is None or keras.backend.backend() != "tensorflow":
         return False
-    return _tensorflow_trainer()._collective_all_reduce_multi_worker(strategy)
+    return in_multi_worker_mode(strategy)
 
 
 def _first_local_values(batch, strategy):
     import tensorflow as tf
-    from keras.src import tree
 
     def first(value):
         if isinstance(value, tf.distribute.DistributedValues):
             return strategy.experimental_local_results(value)[0]
         return value
 
-    return tree.map_structure(first, batch)
+    return keras.tree.map_structure(first, batch)
 
 
 def multi_worker_fit_enabled() -> bool:
     """Whether `enable_multi_worker_fit` has patched Keras in this process."""
     if keras.backend.backend() != "tensorflow":
         return False
-    build = _tensorflow_trainer().TensorFlowTrainer._maybe_symbolic_build
+    build = tensorflow_fit_functions()[
+        "TensorFlowTrainer._maybe_symbolic_build"
+    ]
     return bool(getattr(build, "_multi_worker_fix", False))
 
 
@@ -151,8 +148,6 @@ def enable_multi_worker_fit() -> None:
         )
     if multi_worker_fit_enabled():
         return
-    trainer = _tensorflow_trainer()
-    cls = trainer.TensorFlowTrainer
     changed = changed_keras_functions()
     if changed:
         raise RuntimeError(
@@ -162,11 +157,12 @@ def enable_multi_worker_fit() -> None:
             "supports MultiWorkerMirroredStrategy in `fit` "
             "(keras-team/keras#20585) before updating the fixes."
         )
-    keras_build = cls._maybe_symbolic_build
-    keras_reduce = trainer.reduce_per_replica
+    functions = tensorflow_fit_functions()
+    keras_build = functions["TensorFlowTrainer._maybe_symbolic_build"]
+    keras_reduce = functions["reduce_per_replica"]
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        strategy = self._distribute_strategy
+        strategy = self.distribute_strategy
         if not is_multi_worker(strategy):
             return keras_build(self, iterator=iterator, data_batch=data_batch)
         if iterator is not None:
@@ -174,13 +170,12 @@ def enable_multi_worker_fit() -> None:
                 data_batch = _first_local_values(next(batches), strategy)
                 break
         with strategy.scope():
-            self._symbolic_build(data_batch=data_batch)
+            symbolic_build(self, data_batch)
 
     def reduce_per_replica(values, strategy, reduction):
         if reduction not in ("auto", "mean") or not is_multi_worker(strategy):
             return keras_reduce(values, strategy, reduction)
         import tensorflow as tf
-        from keras.src import tree
 
         def mean(value):
             local = value
@@ -189,13 +184,12 @@ def enable_multi_worker_fit() -> None:
             axis = None if local.shape.rank == 0 else 0
             return strategy.reduce("MEAN", value, axis=axis)
 
-        return tree.map_structure(mean, values)
+        return keras.tree.map_structure(mean, values)
 
     _maybe_symbolic_build.__wrapped__ = keras_build
     _maybe_symbolic_build._multi_worker_fix = True
     reduce_per_replica.__wrapped__ = keras_reduce
-    cls._maybe_symbolic_build = _maybe_symbolic_build
-    trainer.reduce_per_replica = reduce_per_replica
+    replace_tensorflow_fit_functions(_maybe_symbolic_build, reduce_per_replica)
     _logger.warning(
         "keras_depthhet.distributed.enable_multi_worker_fit() replaced "
         "Keras's TensorFlowTrainer._maybe_symbolic_build and "
@@ -245,8 +239,7 @@ def bound_tf_cluster_waits(timeout: int) -> None:
         coordinated_jobs=jobs,
     )
     # Without the barrier, registration waits for missing workers forever.
-    config = context.context()._coordination_service_config
-    config.cluster_register_with_barrier = True
+    coordination_service_config().cluster_register_with_barrier = True
 
 
 def seed_all_processes() -> None:
@@ -255,6 +248,4 @@ def seed_all_processes() -> None:
     Variables of a model built under a `keras.distribution` are laid out
     from each process's own initial values, which must agree.
     """
-    from keras.src.backend.jax.distribution_lib import initialize_rng
-
-    initialize_rng()
+    initialize_jax_rng()

@@ -107,6 +107,25 @@ def rate(name: str, value) -> float:
     return float(value)
 
 
+def fraction(name: str, value) -> float:
+    """`value` as a float in (0, 1) (a relative tolerance).
+
+    Raises:
+        ValueError: otherwise, naming `name` and the value.
+
+    Example:
+
+    >>> fraction("tol", 1e-3)
+    0.001
+    """
+    if not _is_real(value) or not 0 < value < 1:
+        raise ValueError(
+            f"Argument `{name}` must be a number in (0, 1). "
+            f"Received: {name}={value!r}"
+        )
+    return float(value)
+
+
 def width_ratio(name: str, value) -> float:
     """`value` as a float in (0, 16], a width relative to the standard one.
 

@@ -1,12 +1,21 @@
+import inspect
+
 import keras
 import numpy as np
 import pytest
 
 from keras_depthhet.utils.keras_internals import (
     backup_epoch,
+    coordination_service_config,
+    in_multi_worker_mode,
+    initialize_jax_rng,
     iter_layers,
+    replace_tensorflow_fit_functions,
+    symbolic_build,
+    tensorflow_fit_functions,
     unlocked_state,
     untrack_variable,
+    untracked_cache,
 )
 
 
@@ -108,3 +117,108 @@ def test_backup_epoch_reads_the_epoch_keras_backup_and_restore_resumes_at(
     history = model.fit(x, y, epochs=5, callbacks=[backup], verbose=0)
     assert history.epoch == [3, 4]
     assert backup_epoch(backup) == 5
+
+
+def test_untracked_cache_stays_out_of_keras_tracking_and_saving(tmp_path):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+    # The canary: Keras wraps a dict set on a layer in a tracked one.
+    model.tracked = {}
+    assert type(model.tracked) is not dict
+    weights = len(model.weights)
+    cache = untracked_cache(model, "_steps")
+    assert type(cache) is dict
+    assert untracked_cache(model, "_steps") is cache
+    cache["step"] = keras.Variable(np.zeros(2), name="not_a_weight")
+    assert len(model.weights) == weights
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert "_steps" not in loaded.__dict__
+
+
+def test_tensorflow_fit_functions_are_keras_trainer_functions():
+    functions = tensorflow_fit_functions()
+    assert list(functions) == [
+        "TensorFlowTrainer._maybe_symbolic_build",
+        "reduce_per_replica",
+    ]
+    for name, function in functions.items():
+        assert function.__qualname__ == name
+        assert function.__module__ == "keras.src.backend.tensorflow.trainer"
+    reduce = inspect.signature(functions["reduce_per_replica"])
+    assert list(reduce.parameters) == ["values", "strategy", "reduction"]
+
+
+def test_replaced_tensorflow_fit_functions_are_the_ones_keras_calls():
+    from keras.src.backend.tensorflow import trainer
+
+    keras_build, keras_reduce = tensorflow_fit_functions().values()
+
+    def build(self, iterator=None, data_batch=None):
+        return keras_build(self, iterator=iterator, data_batch=data_batch)
+
+    def reduce(values, strategy, reduction):
+        return keras_reduce(values, strategy, reduction)
+
+    try:
+        replace_tensorflow_fit_functions(build, reduce)
+        assert trainer.TensorFlowTrainer._maybe_symbolic_build is build
+        assert trainer.reduce_per_replica is reduce
+        assert list(tensorflow_fit_functions().values()) == [build, reduce]
+    finally:
+        replace_tensorflow_fit_functions(keras_build, keras_reduce)
+    assert trainer.TensorFlowTrainer._maybe_symbolic_build is keras_build
+    # The trainer calls the module-level function by name.
+    source = inspect.getsource(trainer.TensorFlowTrainer)
+    assert "reduce_per_replica(" in source
+    assert "self._maybe_symbolic_build(" in inspect.getsource(
+        trainer.TensorFlowTrainer.fit
+    )
+
+
+def test_in_multi_worker_mode_is_false_off_a_multi_worker_cluster():
+    import tensorflow as tf
+
+    assert in_multi_worker_mode(tf.distribute.get_strategy()) is False
+    one_device = tf.distribute.OneDeviceStrategy("/cpu:0")
+    assert in_multi_worker_mode(one_device) is False
+
+
+def test_symbolic_build_builds_model_optimizer_and_metrics_from_specs():
+    model = keras.Sequential([keras.layers.Dense(3)])
+    model.compile(optimizer="adam", loss="mse", metrics=["mae"])
+    x = np.ones((4, 2), "float32")
+    y = np.zeros((4, 3), "float32")
+    assert not model.built
+    symbolic_build(model, (x, y))
+    assert model.built and model.optimizer.built
+    assert model.layers[0].kernel.shape == (2, 3)
+    # Adam: iterations, learning rate, two moments per weight.
+    assert len(model.optimizer.variables) == 2 + 2 * 2
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 0
+
+
+def test_coordination_service_config_is_tensorflows_unset_proto():
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.eager import context
+
+    # Not configured in this process; the attribute itself must exist.
+    assert coordination_service_config() is None
+    configure = inspect.getsource(
+        context.Context.configure_coordination_service
+    )
+    assert "self._coordination_service_config = config" in configure
+    fields = coordination_config_pb2.CoordinationServiceConfig.DESCRIPTOR
+    assert "cluster_register_with_barrier" in fields.fields_by_name
+
+
+def test_initialize_jax_rng_keeps_a_set_seed_and_sets_one_otherwise():
+    from keras.src.backend.common import global_state
+    from keras.src.utils import rng_utils
+
+    keras.utils.set_random_seed(7)
+    initialize_jax_rng()
+    assert rng_utils.get_random_seed() == 7
+    global_state.set_global_attribute(rng_utils.GLOBAL_RANDOM_SEED, None)
+    initialize_jax_rng()
+    assert isinstance(rng_utils.get_random_seed(), int)

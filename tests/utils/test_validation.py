@@ -5,6 +5,7 @@ import pytest
 
 from keras_depthhet.utils.validation import (
     choice,
+    fraction,
     int_at_least,
     positive_int,
     positive_number,
@@ -50,6 +51,8 @@ def test_positive_number_rate_width_and_choice_accept():
     assert positive_number("scale", None, optional=True) is None
     assert rate("dropout", 0) == 0.0
     assert width_ratio("mlp_width", 16) == 16.0
+    assert fraction("tol", np.float32(0.5)) == 0.5
+    assert type(fraction("tol", np.float32(0.5))) is float
     assert choice("criterion", "random", ("splitting", "random")) == "random"
 
 
@@ -60,6 +63,10 @@ def test_positive_number_rate_width_and_choice_accept():
         (rate, -0.1),
         (width_ratio, 0),
         (width_ratio, 16.5),
+        (fraction, 0),
+        (fraction, 1),
+        (fraction, float("nan")),
+        (fraction, True),
     ],
 )
 def test_rate_and_width_ratio_bounds(check, value):

@@ -1,0 +1,216 @@
+"""The batches an analysis reads, and the checks of data against the model.
+
+`read_batches` reads any data `model.fit` accepts (a `tf.data.Dataset`, a
+`PyDataset`, an iterable of batches, an `(x, y)` tuple of arrays) once
+into NumPy `Batch`es; `check_labels` and `check_analysis_data` refuse
+data that would make an analysis fail or silently mislead, naming the
+argument it came from.
+"""
+
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_depthhet.splitting.loss import (
+    flat_outputs,
+    is_sparse_loss,
+    per_output,
+    resolve_loss,
+)
+from keras_depthhet.utils.validation import positive_int
+
+
+@dataclass
+class Batch:
+    """One batch as read from `data`, in NumPy, with its sample count."""
+
+    x: object
+    y: object
+    sample_weight: object
+    size: int
+
+
+def check_labels(model, loss, batches, argument: str = "data") -> None:
+    """Refuses labels that would silently steer the analysis wrong.
+
+    Targets must be finite, and labels of a sparse categorical loss must
+    be integers in `[0, classes)` (JAX would otherwise read a clamped or
+    undefined probability without an error).
+    """
+    if loss is None:
+        loss = getattr(model, "loss", None)
+    if isinstance(loss, (dict, list, tuple)):
+        losses = per_output(model, loss)
+    else:
+        losses = None
+    for index, batch in enumerate(batches):
+        targets = flat_outputs(model, batch.y)
+        for k, y in enumerate(targets):
+            y = np.asarray(y)
+            if np.issubdtype(y.dtype, np.floating) and not np.all(
+                np.isfinite(y)
+            ):
+                raise ValueError(
+                    f"Argument `{argument}` holds non-finite targets (NaN or "
+                    f"Inf) in batch {index} (0-based)."
+                )
+            this = loss if losses is None else losses[k]
+            if this is None or not is_sparse_loss(this):
+                continue
+            classes = _num_classes(model, k)
+            bad = (y != np.round(y)) | (y < 0)
+            if classes is not None:
+                bad |= y >= classes
+            if np.any(bad):
+                raise ValueError(
+                    f"Argument `{argument}` holds labels that are not class "
+                    f"indices in [0, {classes}) for a sparse categorical "
+                    f"loss: {np.unique(y[bad])[:10].tolist()} in batch "
+                    f"{index} (0-based)."
+                )
+
+
+def _num_classes(model, output: int) -> int | None:
+    outputs = getattr(model, "outputs", None)
+    if not outputs or output >= len(keras.tree.flatten(outputs)):
+        return None
+    size = keras.tree.flatten(outputs)[output].shape[-1]
+    return None if size is None else int(size)
+
+
+def check_analysis_data(
+    model, data, argument: str, num_batches: int | None = None
+) -> None:
+    """Checks that `data` can be analysed with `model` and its loss.
+
+    Reads up to `num_batches` batches (checking their labels), runs the
+    model on two samples of the first and computes their loss, so that a
+    wrong input shape, a target that does not fit the loss or an
+    unsupported loss is reported now, naming `argument`. The model is
+    not changed.
+    """
+    loss_fn = resolve_loss(model, None)
+    try:
+        batches = read_batches(data, num_batches)
+    except ValueError as error:
+        raise ValueError(
+            str(error).replace("Argument `data`", f"Argument `{argument}`")
+        ) from None
+    check_labels(model, None, batches, argument)
+    first = batches[0]
+    x, y, sw = keras.tree.map_structure(
+        lambda t: None if t is None else t[:2],
+        (first.x, first.y, first.sample_weight),
+    )
+    shapes = keras.tree.map_structure(lambda t: tuple(t.shape), first.x)
+    try:
+        y_pred = model(x, training=False)
+    except Exception as error:
+        raise ValueError(
+            f"Argument `{argument}` does not fit the model: running it on "
+            f"inputs of shape {shapes} failed with {type(error).__name__}: "
+            f"{error}"
+        ) from error
+    try:
+        value = loss_fn(y, y_pred, sw)
+    except Exception as error:
+        raise ValueError(
+            f"Argument `{argument}` does not fit the model's loss: its "
+            f"targets failed with {type(error).__name__}: {error}"
+        ) from error
+    if not np.all(np.isfinite(ops.convert_to_numpy(value))):
+        raise ValueError(
+            f"Argument `{argument}` gives a non-finite loss on its first "
+            "samples; check the inputs and targets."
+        )
+
+
+def _to_numpy(tree):
+    return keras.tree.map_structure(
+        lambda t: None if t is None else np.asarray(t), tree
+    )
+
+
+ARRAY_BATCH_SIZE = 32
+"""Batch size into which an `(x, y)` tuple of arrays is cut (Keras's)."""
+
+
+def _is_array_tuple(data) -> bool:
+    """Whether `data` is `(x, y)` or `(x, y, sample_weight)` of arrays."""
+    return (
+        isinstance(data, tuple)
+        and len(data) in (2, 3)
+        and all(
+            len(getattr(part, "shape", ())) >= 1
+            for part in data
+            if part is not None
+        )
+    )
+
+
+def _array_batches(data):
+    parts = _to_numpy(data)
+    size = len(parts[0])
+    for start in range(0, size, ARRAY_BATCH_SIZE):
+        yield tuple(
+            None if p is None else p[start : start + ARRAY_BATCH_SIZE]
+            for p in parts
+        )
+
+
+def _iterate(data):
+    if _is_array_tuple(data):
+        return _array_batches(data)
+    if isinstance(data, keras.utils.PyDataset):
+        return (data[i] for i in range(len(data)))
+    try:
+        return iter(data)
+    except TypeError:
+        raise ValueError(
+            "Argument `data` must be a tf.data.Dataset, a keras PyDataset, "
+            "an (x, y) tuple of arrays or an iterable of (x, y) or "
+            "(x, y, sample_weight) batches. "
+            f"Received: data of type {type(data).__name__}"
+        ) from None
+
+
+def read_batches(data, num_batches: int | None) -> list[Batch]:
+    """Reads up to `num_batches` batches of `data` into NumPy.
+
+    Input batches are small next to the activations the analysis keeps, and
+    reading them once makes every pass over them see the same samples (a
+    shuffled `tf.data.Dataset` would not).
+    """
+    num_batches = positive_int("num_batches", num_batches, optional=True)
+    batches = []
+    for index, item in enumerate(_iterate(data)):
+        if num_batches is not None and index >= num_batches:
+            break
+        if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+            raise ValueError(
+                "Argument `data` must yield (x, y) or (x, y, sample_weight) "
+                f"batches. Received: batch {index} of type "
+                f"{type(item).__name__}"
+                + (
+                    f" with {len(item)} items"
+                    if hasattr(item, "__len__")
+                    else ""
+                )
+            )
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(tuple(item))
+        if y is None:
+            raise ValueError(
+                f"Argument `data` must give targets `y`. Received: batch "
+                f"{index} with y=None"
+            )
+        x, y, sample_weight = _to_numpy((x, y, sample_weight))
+        size = int(keras.tree.flatten(x)[0].shape[0])
+        batches.append(Batch(x, y, sample_weight, size))
+    if not batches:
+        raise ValueError(
+            "Argument `data` must contain at least one batch. "
+            "Received: empty data"
+        )
+    return batches
