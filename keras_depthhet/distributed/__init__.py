@@ -15,6 +15,10 @@ runs; `enable_multi_worker_fit`, called by name, fixes Keras's TensorFlow
 `keras.distribution.ModelParallel`.
 """
 
+from keras_depthhet.distributed.cluster import (
+    initialize_multi_host,
+    validate_tf_config,
+)
 from keras_depthhet.distributed.fit import GrowthRun, fit_with_growth
 from keras_depthhet.distributed.layouts import (
     VIT_MODEL_PARALLEL_LAYOUT,
@@ -25,10 +29,8 @@ from keras_depthhet.distributed.runtime import (
     Runtime,
     check_global_batch,
     check_model_placement,
-    initialize_multi_host,
     model_runtime,
     resolve_distribution,
-    validate_tf_config,
 )
 from keras_depthhet.distributed.workers import (
     ChiefBackupAndRestore,
