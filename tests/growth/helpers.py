@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 
+from keras_depthhet.layers import GrowableDense
 from keras_depthhet.models.vit import growable_layers, vit
 
 
@@ -37,6 +38,35 @@ def compiled_tiny_vit(optimizer=None, jit_compile="auto", depth: int = 2):
     pass `jit_compile=True` (or both values).
     """
     model = tiny_vit(depth)
+    model.compile(
+        optimizer or keras.optimizers.Adam(1e-3),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=jit_compile,
+    )
+    return model
+
+
+def tiny_mlp(width: int = 16) -> keras.Model:
+    """8x8x1 inputs, flattened, through two `GrowableDense` layers of
+    `width` GELU neurons (`"fc1"`, `"fc2"`) to a 10-class `Dense` head.
+
+    The growth machinery finds and grows `GrowableDense` layers in any
+    model; tests whose subject is not the ViT run on this model, whose
+    compiled steps cost a fraction of the ViT's. A neuron of `fc1` costs
+    `2 * (64 + 1)` parameters, one of `fc2` `2 * (width + 1)`.
+    """
+    inputs = keras.Input((8, 8, 1))
+    hidden = keras.layers.Flatten()(inputs)
+    hidden = GrowableDense(width, activation="gelu", name="fc1")(hidden)
+    hidden = GrowableDense(width, activation="gelu", name="fc2")(hidden)
+    outputs = keras.layers.Dense(10, name="head")(hidden)
+    return keras.Model(inputs, outputs, name="tiny_mlp")
+
+
+def compiled_tiny_mlp(optimizer=None, jit_compile="auto", width: int = 16):
+    """`tiny_mlp` compiled as `compiled_tiny_vit` compiles the ViT."""
+    model = tiny_mlp(width)
     model.compile(
         optimizer or keras.optimizers.Adam(1e-3),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
