@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from keras_depthhet.growth.recent_batches import RecentBatches
-from tests.growth.helpers import tiny_vit
+from tests.growth.helpers import tiny_mlp
 from tests.subprocess_utils import run_python
 
 N, BATCH = 40, 8
@@ -60,7 +60,9 @@ class _IndexedPyDataset(keras.utils.PyDataset):
 
 
 def _compiled(steps_per_execution=1, jit_compile=True):
-    model = tiny_vit(depth=1)
+    """A model of `GrowableDense` layers: what `fit` feeds its train
+    function does not depend on the model."""
+    model = tiny_mlp()
     model.compile(
         keras.optimizers.Adam(1e-3),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
