@@ -129,8 +129,25 @@ def _fails(capsys, argv, *fragments):
     return err
 
 
+@pytest.fixture
+def finished_run(tmp_path):
+    """`grown_run` as the refusals see it, without its training.
+
+    `check_architecture_source` reads no model: run.json (finished) and
+    config.json (the growing command's) are what it checks; model.keras
+    need only be there.
+    """
+    config = apply_overrides(load_config(train.DEFAULT_CONFIG), GROWING[1::2])
+    run = tmp_path / "grown"
+    run.mkdir()
+    (run / "model.keras").write_bytes(b"")
+    (run / "config.json").write_text(json.dumps(config))
+    train.write_run_file(run, train.PROGRAM, "finished")
+    return run
+
+
 def test_bad_run_directories_are_refused_before_anything_is_written(
-    grown_run, tmp_path, capsys
+    finished_run, tmp_path, capsys
 ):
     workdir = tmp_path / "scratch"
     argv = ["--workdir", str(workdir), *FROM_SCRATCH]
@@ -156,7 +173,7 @@ def test_bad_run_directories_are_refused_before_anything_is_written(
         [
             *argv,
             "--set",
-            f"model.architecture_from={grown_run}",
+            f"model.architecture_from={finished_run}",
             "--set",
             "model.mlp_width=1.0",
         ],
@@ -169,7 +186,7 @@ def test_bad_run_directories_are_refused_before_anything_is_written(
             "--workdir",
             str(workdir),
             "--set",
-            f"model.architecture_from={grown_run}",
+            f"model.architecture_from={finished_run}",
         ],
         "`growth.enabled` must be False when model.architecture_from is set",
     )
