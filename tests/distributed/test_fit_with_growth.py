@@ -8,7 +8,7 @@ import pytest
 
 from keras_depthhet.distributed import fit_with_growth
 from keras_depthhet.growth.callback import GrowthCallback
-from keras_depthhet.layers import growable_layers
+from keras_depthhet.layers import GrowableDense, growable_layers
 from tests.growth.helpers import random_data, tiny_vit, values_by_path
 
 TRACES = [0]
@@ -22,9 +22,23 @@ def counting_loss(y_true, y_pred):
     )
 
 
+def tiny_mlp():
+    """Two `GrowableDense` layers on the flattened 8x8x1 images.
+
+    `fit_with_growth` rebuilds any functional model from its config; a
+    ViT's nested layers are covered in test_rebuild.py. The MLP's train
+    step compiles in a fraction of a ViT's time, once per segment.
+    """
+    inputs = keras.Input((8, 8, 1))
+    hidden = keras.layers.Flatten()(inputs)
+    hidden = GrowableDense(8, activation="gelu", name="fc1")(hidden)
+    outputs = GrowableDense(10, name="fc2")(hidden)
+    return keras.Model(inputs, outputs)
+
+
 def build(loss="sparse"):
     keras.utils.set_random_seed(3)
-    model = tiny_vit()
+    model = tiny_mlp()
     model.compile(
         keras.optimizers.Adam(1e-3),
         counting_loss
