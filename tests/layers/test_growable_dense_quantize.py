@@ -4,6 +4,7 @@ The int8 base matmul is checked against Keras's own `Dense` in int8 mode
 with the same weights; the float growth branch against the float layer.
 """
 
+import gc
 import os
 import warnings
 
@@ -28,6 +29,15 @@ VIT = dict(
     num_heads=2,
 )
 VIT_PLAN = {"block_0_mlp_fc1": [0, 5], "block_0_attn_qkv": [1]}
+
+
+@pytest.fixture(autouse=True)
+def _no_full_collection_per_deleted_variable(monkeypatch):
+    """Keras's `Layer.__delattr__` runs a full `gc.collect()` for every
+    variable it deletes, and `quantize` deletes each float kernel: in a
+    process holding a backend's modules, about half a second each, most
+    of these tests' time. Deleting is what is tested, not collecting."""
+    monkeypatch.setattr(gc, "collect", lambda generation=2: 0)
 
 
 def _np(x):
