@@ -3,12 +3,12 @@
 import keras
 import numpy as np
 
+from keras_depthhet.layers import GrowableDense
 from keras_depthhet.utils.keras_internals import (
     reset_compiled_functions,
     reset_optimizer_state,
     sync_trainer_state,
 )
-from keras_depthhet.layers import GrowableDense
 from tests.growth.helpers import random_data
 
 
