@@ -478,10 +478,20 @@ def _recording_growth_callback(analysis_for, plot_event, **kwargs):
         def on_train_begin(self, logs=None):
             super().on_train_begin(logs)
             # A resumed run's history holds the events of the backed-up
-            # epochs only; the log may have one more, from after it.
-            if self.log_path is not None and os.path.exists(self.log_path):
+            # epochs only; the log may have one more, from after it. The
+            # history is complete once every callback has begun (the
+            # backup, listed after this callback, restores it), so the log
+            # is rewritten at the first epoch's start.
+            self._rewrite_log = self.log_path is not None and os.path.exists(
+                self.log_path
+            )
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if getattr(self, "_rewrite_log", False):
+                self._rewrite_log = False
                 lines = [json.dumps(event) + "\n" for event in self.history]
                 Path(self.log_path).write_text("".join(lines))
+            super().on_epoch_begin(epoch, logs)
 
         def compute_scores(self):
             self.scores = super().compute_scores()
