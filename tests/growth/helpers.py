@@ -29,6 +29,17 @@ def random_data(n: int = 32, seed: int = 0):
     return x, y
 
 
+def _compiled(model, optimizer, jit_compile) -> keras.Model:
+    """`model` compiled for sparse labels and accuracy (Adam by default)."""
+    model.compile(
+        optimizer or keras.optimizers.Adam(1e-3),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=jit_compile,
+    )
+    return model
+
+
 def compiled_tiny_vit(optimizer=None, jit_compile="auto", depth: int = 2):
     """`tiny_vit` compiled for sparse labels and accuracy.
 
@@ -37,14 +48,7 @@ def compiled_tiny_vit(optimizer=None, jit_compile="auto", depth: int = 2):
     of XLA's compile for these models. Tests of compiled functions as such
     pass `jit_compile=True` (or both values).
     """
-    model = tiny_vit(depth)
-    model.compile(
-        optimizer or keras.optimizers.Adam(1e-3),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-        jit_compile=jit_compile,
-    )
-    return model
+    return _compiled(tiny_vit(depth), optimizer, jit_compile)
 
 
 def tiny_mlp(width: int = 16) -> keras.Model:
@@ -66,14 +70,7 @@ def tiny_mlp(width: int = 16) -> keras.Model:
 
 def compiled_tiny_mlp(optimizer=None, jit_compile="auto", width: int = 16):
     """`tiny_mlp` compiled as `compiled_tiny_vit` compiles the ViT."""
-    model = tiny_mlp(width)
-    model.compile(
-        optimizer or keras.optimizers.Adam(1e-3),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-        jit_compile=jit_compile,
-    )
-    return model
+    return _compiled(tiny_mlp(width), optimizer, jit_compile)
 
 
 def fixed_batch_loss(model, x, y) -> float:
