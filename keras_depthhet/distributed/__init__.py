@@ -1,18 +1,10 @@
 """Growth in distributed and multi-worker training.
 
-Growth inside `model.fit` (`GrowthCallback`) works under a TensorFlow
-`tf.distribute` strategy and a JAX `keras.distribution`, on one worker or
-many. In a multi-worker run the decisions agree by construction: the
-chief scores, every worker grows the chief's choice
-(`keras_depthhet.distributed.workers`), and only the chief writes files
-(`ChiefBackupAndRestore`, the name here of
-`keras_depthhet.growth.GrowthBackupAndRestore`). `fit_with_growth` grows
-by rebuilding the model between `fit` segments instead.
-`resolve_distribution` picks and checks the runtime;
-`initialize_multi_host` and `validate_tf_config` prepare multi-worker
-runs; `enable_multi_worker_fit`, called by name, fixes Keras's TensorFlow
-`fit` for several workers; `vit_layout_map` lays the ViT out for
-`keras.distribution.ModelParallel`.
+`GrowthCallback` grows inside `model.fit` under a TensorFlow
+`tf.distribute` strategy or a JAX `keras.distribution`, on one worker or
+many (the chief decides, every worker grows its choice, only the chief
+writes files); `fit_with_growth` grows by rebuilding the model between
+`fit` segments. `resolve_distribution` picks and checks the runtime.
 """
 
 from keras_depthhet.distributed.cluster import (

@@ -1,10 +1,5 @@
-"""Joining a multi-worker cluster, checked before any worker waits.
-
-`validate_tf_config` (TensorFlow, `TF_CONFIG`) and `initialize_multi_host`
-(JAX, `jax.distributed`) check every worker's own cluster settings before
-it talks to the others, so a malformed address or a worker count that
-disagrees with the cluster fails at once, on every worker.
-"""
+"""Joining a multi-worker cluster, with each worker's settings checked
+before it waits for the others (`TF_CONFIG`, `jax.distributed`)."""
 
 import json
 import os
@@ -13,7 +8,7 @@ import threading
 
 import keras
 
-from keras_depthhet.utils import multi_worker
+from keras_depthhet.utils.keras_internals import initialize_jax_rng
 from keras_depthhet.utils.validation import positive_int
 
 _ADDRESS = re.compile(r"[^:\s,]+:\d{1,5}")
@@ -28,8 +23,7 @@ def validate_tf_config(
         text: The JSON text; `None` reads the `TF_CONFIG` environment
             variable (unset means one local worker).
         num_workers: Optional positive integer, the number of workers the
-            run was started with (e.g. by a launcher), which the cluster
-            must list.
+            cluster must list.
 
     Returns:
         The number of tasks of type `chief` and `worker` in the cluster.
@@ -104,8 +98,8 @@ def initialize_multi_host(
     `"data_parallel"` and `"model_parallel"` span the devices of all
     processes. Arguments left `None` are read from
     `KERAS_DISTRIBUTION_JOB_ADDRESSES`, `KERAS_DISTRIBUTION_NUM_PROCESSES`
-    and `KERAS_DISTRIBUTION_PROCESS_ID`, as `keras.distribution.initialize`
-    reads them. Every process gets the same Keras seed unless one was set.
+    and `KERAS_DISTRIBUTION_PROCESS_ID`. Every process gets the same Keras
+    seed unless one was set.
 
     Args:
         job_addresses: Comma-separated `"host:port"` of the coordinator
@@ -113,15 +107,13 @@ def initialize_multi_host(
         num_processes: Positive integer, the number of processes.
         process_id: This process's index in `[0, num_processes)`.
         timeout: Positive integer, the seconds to wait for all processes
-            to join (and, once training runs, for a silent process to be
-            declared dead) before failing.
+            to join (and, in training, for a silent one) before failing.
 
     Raises:
         ValueError: on the TensorFlow backend (use `TF_CONFIG` and
             `"multi_worker_mirrored"`) or for inconsistent arguments.
         RuntimeError: if the processes have not all joined within
-            `timeout` seconds (e.g. some were started with another
-            `num_processes` or coordinator).
+            `timeout` seconds.
     """
     if keras.backend.backend() != "jax":
         raise ValueError(
@@ -167,8 +159,7 @@ def initialize_multi_host(
         "process was started with the same coordinator and `num_processes`, "
         "and a distinct `process_id`."
     )
-    # JAX ends the process itself (DEADLINE_EXCEEDED) when joining times
-    # out; say why first.
+    # JAX ends the process itself when joining times out; say why first.
     warning = threading.Timer(
         max(timeout - 2, timeout * 0.9),
         lambda: print(f"initialize_multi_host: {message}", flush=True),
@@ -187,4 +178,4 @@ def initialize_multi_host(
         raise RuntimeError(f"{message} ({error})") from None
     finally:
         warning.cancel()
-    multi_worker.seed_all_processes()
+    initialize_jax_rng()  # The same Keras seed in every process.

@@ -1,16 +1,8 @@
-"""Growth by rebuilding between `fit` segments: `fit_with_growth`.
+"""Growth by rebuilding the model between `fit` segments: `fit_with_growth`.
 
-Growth changes a model's set of variables, which distributed runtimes
-treat as fixed. `fit_with_growth` therefore trains in `model.fit`
-segments between growth events and, at each event, lets the
-`GrowthCallback` decide (its schedule, budget, scores and selection, with
-the same agreement between workers as in place) and rebuilds the model
-functionally (`rebuild_grown_model`: a new model from the grown config,
-created in the TensorFlow strategy scope or under the active
-`keras.distribution`, with weights and optimizer slots carried over),
-then continues with `initial_epoch`. The event is recorded by the same
-callback (`history`, `log_path`, printing). One code path serves one
-device and many, one worker and many.
+Distributed runtimes treat a model's variables as fixed, so at each event
+the model is rebuilt from the grown config in the runtime's scope, with its
+weights and optimizer slots, and training goes on with `initial_epoch`.
 """
 
 import time
@@ -28,6 +20,7 @@ from keras_depthhet.growth.callback import GrowthCallback
 from keras_depthhet.growth.rebuild import rebuild_grown_model
 from keras_depthhet.growth.report import log_num_params
 from keras_depthhet.layers.lookup import growable_layer_map
+from keras_depthhet.utils.validation import int_at_least
 
 
 class GrowthRun:
@@ -38,11 +31,8 @@ class GrowthRun:
         history: One `keras.callbacks.History` over all segments, with true
             epoch numbers.
         events: One dict per growth event, as `GrowthCallback.history`,
-            plus `"seconds"`: `{"analysis": ..., "rebuild": ...}` (the
-            decision, with the agreement between workers, and the
-            rebuild).
-        runtime: The `Runtime` the run used (name, replicas, strategy or
-            distribution).
+            plus `"seconds"`: `{"analysis": ..., "rebuild": ...}`.
+        runtime: The `Runtime` the run used.
     """
 
     def __init__(self, model, history, events, runtime):
@@ -61,14 +51,11 @@ def _has_batch_end(callback) -> bool:
 
 
 class _Continuing(keras.callbacks.Callback):
-    """Forwards callbacks of consecutive `fit` segments as one run.
+    """Forwards the callbacks of consecutive `fit` segments as one run.
 
-    `on_train_begin` reaches the callbacks only in the first segment (so
-    `CSVLogger` writes one file, `EarlyStopping` keeps its patience) and
-    `on_train_end` only when `finish` is called. A rebuilt model is handed
-    over with the base `Callback.set_model`, which only swaps the model
-    (`TensorBoard.set_model` would also open new writers).
-    Every epoch `logs["num_params"]` is set before the callbacks see it.
+    `on_train_begin` reaches them once, `on_train_end` at `finish`; a
+    rebuilt model is handed over with the base `Callback.set_model` (which
+    opens no new TensorBoard writers); every epoch logs `num_params`.
     """
 
     def __init__(self, callbacks):
@@ -76,8 +63,7 @@ class _Continuing(keras.callbacks.Callback):
         self.callbacks = list(callbacks)
         self.last_epoch = None
         self._started = False
-        # Batch-level hooks make Keras dispatch synchronously; keep async
-        # dispatch when none of the wrapped callbacks needs them.
+        # Batch-level hooks make Keras dispatch synchronously.
         self.async_safe = all(
             getattr(cb, "async_safe", False) or not _has_batch_end(cb)
             for cb in self.callbacks
@@ -102,14 +88,6 @@ class _Continuing(keras.callbacks.Callback):
             for callback in self.callbacks:
                 callback.on_train_begin(logs)
 
-    def finish(self, logs=None):
-        for callback in self.callbacks:
-            callback.on_train_end(logs)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        for callback in self.callbacks:
-            callback.on_epoch_begin(epoch, logs)
-
     def on_epoch_end(self, epoch, logs=None):
         self.last_epoch = epoch + 1
         log_num_params(self.model, logs)
@@ -124,6 +102,8 @@ class _Continuing(keras.callbacks.Callback):
         hook.__name__ = name
         return hook
 
+    finish = _forward("on_train_end")
+    on_epoch_begin = _forward("on_epoch_begin")
     on_train_batch_begin = _forward("on_train_batch_begin")
     on_train_batch_end = _forward("on_train_batch_end")
     on_test_begin = _forward("on_test_begin")
@@ -192,12 +172,6 @@ def _check_callbacks(callbacks) -> list:
     return callbacks
 
 
-def _event_epochs(growth, start: int, epochs: int) -> list[int]:
-    if growth is None:
-        return []
-    return [e for e in range(start + 1, epochs + 1) if growth.is_event_epoch(e)]
-
-
 def fit_with_growth(
     build_model: Callable[[], keras.Model],
     train_data,
@@ -216,30 +190,22 @@ def fit_with_growth(
 ) -> GrowthRun:
     """Trains a growing model, one device or many, rebuilding at events.
 
-    `build_model()` is called in the chosen runtime's scope (TensorFlow
-    strategy scope, or with the JAX `keras.distribution` active) and must
-    return a compiled model with `GrowableDense` layers. Training runs in
-    `model.fit` segments ending at the growth events of `growth` (the end
-    of epoch `e`, counting from 1, when `e >= warmup` and
-    `(e - warmup) % interval == 0`, as `GrowthCallback`). At each event
-    the `GrowthCallback` decides (`plan_growth`: budget, scores on its
-    `analysis_data`, `select_neurons`; in a multi-worker run the chief's
-    decision on every worker) and the model is rebuilt functionally
-    (`rebuild_grown_model`), with the same optimizer and its state; the
-    next segment starts at `initial_epoch=e`. The callback records the
-    event (`history`, `log_path`, its printed line). The result equals
-    in-place growth with `GrowthCallback` within float tolerance.
+    `build_model()` is called in the chosen runtime's scope and must return
+    a compiled model with `GrowableDense` layers. Training runs in
+    `model.fit` segments ending at the growth events of `growth` (as
+    `GrowthCallback` schedules them). At each event the `GrowthCallback`
+    decides (`plan_growth`; in a multi-worker run the chief's decision on
+    every worker), the model is rebuilt functionally
+    (`rebuild_grown_model`) with the same optimizer and its state, and the
+    callback records the event. The result equals in-place growth with
+    `GrowthCallback` within float tolerance.
 
-    The callbacks see one run: `on_train_begin`/`on_train_end` once,
-    true epoch numbers, the current model, and `logs["num_params"]` every
-    epoch (one CSV file, one TensorBoard run). Training stops early when
-    a callback sets `model.stop_training`.
-
-    Everything that can be checked is checked before the first step: the
-    distribution against the backend and devices, the growth arguments
-    (and, between workers, that they agree), the model's placement (built
-    in the scope), and that the global batch divides evenly among the
-    replicas.
+    The callbacks see one run: `on_train_begin`/`on_train_end` once, true
+    epoch numbers, the current model and `logs["num_params"]`. Training
+    stops early when a callback sets `model.stop_training`. The
+    distribution, the growth arguments (agreed between workers), the
+    model's placement and the global batch's split among the replicas are
+    checked before the first step.
 
     Args:
         build_model: Function of no arguments returning a compiled model.
@@ -248,9 +214,8 @@ def fit_with_growth(
         val_data: Optional validation data for `model.fit`.
         epochs: Positive integer, the epoch to train up to.
         growth: `None` (no growth), a dict of `GrowthCallback` arguments,
-            or a `GrowthCallback` (used for its schedule, decisions and
-            record; never passed to `fit`). Unless `criterion="random"`,
-            it needs `analysis_data`.
+            or a `GrowthCallback` (never passed to `fit`). Unless
+            `criterion="random"`, it needs `analysis_data`.
         distribution: `"auto"`, `"none"`, `"mirrored"`,
             `"multi_worker_mirrored"`, `"data_parallel"`,
             `"model_parallel"`, a strategy or distribution object, or a
@@ -293,15 +258,8 @@ def fit_with_growth(
             "compiles the model (it is called inside the distribution "
             f"scope). Received: build_model={build_model!r}"
         )
-    for name, value, low in (
-        ("epochs", epochs, 1),
-        ("initial_epoch", initial_epoch, 0),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(
-                f"Argument `{name}` must be an integer >= {low}. "
-                f"Received: {name}={value!r}"
-            )
+    epochs = int_at_least("epochs", epochs, 1)
+    initial_epoch = int_at_least("initial_epoch", initial_epoch, 0)
     if initial_epoch >= epochs:
         raise ValueError(
             "Argument `initial_epoch` must be smaller than `epochs`. "
@@ -330,8 +288,10 @@ def fit_with_growth(
         history = keras.callbacks.History()
         run_callbacks = _Continuing([history, *callbacks])
         events = []
-        start = initial_epoch
-        for end in sorted({*_event_epochs(growth, start, epochs), epochs}):
+        start, ends = initial_epoch, {epochs}
+        if growth is not None:
+            ends.update(filter(growth.is_event_epoch, range(start + 1, epochs)))
+        for end in sorted(ends):
             if end > start:
                 model.fit(
                     **_fit_inputs(train_data),
@@ -358,7 +318,7 @@ def fit_with_growth(
             start = end
             if stopped:
                 break
-        run_callbacks.finish(_last_logs(history))
+        run_callbacks.finish({k: v[-1] for k, v in history.history.items()})
     history.set_model(model)
     model.history = history
     return GrowthRun(model, history, events, runtime)
@@ -371,13 +331,8 @@ def _fit_inputs(data) -> dict:
     return {"x": data}
 
 
-def _last_logs(history) -> dict:
-    return {key: values[-1] for key, values in history.history.items()}
-
-
 def _grow_event(model, growth: GrowthCallback, epoch: int):
-    """`(model, event)` after the event at the end of `epoch`: the model
-    rebuilt by the callback's decision, or `(model, None)`."""
+    """`(rebuilt model, event)` at the end of `epoch`, or `(model, None)`."""
     growth.set_model(model)
     start = time.perf_counter()
     decision = growth.plan_growth(epoch)

@@ -1,10 +1,6 @@
-"""How the ViT's weights are laid out under `keras.distribution.ModelParallel`.
-
-The attention and MLP blocks are split Megatron-style over a `"model"`
-mesh axis: the first projection of each (`qkv`, `fc1`) by output neuron,
-the second (`proj`, `fc2`) by input neuron, so that each block needs one
-all-reduce. Everything else is replicated.
-"""
+"""The ViT's weights under `keras.distribution.ModelParallel`: attention and
+MLP blocks split Megatron-style over a `"model"` axis (one all-reduce per
+block), everything else replicated."""
 
 import keras
 
@@ -15,8 +11,9 @@ VIT_MODEL_PARALLEL_LAYOUT = {
 }
 """Layouts of the ViT's weights: variable-path pattern -> mesh axes.
 
-Growth weights (`growth_...`) match no pattern and are replicated:
-their widths change at every event and need not divide the mesh.
+The first projection of each block (`qkv`, `fc1`) is split by output
+neuron, the second (`proj`, `fc2`) by input neuron. Growth weights match
+no pattern and are replicated (their widths change at every event).
 """
 
 
@@ -32,6 +29,9 @@ def vit_layout_map(
         A `keras.distribution.LayoutMap` holding
         `VIT_MODEL_PARALLEL_LAYOUT`, for
         `keras.distribution.ModelParallel(layout_map=...)`.
+
+    Raises:
+        ValueError: if `mesh` has no `"model"` axis.
     """
     if "model" not in mesh.axis_names:
         raise ValueError(

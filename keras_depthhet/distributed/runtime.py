@@ -1,11 +1,8 @@
 """Choosing, starting and checking the distributed runtime of a run.
 
-`resolve_distribution` turns a name into a `Runtime` (the TensorFlow
-strategy or JAX `keras.distribution`, its scope and replica count);
 `check_global_batch` and `check_model_placement` catch, before training,
-the mistakes that otherwise fail deep inside the first step or silently
-train on one device. Joining a multi-worker cluster is
-`keras_depthhet.distributed.cluster`.
+mistakes that otherwise fail deep in the first step or silently train on
+one device.
 """
 
 import contextlib
@@ -64,11 +61,10 @@ class Runtime:
 
 
 def model_runtime(model: keras.Model) -> Runtime:
-    """The `Runtime` `model` trains under.
+    """The `Runtime` `model` trains under, in whose `scope()` it grows.
 
     TensorFlow: the strategy the model was created with (the default
     strategy when none). JAX: the active `keras.distribution`, if any.
-    Growth creates the new variables in its `scope()`.
     """
     if keras.backend.backend() == "tensorflow":
         strategy = getattr(model, "distribute_strategy", None)
@@ -79,13 +75,6 @@ def model_runtime(model: keras.Model) -> Runtime:
     if distribution is None:
         return Runtime("none")
     return Runtime("custom", distribution=distribution)
-
-
-def _tf_devices():
-    import tensorflow as tf
-
-    gpus = tf.config.list_logical_devices("GPU")
-    return gpus or tf.config.list_logical_devices("CPU")
 
 
 def _model_parallel(devices) -> keras.distribution.ModelParallel:
@@ -103,12 +92,7 @@ def _model_parallel(devices) -> keras.distribution.ModelParallel:
 
 
 def _require_multi_worker_fit(distribution) -> None:
-    """Raises unless Keras's `fit` can train on several workers.
-
-    Keras's own `fit` fails there (keras-team/keras#20585) as long as its
-    trainer is the one `enable_multi_worker_fit` was written for; once
-    Keras changes it, Keras's `fit` is left to speak for itself.
-    """
+    """Raises while Keras's `fit` is the unfixed one of Keras 3.15."""
     if (
         multi_worker.multi_worker_fit_enabled()
         or multi_worker.changed_keras_functions()
@@ -139,10 +123,8 @@ def resolve_distribution(
     """The `Runtime` for `distribution` on the running backend.
 
     It changes nothing in Keras. A TensorFlow strategy of two or more
-    workers (given, or made for `"multi_worker_mirrored"` from a
-    `TF_CONFIG` of several workers) needs Keras's `fit` fixed by a call of
-    `keras_depthhet.distributed.enable_multi_worker_fit()` first; without
-    it, this raises before any worker waits for the others.
+    workers needs `enable_multi_worker_fit()` called first; without it,
+    this raises before any worker waits for the others.
 
     Args:
         distribution: A name from `DISTRIBUTIONS`, a `tf.distribute.Strategy`
@@ -152,8 +134,8 @@ def resolve_distribution(
             `"multi_worker_mirrored"`, the number of workers `TF_CONFIG`
             must list (see `validate_tf_config`).
         timeout: Positive integer: for `"multi_worker_mirrored"`, the
-            seconds a worker waits for the others to join, or for a
-            silent one, before failing instead of hanging.
+            seconds a worker waits for the others (to join, or when
+            silent) before failing.
 
     Returns:
         The resolved `Runtime`.
@@ -163,8 +145,7 @@ def resolve_distribution(
             running backend (e.g. `"mirrored"` under JAX).
         RuntimeError: for a strategy of two or more workers while Keras's
             `fit` is not fixed for it (see `enable_multi_worker_fit`), or
-            when the workers of `TF_CONFIG` do not all join in `timeout`
-            seconds.
+            when the workers do not all join in `timeout` seconds.
     """
     if isinstance(distribution, Runtime):
         return distribution
@@ -179,13 +160,10 @@ def resolve_distribution(
                 'only; on TensorFlow use distribution="mirrored". '
                 f"Received: {distribution!r} with backend {backend!r}"
             )
-        batch_axis = distribution.device_mesh.axis_names.index(
-            distribution.batch_dim_name
-        )
+        mesh = distribution.device_mesh
+        batch_axis = mesh.axis_names.index(distribution.batch_dim_name)
         return Runtime(
-            "custom",
-            distribution.device_mesh.shape[batch_axis],
-            distribution=distribution,
+            "custom", mesh.shape[batch_axis], distribution=distribution
         )
     if not isinstance(distribution, str):
         if backend == "tensorflow":
@@ -229,13 +207,14 @@ def resolve_distribution(
             ) from None
         return _strategy_runtime(distribution, strategy)
     if backend == "tensorflow":
-        devices = _tf_devices()
+        import tensorflow as tf
+
+        devices = tf.config.list_logical_devices("GPU")
+        devices = devices or tf.config.list_logical_devices("CPU")
         if distribution == "auto":
             distribution = "mirrored" if len(devices) > 1 else "none"
         if distribution == "none":
             return Runtime("none")
-        import tensorflow as tf
-
         strategy = tf.distribute.MirroredStrategy([d.name for d in devices])
         return Runtime(distribution, strategy.num_replicas_in_sync, strategy)
     if backend != "jax":
@@ -246,31 +225,28 @@ def resolve_distribution(
     if distribution == "none":
         return Runtime("none")
     if distribution == "data_parallel":
-        return Runtime(
-            distribution,
-            len(devices),
-            distribution=keras.distribution.DataParallel(devices=devices),
-        )
+        data_parallel = keras.distribution.DataParallel(devices=devices)
+        return Runtime(distribution, len(devices), distribution=data_parallel)
     return Runtime(
         distribution, len(devices) // 2, distribution=_model_parallel(devices)
     )
 
 
-def _first_batch_size(data) -> int | None:
-    """The batch size of a batched `tf.data.Dataset`: the static one when
-    the element spec has it (no data read), else the first element's."""
-    spec = data.element_spec
-    leaf = spec[0] if isinstance(spec, (tuple, list)) else spec
+def _first_leaf(structure):
+    """The inputs' first tensor (or spec) of a dataset element."""
+    leaf = structure[0] if isinstance(structure, (tuple, list)) else structure
     while isinstance(leaf, dict):
         leaf = next(iter(leaf.values()))
+    return leaf
+
+
+def _first_batch_size(data) -> int | None:
+    """A batched `tf.data.Dataset`'s static batch size, else its first's."""
+    leaf = _first_leaf(data.element_spec)
     if getattr(leaf, "shape", None) is not None and leaf.shape.rank:
         if leaf.shape[0] is not None:
             return int(leaf.shape[0])
-    element = next(iter(data.take(1)))
-    leaf = element[0] if isinstance(element, (tuple, list)) else element
-    while isinstance(leaf, dict):
-        leaf = next(iter(leaf.values()))
-    return int(leaf.shape[0])
+    return int(_first_leaf(next(iter(data.take(1)))).shape[0])
 
 
 def check_global_batch(data, batch_size, runtime: Runtime) -> None:

@@ -1,11 +1,9 @@
 """The workers of a multi-worker run, as the distributed API names them.
 
-The collectives (`Workers`, `workers_of`, `check_same_settings`,
-`chief_decides`) are defined in `keras_depthhet.utils.workers`, below
-growth, which uses them; `growth_settings` and `join_workers`, which
-apply them to a `GrowthCallback`, in `keras_depthhet.growth.agreement`.
-`ChiefBackupAndRestore` is `keras_depthhet.growth.GrowthBackupAndRestore`,
-which only the chief writes.
+At each event the chief alone scores, one broadcast gives every worker its
+numbers bit for bit and every worker runs the same selection on them, so
+all grow the same neurons. Only the chief writes files
+(`ChiefBackupAndRestore` is `keras_depthhet.growth.GrowthBackupAndRestore`).
 """
 
 from keras_depthhet.growth.agreement import growth_settings, join_workers

@@ -1,9 +1,8 @@
 """The one place where private Keras APIs are touched.
 
-Keras locks a layer's state after `build()`; growth must add variables to a
-built layer, and tools that analyse a model must walk nested layers. Both need
-Keras internals, which are wrapped here once so that a Keras upgrade breaks a
-single, tested module (`tests/utils/test_keras_internals.py`).
+Each accessor has a canary test (`tests/utils/test_keras_internals*.py`,
+`tests/distributed/test_keras_multi_worker_fixes.py`), so that a Keras
+upgrade breaks this single module.
 """
 
 import contextlib
@@ -17,10 +16,7 @@ import keras
 
 @contextlib.contextmanager
 def unlocked_state(layer: keras.layers.Layer) -> Iterator[None]:
-    """Lets `layer` create variables although it is already built.
-
-    The previous lock state is restored on exit, also when the body raises.
-    """
+    """Lets built `layer` create variables; restores the lock on exit."""
     tracker = layer._tracker
     was_locked = tracker.locked
     tracker.unlock()
@@ -32,12 +28,9 @@ def unlocked_state(layer: keras.layers.Layer) -> Iterator[None]:
 
 
 def is_compiled_trace(tensor) -> bool:
-    """Whether a layer call runs inside a trace that a compiled function keeps.
+    """Whether a layer call runs in a `tf.function` or `jax.jit` trace.
 
-    True inside `tf.function` graphs and `jax.jit` traces (those of
-    `fit`, `predict`, `evaluate`, ...); False in eager calls and in Keras's
-    own symbolic shape inference (functional model construction,
-    `compute_output_spec`), which runs under Keras's `SymbolicScope`.
+    False in eager calls and in Keras's symbolic shape inference.
     """
     from keras.src.backend.common.symbolic_scope import in_symbolic_scope
 
@@ -61,26 +54,14 @@ def untrack_variable(layer: keras.layers.Layer, variable) -> None:
 
 
 def iter_layers(layer: keras.layers.Layer) -> Iterator[keras.layers.Layer]:
-    """Yields `layer`'s sub-layers depth first (not `layer` itself), once each.
-
-    Input layers are skipped, as in `Model.layers`.
-
-    Works for functional, sequential and subclassed models and for layers
-    that own other layers.
-    """
-    for _, sub in iter_layer_paths(layer):
-        yield sub
+    """Yields `layer`'s sub-layers depth first, once each, without inputs."""
+    yield from (sub for _, sub in iter_layer_paths(layer))
 
 
 def iter_layer_paths(
     layer: keras.layers.Layer,
 ) -> Iterator[tuple[str, keras.layers.Layer]]:
-    """Like `iter_layers`, with each layer's path of container names.
-
-    The path of a direct sub-layer is its name; deeper ones are joined
-    with "/" (`"branch_a/dense"`). A layer reachable in several ways is
-    yielded once, with the first path found.
-    """
+    """Like `iter_layers`, with each layer's path (`"branch_a/dense"`)."""
     seen = set()
     stack = [(sub.name, sub) for sub in reversed(layer._layers)]
     while stack:
@@ -95,13 +76,7 @@ def iter_layer_paths(
 
 @contextlib.contextmanager
 def float32_compute(model: keras.layers.Layer) -> Iterator[None]:
-    """Makes `model` and its sub-layers compute in float32 inside the block.
-
-    Used while an analysis traces the model, so that under a mixed
-    precision policy (`mixed_float16`, `mixed_bfloat16`) its statistics
-    are computed in float32; variables keep their dtype and values. The
-    layers' policies are restored on exit, also when the body raises.
-    """
+    """Makes `model` and its sub-layers compute in float32 in the block."""
     float32 = keras.dtype_policies.DTypePolicy("float32")
     layers = [model, *iter_layers(model)]
     saved = [(layer, layer._dtype_policy) for layer in layers]
@@ -116,14 +91,7 @@ def float32_compute(model: keras.layers.Layer) -> Iterator[None]:
 
 
 def sync_trainer_state(model: keras.Model) -> None:
-    """Writes the training state a JAX `fit` holds back into the variables.
-
-    During an epoch the JAX trainer keeps weights, optimizer and metric
-    values in `model._jax_state` and empties the variables; the fit loop
-    re-reads the variables after a sync, so growth that runs inside `fit`
-    (also mid-epoch) sees current values and its new variables are picked
-    up by the next step. A no-op on other backends.
-    """
+    """Writes a running JAX `fit`'s state back into the variables."""
     sync = getattr(model, "jax_state_sync", None)
     if sync is not None:
         sync()
@@ -132,13 +100,9 @@ def sync_trainer_state(model: keras.Model) -> None:
 def reset_optimizer_state(optimizer) -> None:
     """Drops `optimizer`'s per-variable slots so that `build()` runs again.
 
-    The iteration counter and the learning-rate variable are kept (so the
-    step count and a schedule's position survive); slot variables, the
-    variable index and the weight-decay exclusion cache (keyed by variable
-    identity) are cleared. Weight-decay exclusion rules are kept. For a
-    `LossScaleOptimizer` its inner optimizer is reset the same way and its
-    loss-scale variables are dropped too (`build()` remakes them; the
-    caller restores their values).
+    The iteration counter and learning-rate variable are kept. A
+    `LossScaleOptimizer` also drops its loss-scale variables and resets its
+    inner optimizer.
     """
     keep = {id(optimizer._iterations)}
     if isinstance(optimizer._learning_rate, keras.Variable):
@@ -156,22 +120,14 @@ def reset_optimizer_state(optimizer) -> None:
         reset_optimizer_state(inner)
 
 
-EMA_SLOTS = "_model_variables_moving_average"
-"""Name of the optimizer's aligned list of moving averages (`use_ema`)."""
+EMA_SLOTS = "_model_variables_moving_average"  # Moving averages (`use_ema`).
 
 
 def optimizer_slots(optimizer) -> tuple[list, dict[str, list]]:
-    """The variables `optimizer` was built for and its per-variable slots.
+    """`(variables, {attribute: aligned list of slots})` of `optimizer`.
 
-    Keras optimizers keep each kind of slot (`_momentums`, `_velocities`,
-    moving averages, gradient accumulators, ...) in a list aligned with
-    the variables they were built for, entries None where a variable has
-    none. Such lists are found by shape, not by name, so that any
-    optimizer written in that style is covered. For a `LossScaleOptimizer`
-    they are its inner optimizer's (its own variables are scalars).
-
-    Returns:
-        `(variables, {attribute: aligned list})`.
+    Slot lists (`_momentums`, ...) are found by their length, not name; for
+    a `LossScaleOptimizer` they are its inner optimizer's.
     """
     optimizer = getattr(optimizer, "inner_optimizer", optimizer)
     variables = list(optimizer._trainable_variables)
@@ -191,17 +147,8 @@ def optimizer_slots(optimizer) -> tuple[list, dict[str, list]]:
 def skip_saved_state_of_other_shapes(optimizer) -> None:
     """Makes `optimizer` skip, with a warning, saved slots of other shapes.
 
-    Keras's `Optimizer.load_own_variables` skips a saved optimizer state
-    with another number of variables (it warns "Skipping variable loading
-    for optimizer"), but one with the same number of variables and other
-    shapes makes it raise midway, after assigning the first ones. Growth
-    widens a layer's growth pairs without adding variables once the layer
-    has grown, so `model.load_weights` of a file saved before a later
-    event (a best-epoch `ModelCheckpoint`) would fail there. This instance
-    (and a `LossScaleOptimizer`'s inner optimizer) then skips such a state
-    as Keras skips one of another length, and keeps its own.
-    `tests/utils/test_keras_internals.py` fails if Keras changes either
-    behaviour.
+    Keras skips a saved state with another number of variables but raises
+    midway on one with other shapes (a file saved before a later event).
     """
     for target in (optimizer, getattr(optimizer, "inner_optimizer", None)):
         if target is None or "load_own_variables" in vars(target):
@@ -232,11 +179,9 @@ def _skipping_loader(optimizer):
 
 
 def reset_compiled_functions(model: keras.Model) -> None:
-    """Forgets the model's traced train/test/predict functions.
+    """Forgets the traced functions; remakes an existing train function.
 
-    Traced functions capture the variable list; after growth they must be
-    remade. The train function is remade at once when it existed, because
-    a running `fit` calls `model.train_function` without checking it.
+    A running `fit` calls `model.train_function` without checking it.
     """
     had_train_function = model.train_function is not None
     model.train_function = None
@@ -247,12 +192,7 @@ def reset_compiled_functions(model: keras.Model) -> None:
 
 
 def compile_arguments(model: keras.Model) -> dict:
-    """The arguments `model.compile` was last called with, as given.
-
-    `get_compile_config()` serializes them, which would replace the
-    optimizer and metric objects with new ones on `compile_from_config`;
-    compiling a rebuilt model needs the objects themselves.
-    """
+    """The arguments `model.compile` was last called with, as objects."""
     if not getattr(model, "compiled", False):
         raise ValueError(
             f"Model {model.name!r} must be compiled to read its compile "
@@ -262,15 +202,7 @@ def compile_arguments(model: keras.Model) -> dict:
 
 
 def backup_epoch(backup: keras.callbacks.BackupAndRestore) -> int | None:
-    """The number of completed epochs the files of `backup` hold, or None.
-
-    Keras's `BackupAndRestore` records it beside its weights, in a JSON
-    file it names `training_metadata.json` (key `"epoch"`), and sets the
-    epoch `fit` resumes at from it; it has no public accessor. A subclass
-    that must prepare the model for its own backup before the weights are
-    loaded (`keras_depthhet.growth.GrowthBackupAndRestore`) reads it here.
-    `tests/utils/test_keras_internals.py` fails if Keras changes it.
-    """
+    """The number of completed epochs the files of `backup` hold, or None."""
     path = backup._training_metadata_path
     if not os.path.exists(path):
         return None
@@ -279,16 +211,7 @@ def backup_epoch(backup: keras.callbacks.BackupAndRestore) -> int | None:
 
 
 def untracked_cache(model: keras.layers.Layer, name: str) -> dict:
-    """A plain dict kept on `model` as attribute `name`, made on first use.
-
-    Keras's `Layer.__setattr__` hands whatever is set on a layer to its
-    tracker, which wraps a dict in a tracked one and looks inside it for
-    variables and layers. A cache of compiled functions keyed by the
-    model's state must stay out of that (and out of saving), so it is set
-    past the tracker, with `object.__setattr__`.
-    `tests/utils/test_keras_internals.py` fails if Keras stops wrapping
-    dicts or if such an attribute shows in the model's state.
-    """
+    """A plain dict on `model` as attribute `name`, past Keras's tracker."""
     cache = model.__dict__.get(name)
     if cache is None:
         cache = {}
@@ -303,13 +226,7 @@ def _tensorflow_trainer():
 
 
 def tensorflow_fit_functions() -> dict[str, Callable]:
-    """The functions of Keras's TensorFlow trainer that multi-worker needs.
-
-    `TensorFlowTrainer._maybe_symbolic_build` and the trainer module's
-    `reduce_per_replica`, by qualified name, as installed now:
-    `keras_depthhet.utils.multi_worker.enable_multi_worker_fit` replaces
-    them with `replace_tensorflow_fit_functions`.
-    """
+    """The TensorFlow trainer functions multi-worker `fit` replaces."""
     trainer = _tensorflow_trainer()
     return {
         "TensorFlowTrainer._maybe_symbolic_build": (
@@ -322,53 +239,31 @@ def tensorflow_fit_functions() -> dict[str, Callable]:
 def replace_tensorflow_fit_functions(
     maybe_symbolic_build: Callable, reduce_per_replica: Callable
 ) -> None:
-    """Installs replacements of the functions `tensorflow_fit_functions`
-    returns, process-wide (the trainer looks both up at each call)."""
+    """Installs replacements of `tensorflow_fit_functions`, process-wide."""
     trainer = _tensorflow_trainer()
     trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build
     trainer.reduce_per_replica = reduce_per_replica
 
 
 def in_multi_worker_mode(strategy) -> bool:
-    """Whether Keras's TensorFlow trainer treats `strategy` as multi-worker.
-
-    Keras's own test: a `MultiWorkerMirroredStrategy` whose cluster has
-    two or more workers.
-    """
+    """Whether Keras's TensorFlow trainer treats `strategy` as multi-worker."""
     return _tensorflow_trainer()._collective_all_reduce_multi_worker(strategy)
 
 
 def symbolic_build(model: keras.Model, data_batch) -> None:
-    """Builds `model`, its optimizer and metrics from one batch's specs.
-
-    What Keras's trainers do before the first step (`Trainer.
-    _symbolic_build`): nothing is computed, only shapes and dtypes read.
-    """
+    """Builds `model`, its optimizer and metrics from one batch's specs."""
     model._symbolic_build(data_batch=data_batch)
 
 
 def coordination_service_config():
-    """TensorFlow's coordination service configuration of this process.
-
-    The `CoordinationServiceConfig` protocol buffer that
-    `configure_coordination_service` stored, which the service reads when
-    it starts, or None before it is configured. It has no public accessor;
-    fields `configure_coordination_service` does not take (such as
-    `cluster_register_with_barrier`) can only be set on it.
-    """
+    """This process's `CoordinationServiceConfig` protocol buffer, or None."""
     from tensorflow.python.eager import context
 
     return context.context()._coordination_service_config
 
 
 def initialize_jax_rng() -> None:
-    """Gives every JAX process the same Keras seed, unless one is set.
-
-    What `keras.distribution.initialize` does after starting
-    `jax.distributed`: each process draws a seed and the processes' seeds
-    are summed across them.
-    """
+    """Gives every JAX process the same Keras seed, unless one is set."""
     from keras.src.backend.jax.distribution_lib import initialize_rng
 
     initialize_rng()
-

@@ -1,38 +1,17 @@
-"""The private Keras APIs that multi-worker training needs, wrapped once.
+"""Keras's TensorFlow `fit` fixed for multi-worker training.
 
 Keras 3.15's TensorFlow `model.fit` fails under a
-`tf.distribute.MultiWorkerMirroredStrategy` that spans two or more workers
-(keras-team/keras#20585, tensorflow/tensorflow#72388), in two places of
+`tf.distribute.MultiWorkerMirroredStrategy` of two or more workers
+(keras-team/keras#20585, tensorflow/tensorflow#72388), in two functions of
 `keras/src/backend/tensorflow/trainer.py`:
-
-- `TensorFlowTrainer._maybe_symbolic_build` averages the first distributed
-  batch, a tuple of `PerReplica` values, with one
-  `strategy.reduce("MEAN", batch, axis=None)`; `Strategy.reduce` takes a
-  single value, and in multi-worker mode the tuple reaches
-  `convert_to_tensor` ("Attempt to convert a value (PerReplica: ...) with
-  an unsupported type").
-- `reduce_per_replica(..., reduction="auto")` reduces the train step's
-  outputs with `strategy.reduce("MEAN", v, axis=0)` in multi-worker mode;
-  the loss and metric results are scalars ("Invalid reduction dimension 0
-  for input with 0 dimensions").
-
-`enable_multi_worker_fit` replaces both with versions that do exactly what
-Keras does unless the strategy runs in multi-worker mode: the symbolic
-build reads shapes from the first local replica's batch (it needs shapes
-and dtypes only), and scalars are averaged over the replicas. Nothing
-applies it implicitly: the user calls it by name (the training CLI does
-for `distribution="multi_worker_mirrored"`), and it logs once what it
-replaced and why. It refuses to patch functions whose source is not the
-one it was written for, so a Keras upgrade that changes (or fixes) them
-fails loudly (`tests/distributed/test_keras_multi_worker_fixes.py` checks
-them).
-
-`bound_tf_cluster_waits` makes TensorFlow's coordination service give up
-(with an error, not a hang) when a worker does not join the cluster or
-stops answering, which `MultiWorkerMirroredStrategy` leaves unbounded.
-
-On JAX, `seed_all_processes` gives every process the same Keras seed (as
-`keras.distribution.initialize` does after starting `jax.distributed`).
+`TensorFlowTrainer._maybe_symbolic_build` reduces the first batch, a tuple
+of `PerReplica` values, with one `strategy.reduce`, and
+`reduce_per_replica` reduces the scalar loss and metrics along axis 0.
+`enable_multi_worker_fit`, called by name, replaces both with versions that
+do what Keras does unless the strategy runs in multi-worker mode; it
+refuses functions whose source is not the one it was written for.
+`bound_tf_cluster_waits` makes TensorFlow's coordination service fail
+instead of hang when a worker does not join or stops answering.
 """
 
 import hashlib
@@ -44,7 +23,6 @@ import keras
 from keras_depthhet.utils.keras_internals import (
     coordination_service_config,
     in_multi_worker_mode,
-    initialize_jax_rng,
     replace_tensorflow_fit_functions,
     symbolic_build,
     tensorflow_fit_functions,
@@ -60,19 +38,15 @@ PATCHED_SOURCES = {
 replaces, by qualified name."""
 
 
-def source_fingerprint(function) -> str:
-    """The first 16 hex digits of the SHA-256 of `function`'s source."""
-    source = inspect.getsource(getattr(function, "__wrapped__", function))
-    return hashlib.sha256(source.encode()).hexdigest()[:16]
-
-
 def changed_keras_functions() -> list[str]:
     """The patched Keras functions whose source differs from Keras 3.15's."""
-    return [
-        name
-        for name, function in tensorflow_fit_functions().items()
-        if source_fingerprint(function) != PATCHED_SOURCES[name]
-    ]
+    changed = []
+    for name, function in tensorflow_fit_functions().items():
+        source = inspect.getsource(getattr(function, "__wrapped__", function))
+        digest = hashlib.sha256(source.encode()).hexdigest()
+        if digest[:16] != PATCHED_SOURCES[name]:
+            changed.append(name)
+    return changed
 
 
 def is_multi_worker(strategy) -> bool:
@@ -82,15 +56,13 @@ def is_multi_worker(strategy) -> bool:
     return in_multi_worker_mode(strategy)
 
 
-def _first_local_values(batch, strategy):
+def _first_local(value, strategy):
+    """`value`'s first local replica value if it is distributed, else it."""
     import tensorflow as tf
 
-    def first(value):
-        if isinstance(value, tf.distribute.DistributedValues):
-            return strategy.experimental_local_results(value)[0]
-        return value
-
-    return keras.tree.map_structure(first, batch)
+    if isinstance(value, tf.distribute.DistributedValues):
+        return strategy.experimental_local_results(value)[0]
+    return value
 
 
 def multi_worker_fit_enabled() -> bool:
@@ -107,20 +79,16 @@ def enable_multi_worker_fit() -> None:
     """Makes Keras's TensorFlow `fit` work on a multi-worker strategy.
 
     Keras 3.15's `model.fit` fails under a `MultiWorkerMirroredStrategy`
-    of two or more workers before the first step (keras-team/keras#20585,
-    tensorflow/tensorflow#72388). This replaces, process-wide, the two
-    functions of Keras's TensorFlow trainer that fail there:
-    `TensorFlowTrainer._maybe_symbolic_build` and the trainer module's
-    `reduce_per_replica` (see the module docstring for why each fails).
-    Both replacements call Keras's own functions unless the model's
-    strategy runs in multi-worker mode, so single-worker training is
-    unchanged.
+    of two or more workers before the first step (keras-team/keras#20585).
+    This replaces, process-wide, the two functions of Keras's TensorFlow
+    trainer that fail there (see the module docstring). Both replacements
+    call Keras's own functions unless the model's strategy runs in
+    multi-worker mode, so single-worker training is unchanged.
 
-    The library never calls it for you: call it on every worker, before
-    `resolve_distribution` makes or receives a multi-worker strategy
-    (which refuses one while Keras is unfixed). The first call logs, at
-    the warning level of the `logging` module, what it replaced and why;
-    calling it again does nothing.
+    Call it on every worker before `resolve_distribution` makes or receives
+    a multi-worker strategy (which it refuses while Keras is unfixed). The
+    first call logs a warning of what it replaced and why; later calls do
+    nothing.
 
     Raises:
         ValueError: if the backend is not TensorFlow.
@@ -167,7 +135,9 @@ def enable_multi_worker_fit() -> None:
             return keras_build(self, iterator=iterator, data_batch=data_batch)
         if iterator is not None:
             for _, _, batches in iterator:
-                data_batch = _first_local_values(next(batches), strategy)
+                data_batch = keras.tree.map_structure(
+                    lambda v: _first_local(v, strategy), next(batches)
+                )
                 break
         with strategy.scope():
             symbolic_build(self, data_batch)
@@ -175,14 +145,10 @@ def enable_multi_worker_fit() -> None:
     def reduce_per_replica(values, strategy, reduction):
         if reduction not in ("auto", "mean") or not is_multi_worker(strategy):
             return keras_reduce(values, strategy, reduction)
-        import tensorflow as tf
 
         def mean(value):
-            local = value
-            if isinstance(value, tf.distribute.DistributedValues):
-                local = strategy.experimental_local_results(value)[0]
-            axis = None if local.shape.rank == 0 else 0
-            return strategy.reduce("MEAN", value, axis=axis)
+            rank = _first_local(value, strategy).shape.rank
+            return strategy.reduce("MEAN", value, axis=None if rank == 0 else 0)
 
         return keras.tree.map_structure(mean, values)
 
@@ -204,13 +170,12 @@ def enable_multi_worker_fit() -> None:
 
 
 def bound_tf_cluster_waits(timeout: int) -> None:
-    """Bounds how long a TensorFlow worker waits for the others.
+    """Makes a TensorFlow worker wait at most `timeout` s for the others.
 
-    Configures the coordination service that `MultiWorkerMirroredStrategy`
-    starts from `TF_CONFIG` as the strategy would, with `timeout` seconds
-    to register every worker and to declare a silent worker dead. Must be
-    called before the strategy is created; does nothing once the service
-    is configured.
+    Configures, before `MultiWorkerMirroredStrategy` is created, the
+    coordination service it starts from `TF_CONFIG`, with `timeout` to
+    register every worker and to declare a silent one dead; does nothing
+    once the service is configured.
     """
     from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
     from tensorflow.python.distribute import multi_worker_util
@@ -240,12 +205,3 @@ def bound_tf_cluster_waits(timeout: int) -> None:
     )
     # Without the barrier, registration waits for missing workers forever.
     coordination_service_config().cluster_register_with_barrier = True
-
-
-def seed_all_processes() -> None:
-    """Gives every JAX process the same Keras seed, unless one is set.
-
-    Variables of a model built under a `keras.distribution` are laid out
-    from each process's own initial values, which must agree.
-    """
-    initialize_jax_rng()

@@ -1,25 +1,10 @@
 """The workers of a multi-worker run, and the collectives that make them agree.
 
-In a multi-worker run (TensorFlow `MultiWorkerMirroredStrategy` over two
-or more workers, or JAX with two or more processes) every worker holds a
-copy of the model and must grow exactly the same neurons at every event;
-a worker that grew others would hold another architecture, and the next
-collective would fail or hang. Scores computed by each worker on its own
-data differ, so the decision is made identical by construction:
-
-1. At `on_train_begin` every worker sends a fingerprint of its growth
-   settings and of its model's architecture (`check_same_settings`); if
-   any differ, every worker raises the same error before training.
-2. At an event the chief (worker 0) alone computes the scores and the
-   budget; one broadcast gives every worker the chief's numbers, bit for
-   bit (`Workers.broadcast`).
-3. Every worker then runs the same pure selection (`select_neurons`) on
-   the same numbers with the same settings, so every worker holds the
-   same plan, grows the same neurons and records the same event.
-
-Checkpoints and logs are written by the chief only (`Workers.is_chief`).
-`keras_depthhet.growth` uses these collectives at `on_train_begin` and at
-each event; they know nothing of growth, so they sit below it.
+Every worker must grow the same neurons at every event, so the decision is
+identical by construction: the workers check at `on_train_begin` that they
+hold the same settings (`check_same_settings`); at an event the chief alone
+scores, one broadcast gives every worker its numbers bit for bit
+(`chief_decides`), and every worker runs the same pure selection on them.
 """
 
 import hashlib
@@ -55,6 +40,11 @@ class Workers:
     def _all_sum(self, array: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def _sum_bits(self, bits, shape) -> np.ndarray:
+        """The all-sum of int32 `bits`, read back as float64 of `shape`."""
+        summed = self._all_sum(bits).astype("int32")
+        return summed.view("float64").reshape(shape)
+
     def broadcast(self, array) -> np.ndarray:
         """The chief's `array` (float64), bit for bit, on every worker.
 
@@ -67,11 +57,11 @@ class Workers:
         """
         array = np.ascontiguousarray(array, dtype="float64")
         # Summing the chief's bits with zeros is exact in integers.
-        bits = array.view("int32") if self.is_chief else None
-        if bits is None:
+        if self.is_chief:
+            bits = array.view("int32").reshape(-1)
+        else:
             bits = np.zeros(array.size * 2, dtype="int32")
-        summed = self._all_sum(bits.reshape(-1)).astype("int32")
-        return summed.view("float64").reshape(array.shape)
+        return self._sum_bits(bits, array.shape)
 
     def all_gather(self, array) -> np.ndarray:
         """Every worker's `array` (float64), stacked in rank order.
@@ -85,8 +75,7 @@ class Workers:
         array = np.ascontiguousarray(array, dtype="float64")
         slots = np.zeros((self.size, array.size * 2), dtype="int32")
         slots[self.rank] = array.view("int32").reshape(-1)
-        summed = self._all_sum(slots).astype("int32")
-        return summed.view("float64").reshape((self.size, *array.shape))
+        return self._sum_bits(slots, (self.size, *array.shape))
 
 
 class _TensorFlowWorkers(Workers):
@@ -125,9 +114,8 @@ def workers_of(model: keras.Model) -> Workers | None:
     """The `Workers` `model` trains with, or `None` in a one-worker run.
 
     TensorFlow: the workers of the model's `MultiWorkerMirroredStrategy`
-    when it spans two or more. JAX: the processes started by
-    `jax.distributed` (e.g. `initialize_multi_host`) when there are two or
-    more.
+    when it spans two or more. JAX: the processes of `jax.distributed`
+    (e.g. `initialize_multi_host`) when there are two or more.
     """
     backend = keras.backend.backend()
     if backend == "tensorflow":
@@ -152,23 +140,11 @@ def check_same_settings(
     workers: Workers, settings: dict, failure: Exception | None = None
 ) -> None:
     """Raises on every worker unless all passed their checks and hold the
-    same `settings`.
+    same `settings` (`{name: JSON-serialisable value}`).
 
-    One all-gather of a failure flag and a fingerprint per setting, so a
-    worker whose own checks failed does not leave the others waiting in
-    the next collective: each raises, naming the workers that failed or
-    the settings that differ (with this worker's values of them).
-
-    Args:
-        workers: The run's `Workers`.
-        settings: `{name: JSON-serialisable value}`, with the same names
-            on every worker.
-        failure: The exception this worker's own checks raised, if any;
-            it is raised again here once the others know.
-
-    Raises:
-        ValueError: on every worker, if some worker failed or holds other
-            settings.
+    One all-gather of a failure flag and a fingerprint per setting, so that
+    no worker is left waiting. `failure`, this worker's own exception, is
+    raised again once the others know; the others raise `ValueError`.
     """
     names = sorted(settings)
     prints = workers.all_gather(
@@ -198,17 +174,10 @@ def check_same_settings(
 def chief_decides(
     workers: Workers, budget: float, scores: dict
 ) -> tuple[float, dict]:
-    """The chief's budget and scores, the same numbers on every worker.
+    """`(budget, scores)` of the chief, the same numbers on every worker.
 
-    Args:
-        workers: The run's `Workers`.
-        budget: The event's parameter budget (only the chief's is used).
-        scores: `{layer key: 1-D array}`, the same keys and lengths on
-            every worker; only the chief's values are used, so the other
-            workers may pass placeholders instead of scoring.
-
-    Returns:
-        `(budget, scores)` as the chief computed them.
+    `scores` is `{layer key: 1-D array}` with the same keys and lengths on
+    every worker; the others may pass placeholders.
     """
     names = list(scores)
     sizes = [np.asarray(scores[n]).size for n in names]
