@@ -12,19 +12,25 @@ LINEAR_INITIALIZER = {
 }
 
 
-def growable_children_config(layer, children: dict) -> dict:
-    """The growth rounds of `layer`'s growable children, keyed like `children`.
+def growable_child(parent, key: str, units: int, rounds: dict, **kwargs):
+    """`parent`'s `GrowableDense` sub-layer `{parent.name}_{key}`."""
+    return GrowableDense(
+        units,
+        kernel_initializer=LINEAR_INITIALIZER,
+        growth_rounds=rounds.get(key),
+        dtype=parent.dtype_policy,
+        name=f"{parent.name}_{key}",
+        **kwargs,
+    )
 
-    Composite layers put this in their config so that a grown model rebuilt
-    from its config has the same architecture (weights travel separately).
-    """
-    rounds = {}
-    for key, child in children.items():
-        if isinstance(child, GrowableDense):
-            rounds[key] = [r.tolist() for r in child.growth_rounds]
-        else:
-            rounds[key] = child.get_config()["growth_rounds"]
-    return rounds
+
+def growable_children_config(**children) -> dict:
+    """The `growth_rounds` config entry of each child, by key, so that a
+    grown composite layer rebuilt from its config has the same shapes."""
+    return {
+        key: child.get_config()["growth_rounds"]
+        for key, child in children.items()
+    }
 
 
 @keras.saving.register_keras_serializable(package="keras_depthhet")
@@ -68,22 +74,11 @@ class Attention(keras.layers.Layer):
         self.head_dim = positive_int("head_dim", head_dim)
         self.qkv_bias = bool(qkv_bias)
         self.inner_dim = self.num_heads * self.head_dim
-        growth_rounds = growth_rounds or {}
-        self.qkv = GrowableDense(
-            3 * self.inner_dim,
-            use_bias=self.qkv_bias,
-            kernel_initializer=LINEAR_INITIALIZER,
-            growth_rounds=growth_rounds.get("qkv"),
-            dtype=self.dtype_policy,
-            name=f"{self.name}_qkv",
+        rounds = growth_rounds or {}
+        self.qkv = growable_child(
+            self, "qkv", 3 * self.inner_dim, rounds, use_bias=self.qkv_bias
         )
-        self.proj = GrowableDense(
-            self.dim,
-            kernel_initializer=LINEAR_INITIALIZER,
-            growth_rounds=growth_rounds.get("proj"),
-            dtype=self.dtype_policy,
-            name=f"{self.name}_proj",
-        )
+        self.proj = growable_child(self, "proj", self.dim, rounds)
 
     def build(self, input_shape):
         self.qkv.build(input_shape)
@@ -114,7 +109,7 @@ class Attention(keras.layers.Layer):
             "head_dim": self.head_dim,
             "qkv_bias": self.qkv_bias,
             "growth_rounds": growable_children_config(
-                self, {"qkv": self.qkv, "proj": self.proj}
+                qkv=self.qkv, proj=self.proj
             ),
         }
 
@@ -122,17 +117,9 @@ class Attention(keras.layers.Layer):
 def _head_major_attention(query, key, value, scale):
     """Attention of `(batch, tokens, heads, head_dim)` tensors, for JAX.
 
-    The heads are moved before the tokens once, so that both products are
-    plain batched matmuls over `(batch, heads)`; the softmax runs in
-    float32 whatever the compute dtype, as in JAX's own
-    `dot_product_attention`. On XLA's CPU backend this is faster than
-    `jax.nn.dot_product_attention` (its einsums over the token-major
-    layout cost more in transposes); `benchmarks/train_step_profile.py`
-    shows the DeiT-S step's attention before and after
-    (`docs/benchmarks.md`). It also runs `mixed_float16` models on a CPU,
-    where `dot_product_attention` asks XLA for float16 products with
-    float32 results, which XLA's CPU backend refuses ("precision
-    'F16_F16_F32' is not supported by dot_general on CPU").
+    Plain batched matmuls over `(batch, heads)` with a float32 softmax: on
+    XLA's CPU backend faster than `jax.nn.dot_product_attention`, and it
+    runs `mixed_float16`, whose float16 products XLA's CPU refuses there.
     """
     query = ops.transpose(query, (0, 2, 1, 3))
     key = ops.transpose(key, (0, 2, 3, 1))

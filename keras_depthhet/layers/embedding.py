@@ -10,14 +10,10 @@ from keras_depthhet.utils.validation import positive_int
 class PatchEmbedding(keras.layers.Layer):
     """Splits an image into patches and projects each to `dim` features.
 
-    Computes a `Conv2D` with kernel size and stride `patch_size`, its patch
-    grid flattened into a token axis. Because the stride equals the kernel
-    size, the convolution is a reshape of the image into patches and one
-    matmul with the reshaped kernel, which is how it runs (XLA's CPU
-    convolution of this shape is about 10x slower in training); the
-    weights stay those of a `Conv2D` sub-layer named `{name}_projection`
-    (`kernel` of shape `(patch_size, patch_size, channels, dim)` and
-    `bias`), as saved by earlier versions.
+    Computes a `Conv2D` with kernel size and stride `patch_size` (weights
+    of a `Conv2D` sub-layer named `{name}_projection`), its patch grid
+    flattened into a token axis. It runs as a reshape into patches and one
+    matmul, much faster than XLA's CPU convolution in training.
 
     Args:
         patch_size: Positive integer, the side of a square patch in pixels.
@@ -62,21 +58,16 @@ class PatchEmbedding(keras.layers.Layer):
         channels = images.shape[-1]
         patches = ops.reshape(images, (-1, rows, size, cols, size, channels))
         patches = ops.transpose(patches, (0, 1, 3, 2, 4, 5))
-        # Flattened in the kernel's (height, width, channel) order.
-        patches = ops.reshape(
-            patches, (-1, rows * cols, size * size * channels)
-        )
-        kernel = ops.reshape(
-            self.projection.kernel, (size * size * channels, self.dim)
-        )
+        flat = size * size * channels  # The kernel's (h, w, c) order.
+        patches = ops.reshape(patches, (-1, rows * cols, flat))
+        kernel = ops.reshape(self.projection.kernel, (flat, self.dim))
         tokens = ops.matmul(patches, ops.cast(kernel, patches.dtype))
         return tokens + ops.cast(self.projection.bias, tokens.dtype)
 
     def compute_output_shape(self, input_shape):
         height, width = input_shape[1], input_shape[2]
-        if height is None or width is None:
-            tokens = None
-        else:
+        tokens = None
+        if height is not None and width is not None:
             tokens = (height // self.patch_size) * (width // self.patch_size)
         return (input_shape[0], tokens, self.dim)
 

@@ -44,57 +44,38 @@ from keras_depthhet.utils.validation import (
 class GrowableDense(Int8BaseKernel, keras.layers.Dense):
     """Densely-connected layer whose output neurons can be given extra depth.
 
-    A `keras.layers.Dense` (it subclasses it): before any growth it has
-    the same `kernel` and `bias` weights and computes the same output, for
-    inputs of any rank `(..., d)`. `grow(indices)` then adds, for each
-    chosen output neuron `i`, a pair of new neurons `a+ = x w+ + b+` and
-    `a- = x w- + b-`, initialised to `+/- scale * (W[:, i], b[i])`, whose
-    sum passes through the exact GELU and is added, with a skip
-    connection, to neuron `i`'s pre-activation:
+    A `keras.layers.Dense` subclass with the same weights and output until
+    it grows, for inputs of any rank `(..., d)`. `grow(indices)` gives each
+    chosen output neuron `i` a pair of neurons `a+ = x w+ + b+` and
+    `a- = x w- + b-`, initialised to `+/- scale * (W[:, i], b[i])` and
+    added to its pre-activation through the exact GELU with a skip
+    connection:
 
     `z'_i = z_i + sum over rounds [GELU(a+ + a-) + a+ + a-]`.
 
-    At initialisation `a+ + a- = 0`, so the layer computes exactly the same
-    function as before; training then moves the pair apart. A neuron may be
-    chosen in several rounds, so different neurons of one layer end up with
-    different depth. All rounds of a layer run in one matmul of the summed
-    `w+ + w-` columns and one segment sum back onto the chosen neurons, so
-    the added cost is proportional to the number of grown neurons.
+    As `a+ + a- = 0` at growth, the function is unchanged; training moves
+    the pair apart. A neuron may grow in several rounds, so neurons end up
+    with different depths. The pairs of all rounds are packed into
+    `growth_kernel_plus`, `growth_kernel_minus` `(input_dim, K)` and
+    `growth_bias_plus`, `growth_bias_minus` `(K,)`, `K = num_grown`, and
+    cost one matmul. The kernel (bias) constraint `c` applies to `w+` and
+    its mirror `w -> -c(-w)` to `w-`, the regularizer to `w+ + w-`. The
+    rounds are part of the config, so `from_config` and `.keras` files
+    rebuild a grown layer; a weights file saved before later rounds loads
+    too, those rounds starting as zero-sum pairs.
 
-    The pairs of all rounds are packed, round after round, into one set
-    of variables: `growth_kernel_plus` and `growth_kernel_minus` of shape
-    `(input_dim, K)`, `growth_bias_plus` and `growth_bias_minus` of shape
-    `(K,)` for `K = num_grown` pairs; a round replaces them by wider ones,
-    so the number of variables does not grow with the rounds. The kernel
-    (bias) constraint `c` constrains `w+` and its mirror `w -> -c(-w)`
-    constrains `w-`, and the regularizer applies to the sum `w+ + w-`, so
-    neither the function nor the regularized loss changes at growth.
-    The rounds are part of the config (`growth_rounds`), so
-    `from_config(get_config())` and `.keras` files rebuild a grown layer.
-    A weights file saved before later rounds (e.g. the best epoch of
-    `ModelCheckpoint(save_weights_only=True)`) loads into the grown layer:
-    the rounds it lacks start as zero-sum pairs of its kernel.
+    Once a model has used the layer in `fit`, `predict` or `evaluate`, grow
+    it with `keras_depthhet.growth.grow_model` (`grow` refuses).
 
-    Grow a layer that a model has already used in `fit`, `predict` or
-    `evaluate` with `keras_depthhet.growth.grow_model`, not `grow`: the
-    model's compiled functions and optimizer must be remade too (`grow`
-    refuses, saying so).
-
-    `model.quantize("int8")` (or `layer.quantize("int8")`) stores the base
-    kernel in int8 with one scale per output neuron (`kernel_scale`), as
-    `keras.layers.Dense` does, and computes `x W` as `Dense` does in int8
-    mode; the bias and the growth pairs stay in float and trainable.
-    Other modes raise a `ValueError` and leave the layer unchanged. LoRA
-    (`lora_rank`, `enable_lora`) works as in `Dense` on a float layer;
-    its delta is merged into the saved kernel. A quantized or
-    LoRA-enabled layer cannot grow: grow first. Quantized or not, the
-    layer round-trips through `get_config`/`from_config`, `.keras` files
-    and weights files.
+    `quantize("int8")` stores the base kernel in int8 with one scale per
+    output neuron and computes `x W` as `Dense` does; the bias and pairs
+    stay float. Other modes raise a `ValueError`. LoRA works as in `Dense`
+    on a float layer. A quantized or LoRA-enabled layer cannot grow: grow
+    first.
 
     Args:
         units: Positive integer, the number of output neurons.
-        activation: Activation applied to the (grown) pre-activation.
-            `None` means linear.
+        activation: Activation of the (grown) pre-activation; `None`: linear.
         use_bias: Whether the layer (and its growth pairs) use a bias.
         kernel_initializer: Initializer of `kernel`.
         bias_initializer: Initializer of `bias`.
@@ -104,14 +85,12 @@ class GrowableDense(Int8BaseKernel, keras.layers.Dense):
         kernel_constraint: Constraint of `kernel` and growth kernels.
         bias_constraint: Constraint of `bias` and growth biases.
         growth_rounds: Optional list of rounds, each a list of distinct
-            neuron indices; used when rebuilding a grown layer from its
-            config (growth weights then start at zero until loaded).
-        lora_rank: Optional rank of a LoRA delta of the kernel, as in
-            `keras.layers.Dense`.
+            neuron indices, to rebuild a grown layer from its config (its
+            pairs start at zero until loaded).
+        lora_rank: Optional LoRA rank, as in `keras.layers.Dense`.
         lora_alpha: Optional LoRA scale numerator, as in `Dense`.
-        quantization_config: Optional
-            `keras.quantizers.Int8QuantizationConfig` of a quantized layer
-            (set by `quantize`; used when it is rebuilt from its config).
+        quantization_config: Optional `Int8QuantizationConfig` of a
+            quantized layer (set by `quantize`).
         **kwargs: Base layer keyword arguments (`name`, `dtype`, ...).
 
     Input shape:
@@ -176,7 +155,6 @@ class GrowableDense(Int8BaseKernel, keras.layers.Dense):
         self._analysis_hook = None
         self._traced = False
 
-    # ------------------------------------------------------------------ build
     def build(self, input_shape):
         if input_shape[-1] is None:
             raise ValueError(
@@ -193,8 +171,7 @@ class GrowableDense(Int8BaseKernel, keras.layers.Dense):
         """Creates the packed variables of `k` pairs; `values` None: zeros."""
         shapes = {"kernel": (self.input_dim, k), "bias": (k,)}
         created = {}
-        # `Dense.build` locks the layer after `enable_lora`.
-        with unlocked_state(self):
+        with unlocked_state(self):  # `Dense.build` locks it after LoRA.
             for suffix in PAIR_SUFFIXES:
                 part = suffix.split("_")[0]
                 if part == "bias" and not self.use_bias:
@@ -220,20 +197,13 @@ class GrowableDense(Int8BaseKernel, keras.layers.Dense):
         return created
 
     def _growth_values(self, saved, kernel, bias, scale) -> dict:
-        """Values of the packed variables: `saved`, then zero-sum pairs.
-
-        `saved` (`{suffix: array}` or None) holds the pairs of the first
-        rounds (`widened_pairs`); the later rounds start as `grow` starts
-        them, from `kernel` and `bias`.
-        """
-        dtype = self.variable_dtype
-        rounds = self._rounds
+        """Packed values: `saved` first rounds, then zero-sum pairs."""
         return widened_pairs(
-            self.name, saved, rounds, kernel, bias, scale, dtype
-        )
+            self.name, saved, self._rounds, kernel, bias, scale,
+            self.variable_dtype,
+        )  # fmt: skip
 
     def _assign_growth(self, values: dict) -> None:
-        """Assigns packed values (`_growth_values`) to the variables."""
         for suffix, variable in self._growth.items():
             variable.assign(values[suffix])
 
@@ -243,12 +213,7 @@ class GrowableDense(Int8BaseKernel, keras.layers.Dense):
         return slice(start, start + len(self._rounds[r]))
 
     def _pair_values(self, kernel, bias, indices, scale) -> dict:
-        """A new round's initial values: `+/- scale * (W[:, i], b[i])`.
-
-        Raises if the layer cannot grow (`_check_growable`), or if a value
-        overflows the variables' dtype (a huge `scale`), naming non-finite
-        weights as weights.
-        """
+        """A new round's values (`zero_sum_pairs`), if the layer can grow."""
         self._check_growable()
         return zero_sum_pairs(
             self.name, kernel, bias, indices, scale, self.variable_dtype
@@ -267,12 +232,11 @@ class GrowableDense(Int8BaseKernel, keras.layers.Dense):
 
     def _update_targets(self):
         """Caches the neuron fed by each of the K pairs, all rounds in order."""
-        if self._rounds:
-            self._targets = np.concatenate(self._rounds).astype("int32")
-        else:
-            self._targets = None
+        rounds = self._rounds
+        self._targets = (
+            np.concatenate(rounds).astype("int32") if rounds else None
+        )
 
-    # ----------------------------------------------------------------- growth
     @property
     def growth_rounds(self) -> list[np.ndarray]:
         """The rounds grown so far, each an int64 array of neuron indices."""
@@ -308,13 +272,12 @@ class GrowableDense(Int8BaseKernel, keras.layers.Dense):
             `k` neurons (`2 * input_dim * k` without bias).
 
         Raises:
-            ValueError: if the layer is unbuilt, an argument is invalid, or
-                a compiled function (of `fit`, `predict`, `evaluate`, a
-                `jax.jit` or `tf.function`) has already traced the layer:
-                that function would keep the old weights, so grow through
-                the model with `keras_depthhet.growth.grow_model`, which
-                remakes it; or if the layer is quantized or LoRA-enabled
-                (grow first). The layer is then left unchanged.
+            ValueError: if the layer is unbuilt, an argument is invalid, the
+                layer is quantized or LoRA-enabled (grow first), or a
+                compiled function (of `fit`, `predict`, `evaluate`, a
+                `jax.jit` or `tf.function`) has already traced it: grow
+                through the model with `keras_depthhet.growth.grow_model`,
+                which remakes that function. The layer is then unchanged.
         """
         self._check_growable()
         if self._traced:
@@ -371,13 +334,11 @@ class GrowableDense(Int8BaseKernel, keras.layers.Dense):
         self._update_targets()
         return self.growth_cost(len(indices))
 
-    # ------------------------------------------------------------------ call
     def _growth_branch(self, inputs):
         """Sum over rounds of GELU(a+ + a-) + (a+ + a-), per output neuron.
 
-        The K pairs of all rounds run as one matmul; their results go back
-        onto their neurons with one segment sum over the K axis (a scatter-
-        add of K values per token), never a dense units-by-K projection.
+        One matmul for the K pairs, then one segment sum over the K axis
+        onto their neurons (never a dense units-by-K projection).
         """
         growth = self._growth
         kernel = growth["kernel_plus"] + growth["kernel_minus"]
@@ -420,20 +381,18 @@ class GrowableDense(Int8BaseKernel, keras.layers.Dense):
     def set_analysis_hook(self, hook: Callable | None) -> None:
         """Installs `hook(layer, inputs, preactivation, outputs) -> outputs`.
 
-        Analysis code (the splitting module) uses it to read a layer's input
-        and pre-activation and to take gradients with respect to its output;
-        the hook must return a tensor equal to `outputs`. `None` removes it.
+        The splitting module uses it to read a layer's input and
+        pre-activation and to take gradients with respect to its output; the
+        hook must return a tensor equal to `outputs`. `None` removes it.
         """
         self._analysis_hook = hook
 
-    # ---------------------------------------------------------------- saving
     def save_own_variables(self, store):
         """Saves the variables as `Dense` does, then the pairs and rounds.
 
-        `Dense` saves `kernel` (with any LoRA delta merged), `bias` and
-        `kernel_scale` (when quantized); then come the packed
-        `growth_kernel_plus`, `growth_kernel_minus`, `growth_bias_plus`
-        and `growth_bias_minus`, and each round's indices.
+        `Dense` saves `kernel` (LoRA delta merged), `bias` and, if quantized,
+        `kernel_scale`; then come the packed pair variables and each round's
+        neuron indices.
         """
         super().save_own_variables(store)
         pairs = [self._growth[s] for s in PAIR_SUFFIXES if s in self._growth]
@@ -444,18 +403,13 @@ class GrowableDense(Int8BaseKernel, keras.layers.Dense):
     def load_own_variables(self, store):
         """Loads saved variables; a file of fewer rounds loads too.
 
-        The file's rounds must be the first rounds of this layer (same
-        neurons, checked where the file records them); rounds the file
-        lacks are set to zero-sum pairs of the loaded kernel, so the layer
-        computes what the saved layer computed. A file with more rounds
-        than the layer is refused: grow the model first (a `.keras` file
-        of a grown model rebuilds it with `keras.saving.load_model`).
-        Files saved with one set of variables per round (before the pairs
-        were packed) load too.
-
-        A file with an int8 kernel quantizes a float layer before loading
-        (default input quantizer); a float file is refused by a quantized
-        layer: load it, then quantize.
+        The file's rounds must be this layer's first rounds; the rounds it
+        lacks start as zero-sum pairs of the loaded kernel, so the layer
+        computes what the saved one did. A file of more rounds is refused
+        (load the grown model's `.keras` file instead). Files of the older,
+        unpacked layout (one set of variables per round) load too. An int8
+        file quantizes a float layer first; a quantized layer refuses a
+        float file (load it, then quantize).
         """
         quantized = self.quantization_mode is not None
         num_base, int8_file = check_saved_base(
@@ -466,9 +420,8 @@ class GrowableDense(Int8BaseKernel, keras.layers.Dense):
         )
         check_saved_rounds(self.name, self._rounds, recorded, sizes)
         if int8_file and not quantized:
-            # A composite layer rebuilds its children from its own config,
-            # which does not record a child's quantized dtype policy: the
-            # file is what says that this layer was quantized.
+            # A composite layer's config does not record that a child was
+            # quantized; the file does.
             self.quantize("int8", config=self.quantization_config)
         base = {str(i): store[str(i)] for i in range(num_base)}
         if self.lora_enabled:
@@ -488,7 +441,6 @@ class GrowableDense(Int8BaseKernel, keras.layers.Dense):
                 )
             )
 
-    # ---------------------------------------------------------------- config
     def get_config(self):
         return {
             **super().get_config(),

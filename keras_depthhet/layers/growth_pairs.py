@@ -1,9 +1,8 @@
 """The +/- neuron pairs of `GrowableDense`: values, constraint, regularizer.
 
-A growth round gives each chosen neuron `i` a pair `w+ = s * W[:, i]`,
-`b+ = s * b[i]`, `w- = -w+`, `b- = -b+`, whose sum passes through the exact
-GELU (`exact_gelu`). The pair's sum is zero at growth, and the layer's
-constraints and regularizers are applied to the pair so that it stays so.
+A round gives each chosen neuron `i` a pair `w+ = s * W[:, i]`,
+`b+ = s * b[i]`, `w- = -w+`, `b- = -b+`; the pair's sum, zero at growth,
+passes through the exact GELU.
 """
 
 import keras
@@ -18,26 +17,10 @@ PAIR_SUFFIXES = ("kernel_plus", "kernel_minus", "bias_plus", "bias_minus")
 
 
 def exact_gelu(x):
-    """The exact GELU, `x / 2 * (1 + erf(x / sqrt(2)))`.
+    """The exact GELU `x / 2 * (1 + erf(x / sqrt(2)))`, as Keras's `gelu`.
 
-    Keras's `gelu` (`approximate=False`, as `keras.activations.gelu` and
-    the `"gelu"` activation compute it) and PyTorch's exact GELU (timm's
-    DeiT) compute this function. On JAX, `jax.nn.gelu` writes it with
-    `erfc`, which XLA's CPU backend runs more slowly than `erf` (the
-    GELU row of `benchmarks/train_step_profile.py`, before and after, in
-    `docs/benchmarks.md`). So on JAX it is written with `erf`, as PyTorch
-    writes it; elsewhere it is Keras's `gelu`.
-
-    Args:
-        x: A tensor.
-
-    Returns:
-        `GELU(x)`, elementwise, in `x`'s dtype.
-
-    Example:
-
-    >>> float(exact_gelu(keras.ops.convert_to_tensor(0.0)))
-    0.0
+    On JAX it is written with `erf`, which XLA's CPU backend runs faster
+    than `jax.nn.gelu`'s `erfc` (`docs/benchmarks.md`).
     """
     if keras.backend.backend() != "jax":
         return ops.gelu(x, approximate=False)
@@ -45,24 +28,11 @@ def exact_gelu(x):
 
 
 def zero_sum_pairs(name, kernel, bias, indices, scale, dtype) -> dict:
-    """A round's initial pair values: `+/- scale * (W[:, i], b[i])`.
+    """A round's pairs `+/- scale * (W[:, i], b[i])` as `{suffix: array}`.
 
-    Args:
-        name: The layer's name, for messages.
-        kernel: The base kernel, a `(input_dim, units)` NumPy array.
-        bias: The base bias, a `(units,)` array, or None without bias.
-        indices: The round's neuron indices.
-        scale: The scale factor `s`.
-        dtype: The variables' dtype.
-
-    Returns:
-        `{suffix: array}` for the `PAIR_SUFFIXES` (the kernel ones only
-        without bias), each with one column per index.
-
-    Raises:
-        ValueError: if the kernel or bias is not finite at `indices` (a
-            pair made from them would not sum to zero), or if `scale`
-            makes a value overflow `dtype`.
+    `bias` is None without bias. Raises a `ValueError` (naming layer
+    `name`) if the weights at `indices` are not finite, or if `scale` makes
+    a value overflow `dtype`.
     """
     if not np.all(np.isfinite(kernel[:, indices])) or (
         bias is not None and not np.all(np.isfinite(bias[indices]))
@@ -97,28 +67,11 @@ def concatenate_pairs(first: dict, then: dict) -> dict:
 
 
 def widened_pairs(name, saved, rounds, kernel, bias, scale, dtype) -> dict:
-    """Pair values of all `rounds`: `saved` first, then zero-sum pairs.
+    """Packed pairs of all `rounds` in `dtype`: `saved`, then zero-sum pairs.
 
-    `saved` (`{suffix: array}`, or None or empty for none) holds the pairs
-    of the first rounds, e.g. the variables' values before a round was
-    added, or a file saved before later rounds; the rounds after it start
-    as zero-sum pairs of `kernel` and `bias` (`zero_sum_pairs`), as a
-    growth starts them, so the layer computes what the saved pairs did.
-
-    Args:
-        name: The layer's name, for messages.
-        saved: The pairs of the first rounds, packed.
-        rounds: The layer's rounds, each an array of neuron indices.
-        kernel: The base kernel, a NumPy array.
-        bias: The base bias, or None.
-        scale: The scale factor of the new pairs.
-        dtype: The variables' dtype.
-
-    Returns:
-        `{suffix: array}` of all rounds' pairs, packed, in `dtype`.
-
-    Raises:
-        ValueError: if `saved` is not the pairs of a number of first rounds.
+    `saved` (or None) holds the pairs of the first rounds; the later ones
+    start as `zero_sum_pairs` of `kernel` and `bias`. Raises a `ValueError`
+    if `saved` is not the pairs of a number of first rounds.
     """
     sizes = np.cumsum([0] + [len(r) for r in rounds])
     width = 0 if not saved else int(np.shape(saved["kernel_plus"])[-1])
@@ -138,12 +91,7 @@ def widened_pairs(name, saved, rounds, kernel, bias, scale, dtype) -> dict:
 
 
 class MirroredConstraint(keras.constraints.Constraint):
-    """The minus weight's constraint: `w -> -c(-w)` for the layer's `c`.
-
-    A pair starts as `w- = -w+`; constraining `w+` by `c` and `w-` by its
-    mirror keeps `w+ + w- = c(w+) - c(w+) = 0`, so no constraint can break
-    function preservation, and the pair stays a +/- pair.
-    """
+    """The minus weight's constraint `w -> -c(-w)`: the pair sum stays 0."""
 
     def __init__(self, constraint):
         self.constraint = constraint
@@ -153,13 +101,8 @@ class MirroredConstraint(keras.constraints.Constraint):
 
 
 class PairSumRegularizer(keras.regularizers.Regularizer):
-    """The plus weight's regularizer: the layer's `r` of `w+ + w-`.
-
-    Only the pair's sum enters the layer's output, so it is the sum that
-    is regularized, as the weight of one neuron; it is zero at growth, so
-    growth does not change the regularized loss. The minus weight carries
-    no regularizer of its own.
-    """
+    """The layer's regularizer of `w+ + w-` (only the sum enters the output),
+    set on `w+`; zero at growth."""
 
     def __init__(self, regularizer, partner):
         self.regularizer = regularizer

@@ -3,10 +3,9 @@
 import keras
 
 from keras_depthhet.layers.attention import (
-    LINEAR_INITIALIZER,
+    growable_child,
     growable_children_config,
 )
-from keras_depthhet.layers.growable_dense import GrowableDense
 from keras_depthhet.utils.validation import positive_int
 
 
@@ -40,22 +39,11 @@ class Mlp(keras.layers.Layer):
         super().__init__(**kwargs)
         self.dim = positive_int("dim", dim)
         self.hidden_dim = positive_int("hidden_dim", hidden_dim)
-        growth_rounds = growth_rounds or {}
-        self.fc1 = GrowableDense(
-            self.hidden_dim,
-            activation="gelu",
-            kernel_initializer=LINEAR_INITIALIZER,
-            growth_rounds=growth_rounds.get("fc1"),
-            dtype=self.dtype_policy,
-            name=f"{self.name}_fc1",
+        rounds = growth_rounds or {}
+        self.fc1 = growable_child(
+            self, "fc1", self.hidden_dim, rounds, activation="gelu"
         )
-        self.fc2 = GrowableDense(
-            self.dim,
-            kernel_initializer=LINEAR_INITIALIZER,
-            growth_rounds=growth_rounds.get("fc2"),
-            dtype=self.dtype_policy,
-            name=f"{self.name}_fc2",
-        )
+        self.fc2 = growable_child(self, "fc2", self.dim, rounds)
 
     def build(self, input_shape):
         self.fc1.build(input_shape)
@@ -73,6 +61,6 @@ class Mlp(keras.layers.Layer):
             "dim": self.dim,
             "hidden_dim": self.hidden_dim,
             "growth_rounds": growable_children_config(
-                self, {"fc1": self.fc1, "fc2": self.fc2}
+                fc1=self.fc1, fc2=self.fc2
             ),
         }

@@ -1,39 +1,21 @@
 """Int8 quantization of `GrowableDense`'s base kernel, as Keras's `Dense`.
 
-`model.quantize("int8")` replaces the float `kernel` of each
-`GrowableDense` by an int8 kernel with one float scale per output neuron
-(`kernel_scale`; Keras's `Dense` creates and fills both); the base matmul
-then runs on inputs quantized per token, exactly as `keras.layers.Dense`
-computes in int8 mode (`int8_matmul`). The bias and the growth branch (the
-neuron pairs) stay in float and trainable. A quantized layer cannot grow:
-grow the float model, then quantize. `Int8BaseKernel` holds the
-layer's overrides of `Dense`'s quantization methods.
+`Dense` creates and fills the int8 `kernel` and its per-neuron
+`kernel_scale`; the base matmul then runs as `Dense`'s int8 mode computes
+it (`int8_matmul`), while the bias and the growth pairs stay float.
 """
 
 import numpy as np
 from keras import ops
 
 SUPPORTED_MODES = ("int8",)
-"""Quantization modes `GrowableDense` implements (`layer.quantize(mode)`)."""
 
 
 def int8_matmul(inputs, kernel, kernel_scale, inputs_quantizer):
     """`inputs @ (kernel / kernel_scale)` as `Dense`'s int8 mode computes it.
 
-    The inputs are quantized along their last axis by `inputs_quantizer`
-    (None: they stay float, weight-only quantization), multiplied by the
-    int8 kernel and de-scaled in the inputs' dtype. The gradient with
-    respect to `inputs` uses the dequantized kernel; the int8 kernel and
-    its scale get none (they are not trainable).
-
-    Args:
-        inputs: Float tensor `(..., input_dim)`.
-        kernel: The int8 kernel `(input_dim, units)`.
-        kernel_scale: Its scale per output neuron, `(units,)`.
-        inputs_quantizer: A `keras.quantizers.Quantizer`, or None.
-
-    Returns:
-        The float tensor `(..., units)`, in `inputs`' dtype.
+    Inputs are quantized per token by `inputs_quantizer` (None: weight-only
+    quantization); their gradient uses the dequantized kernel.
     """
     dtype = inputs.dtype
 
@@ -60,30 +42,24 @@ def int8_matmul(inputs, kernel, kernel_scale, inputs_quantizer):
 
 
 class Int8BaseKernel:
-    """`GrowableDense`'s overrides of `keras.layers.Dense` quantization.
+    """`GrowableDense`'s overrides of `Dense`'s quantization (mixed in first).
 
-    Mixed in before `Dense`: `Dense` creates the int8 `kernel` and its
-    `kernel_scale` (`quantized_build`) and fills them (`quantize`); these
-    overrides refuse every other mode, let `Model.quantize` quantize a
-    `Dense` subclass, and route a quantized layer's calls to its own
-    `call`, which computes the base matmul with `int8_matmul`. LoRA stays
-    on float layers: `Dense`'s quantized kernel property would add the
-    delta to the int8 values.
+    They refuse modes other than int8 and LoRA together with int8, let
+    `Model.quantize` quantize a `Dense` subclass, and route quantized calls
+    to the layer's own `call`.
     """
 
     def quantize(self, mode=None, type_check=True, config=None):
-        """Quantizes the base kernel to int8, one scale per output neuron.
+        """Quantizes the base kernel to int8 (`Dense`'s int8 mode).
 
-        `keras.layers.Dense`'s int8 quantization; the bias and the growth
-        pairs stay in float. Another mode, or a LoRA-enabled layer, raises
-        and leaves the layer unchanged.
+        The bias and the growth pairs stay float. Another mode, or a
+        LoRA-enabled layer, raises and leaves the layer unchanged.
 
         Args:
             mode: `"int8"`.
             type_check: Accepted for `Model.quantize`; a `GrowableDense`
                 subclass quantizes too.
-            config: Optional `keras.quantizers.Int8QuantizationConfig`
-                (weight and input quantizers).
+            config: Optional `keras.quantizers.Int8QuantizationConfig`.
         """
         del type_check
         if mode not in SUPPORTED_MODES or self.lora_enabled:
@@ -106,16 +82,10 @@ class Int8BaseKernel:
         super().quantized_build(kernel_shape, mode, config)
 
     def quantized_call(self, *args, **kwargs):
-        """Calls `call`, which computes the int8 base matmul itself."""
         return self.call(*args, **kwargs)
 
     def enable_lora(self, rank, *args, **kwargs):
-        """`Dense.enable_lora`, refused on a quantized layer.
-
-        Raises:
-            ValueError: if the layer is quantized (enable LoRA on the
-                float layer), or as `Dense.enable_lora` does.
-        """
+        """`Dense.enable_lora`, refused (`ValueError`) on a quantized layer."""
         if self.quantization_mode is not None:
             raise ValueError(
                 f"Layer {self.name!r} is quantized "
@@ -139,11 +109,7 @@ class Int8BaseKernel:
 
 
 def check_quantization_mode(layer, mode) -> None:
-    """Raises unless `layer` (a `GrowableDense`) supports `mode`.
-
-    Raises:
-        ValueError: for every mode but int8, naming the layer and the mode.
-    """
+    """Raises a `ValueError` unless `layer` supports `mode` (int8 only)."""
     if mode not in SUPPORTED_MODES:
         raise ValueError(
             f"Layer {layer.name!r} ({type(layer).__name__}) supports only "
@@ -151,11 +117,6 @@ def check_quantization_mode(layer, mode) -> None:
             "'int8', or leave it out with `model.quantize(mode, "
             f"filters=...)`. Received: mode={mode!r}"
         )
-
-
-def is_int8_kernel(value) -> bool:
-    """Whether a saved kernel (array or h5 dataset) is an int8 kernel."""
-    return np.dtype(value.dtype) == np.int8
 
 
 def float_kernel(layer) -> np.ndarray:

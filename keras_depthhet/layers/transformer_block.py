@@ -3,35 +3,27 @@
 import keras
 from keras import ops
 
-from keras_depthhet.layers.attention import Attention, growable_children_config
+from keras_depthhet.layers.attention import (
+    Attention,
+    growable_children_config,
+)
 from keras_depthhet.layers.mlp import Mlp
 from keras_depthhet.utils.validation import positive_int, rate
 
 
 @keras.saving.register_keras_serializable(package="keras_depthhet")
 class LayerNorm(keras.layers.LayerNormalization):
-    """`keras.layers.LayerNormalization` over the last axis, faster on JAX.
+    """`keras.layers.LayerNormalization`, computed faster on JAX's CPU.
 
-    The same layer (weights `gamma` and `beta`, config, float32 statistics
-    under mixed precision) computing the same function. On JAX it centres
-    the input once and takes the variance of the centred values, which
-    XLA's CPU backend runs faster than Keras's formulation (moments, then
-    an affine map built from them; the LayerNorm row of
-    `benchmarks/train_step_profile.py` in `docs/benchmarks.md`). Other
-    backends, other axes and
-    `rms_scaling` use Keras's own computation.
+    The same layer and function; on JAX, over the last axis and without
+    `rms_scaling`, it takes the variance of the once-centred input.
     """
 
     def call(self, inputs):
-        axes = self.axis
-        if not isinstance(axes, (list, tuple)):
-            axes = [axes]
         rank = len(inputs.shape)
-        if (
-            keras.backend.backend() != "jax"
-            or self.rms_scaling
-            or [int(a) % rank for a in axes] != [rank - 1]
-        ):
+        axes = [int(a) % rank for a in keras.tree.flatten(self.axis)]
+        on_jax = keras.backend.backend() == "jax"
+        if not on_jax or self.rms_scaling or axes != [rank - 1]:
             return super().call(inputs)
         dtype = keras.backend.result_type(inputs.dtype, "float32")
         x = ops.cast(inputs, dtype)
@@ -130,13 +122,8 @@ class TransformerBlock(keras.layers.Layer):
             layer.build(input_shape)
 
     def call(self, tokens, training=None):
-        # The residual stream is kept as a (batch * tokens, dim) matrix that
-        # feeds the matmuls directly, and each LayerNorm reads a reshaped
-        # view of it. Then the gradient of the stream is one sum of two
-        # full tensors, which XLA stores once. With the 3-D stream, XLA's
-        # CPU backend fused that gradient into every consumer below it, so
-        # the backward pass recomputed it from the loss down at each block:
-        # work quadratic in the depth, 3/4 of a DeiT-S training step.
+        # A 2-D residual stream: with a 3-D one, XLA's CPU backend
+        # recomputed its gradient at every block (quadratic in the depth).
         shape = ops.shape(tokens)
         stream = ops.reshape(tokens, (-1, self.dim))
         branch = self.attn(self.norm1(ops.reshape(stream, shape)))
@@ -165,6 +152,6 @@ class TransformerBlock(keras.layers.Layer):
             "drop_path_rate": self.drop_path_rate,
             "layer_norm_epsilon": self.layer_norm_epsilon,
             "growth_rounds": growable_children_config(
-                self, {"attn": self.attn, "mlp": self.mlp}
+                attn=self.attn, mlp=self.mlp
             ),
         }

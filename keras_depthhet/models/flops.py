@@ -8,18 +8,12 @@ from keras_depthhet.layers import Attention, GrowableDense, PatchEmbedding
 from keras_depthhet.utils.keras_internals import iter_layers
 
 
-def _growable_flops(layer: GrowableDense, positions: int) -> int:
-    # Grown pairs run as one matmul of their summed kernels (d x K), so a
-    # grown neuron costs one extra column, not two.
-    return positions * layer.input_dim * (layer.units + layer.num_grown)
-
-
 def _nested_flops(layer: keras.layers.Layer, positions: int) -> int:
     """FLOPs of `layer` and its sub-layers, all applied at `positions`."""
     total = 0
     for sub in [layer, *iter_layers(layer)]:
-        if isinstance(sub, GrowableDense):
-            total += _growable_flops(sub, positions)
+        if isinstance(sub, GrowableDense):  # Pairs: one summed column each.
+            total += positions * sub.input_dim * (sub.units + sub.num_grown)
         elif isinstance(sub, keras.layers.Dense):
             total += positions * sub.kernel.shape[0] * sub.units
         elif isinstance(sub, Attention):
@@ -31,15 +25,12 @@ def _nested_flops(layer: keras.layers.Layer, positions: int) -> int:
 def count_flops(model: keras.Model) -> int:
     """Counts the forward multiply-adds of one image through `model`.
 
-    As in the DeiT paper (Touvron et al. 2021), one multiply-add counts as
-    one FLOP and only matrix products are counted: the patch embedding,
-    every dense layer (`qkv`, `proj`, `fc1`, `fc2`, the head), and the two
-    attention products `Q K^T` and `A V`; normalisations, activations,
-    residual additions and the softmax are left out. A grown `GrowableDense`
-    adds `input_dim * num_grown` per token: its +/- pairs run as one matmul
-    of their summed kernels. DeiT-S at 224 pixels with 1000 classes counts
-    about 4.6 GFLOPs, the paper's reduced base (halved attention and MLP
-    widths) about 2.3.
+    As in the DeiT paper, one multiply-add is one FLOP and only matrix
+    products count: the patch embedding, every dense layer and the
+    attention products `Q K^T` and `A V`. A grown `GrowableDense` adds
+    `input_dim * num_grown` per token (its pairs run as one matmul of their
+    summed kernels). DeiT-S at 224 pixels counts about 4.6 GFLOPs, the
+    paper's reduced base (halved attention and MLP widths) about 2.3.
 
     Args:
         model: A built functional model, such as one from `vit` or

@@ -9,7 +9,10 @@ from keras_depthhet.layers import (
     PositionEmbedding,
     TransformerBlock,
 )
-from keras_depthhet.layers.lookup import growable_layer_map, growable_layers
+from keras_depthhet.layers.lookup import (  # noqa: F401 (re-exported)
+    growable_layer_map,
+    growable_layers,
+)
 from keras_depthhet.utils.validation import positive_int, rate, width_ratio
 
 DEIT_PRESETS = {
@@ -18,16 +21,6 @@ DEIT_PRESETS = {
     "deit_base": {"dim": 768, "depth": 12, "num_heads": 12},
 }
 """Constructor arguments of the DeiT variants (Touvron et al. 2021)."""
-
-__all__ = [
-    "DEIT_PRESETS",
-    "deit_base",
-    "deit_small",
-    "deit_tiny",
-    "growable_layer_map",
-    "growable_layers",
-    "vit",
-]
 
 
 def vit(
@@ -75,6 +68,10 @@ def vit(
     Returns:
         An uncompiled `keras.Model` mapping images to logits.
 
+    Raises:
+        ValueError: if an argument is invalid, `patch_size` does not divide
+            `image_size` or `num_heads` does not divide `dim`.
+
     Example:
 
     ```python
@@ -86,21 +83,13 @@ def vit(
     """
     image_size = positive_int("image_size", image_size)
     patch_size = positive_int("patch_size", patch_size)
-    if image_size % patch_size:
-        raise ValueError(
-            "Argument `image_size` must be divisible by `patch_size`. "
-            f"Received: image_size={image_size}, patch_size={patch_size}"
-        )
+    _check_divisible("image_size", image_size, "patch_size", patch_size)
     num_channels = positive_int("num_channels", num_channels)
     num_classes = positive_int("num_classes", num_classes)
     dim = positive_int("dim", dim)
     depth = positive_int("depth", depth)
     num_heads = positive_int("num_heads", num_heads)
-    if dim % num_heads:
-        raise ValueError(
-            "Argument `dim` must be divisible by `num_heads`. "
-            f"Received: dim={dim}, num_heads={num_heads}"
-        )
+    _check_divisible("dim", dim, "num_heads", num_heads)
     mlp_ratio = width_ratio("mlp_ratio", mlp_ratio)
     attention_width = width_ratio("attention_width", attention_width)
     mlp_width = width_ratio("mlp_width", mlp_width)
@@ -131,6 +120,14 @@ def vit(
         name="head",
     )(cls)
     return keras.Model(images, logits, name=name)
+
+
+def _check_divisible(name: str, value: int, by_name: str, by: int) -> None:
+    if value % by:
+        raise ValueError(
+            f"Argument `{name}` must be divisible by `{by_name}`. "
+            f"Received: {name}={value}, {by_name}={by}"
+        )
 
 
 def _deit(preset: str, **kwargs) -> keras.Model:

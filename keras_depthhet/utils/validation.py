@@ -1,9 +1,8 @@
 """Argument checks with Keras-style messages, shared by the whole package.
 
-Each check returns the value in its checked type, or raises a
-`ValueError` that names the argument and the value received, as Keras's
-own layers do: `"Argument `units` must be a positive integer. Received:
-units=0"`.
+Each check returns the value in its checked type, or raises a `ValueError`
+naming the argument and the value received, e.g. "Argument `units` must be
+a positive integer. Received: units=0".
 """
 
 import numbers
@@ -11,181 +10,79 @@ import numbers
 import numpy as np
 
 
-def _is_integer(value) -> bool:
-    return not isinstance(value, bool) and isinstance(value, numbers.Integral)
+def _is_number(value, kind=numbers.Real) -> bool:
+    return not isinstance(value, bool) and isinstance(value, kind)
 
 
-def _is_real(value) -> bool:
-    return not isinstance(value, bool) and isinstance(value, numbers.Real)
+def _fail(name: str, value, kind: str):
+    raise ValueError(
+        f"Argument `{name}` must be {kind}. Received: {name}={value!r}"
+    )
 
 
 def int_at_least(name: str, value, low: int, optional: bool = False):
-    """`value` as an int `>= low`, or `None` when allowed.
-
-    Args:
-        name: The argument's name, for the message.
-        value: The value received.
-        low: The smallest value accepted.
-        optional: Whether `None` is accepted (and returned).
-
-    Returns:
-        `int(value)`, or `None`.
-
-    Raises:
-        ValueError: if `value` is not an integer (booleans are not) of at
-            least `low`.
-
-    Example:
-
-    >>> int_at_least("warmup", 0, 0)
-    0
-    """
+    """`value` as an int `>= low` (not a bool), or `None` if `optional`."""
     if value is None and optional:
         return None
-    if not _is_integer(value) or value < low:
-        if low == 1:
-            kind = "a positive integer"
-        elif low == 0:
-            kind = "a non-negative integer"
-        else:
-            kind = f"an integer of at least {low}"
-        kind += " or None" if optional else ""
-        raise ValueError(
-            f"Argument `{name}` must be {kind}. Received: {name}={value!r}"
+    if not _is_number(value, numbers.Integral) or value < low:
+        kind = {1: "a positive integer", 0: "a non-negative integer"}.get(
+            low, f"an integer of at least {low}"
         )
+        _fail(name, value, kind + (" or None" if optional else ""))
     return int(value)
 
 
 def positive_int(name: str, value, optional: bool = False):
-    """`value` as a positive int (`int_at_least(name, value, 1, optional)`).
-
-    Example:
-
-    >>> positive_int("units", 8)
-    8
-    """
+    """`value` as a positive int, or `None` if `optional`."""
     return int_at_least(name, value, 1, optional)
 
 
 def positive_number(name: str, value, optional: bool = False):
-    """`value` if it is a finite number greater than 0, or `None` if allowed.
-
-    Raises:
-        ValueError: otherwise, naming `name` and the value.
-
-    Example:
-
-    >>> positive_number("scale", 0.2)
-    0.2
-    """
+    """`value` if it is a finite number > 0, or `None` if `optional`."""
     if value is None and optional:
         return None
-    if not _is_real(value) or not np.isfinite(value) or value <= 0:
+    if not _is_number(value) or not np.isfinite(value) or value <= 0:
         kind = "a positive number" + (" or None" if optional else "")
-        raise ValueError(
-            f"Argument `{name}` must be {kind}. Received: {name}={value!r}"
-        )
+        _fail(name, value, kind)
     return value
 
 
-def rate(name: str, value) -> float:
-    """`value` as a float in [0, 1) (a dropout or drop-path rate).
-
-    Raises:
-        ValueError: otherwise, naming `name` and the value.
-
-    Example:
-
-    >>> rate("dropout", 0.1)
-    0.1
-    """
-    if not _is_real(value) or not 0 <= value < 1:
-        raise ValueError(
-            f"Argument `{name}` must be a number in [0, 1). "
-            f"Received: {name}={value!r}"
-        )
+def _real_in(name: str, value, ok, kind: str) -> float:
+    """`value` as a float if it is a real number (not a bool) passing `ok`."""
+    if not _is_number(value) or not ok(value):
+        _fail(name, value, kind)
     return float(value)
+
+
+def rate(name: str, value) -> float:
+    """`value` as a float in [0, 1) (a dropout or drop-path rate)."""
+    return _real_in(name, value, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
 def fraction(name: str, value) -> float:
-    """`value` as a float in (0, 1) (a relative tolerance).
-
-    Raises:
-        ValueError: otherwise, naming `name` and the value.
-
-    Example:
-
-    >>> fraction("tol", 1e-3)
-    0.001
-    """
-    if not _is_real(value) or not 0 < value < 1:
-        raise ValueError(
-            f"Argument `{name}` must be a number in (0, 1). "
-            f"Received: {name}={value!r}"
-        )
-    return float(value)
+    """`value` as a float in (0, 1) (a relative tolerance)."""
+    return _real_in(name, value, lambda v: 0 < v < 1, "a number in (0, 1)")
 
 
 def width_ratio(name: str, value) -> float:
-    """`value` as a float in (0, 16], a width relative to the standard one.
-
-    Raises:
-        ValueError: otherwise, naming `name` and the value.
-
-    Example:
-
-    >>> width_ratio("mlp_width", 0.5)
-    0.5
-    """
-    if not _is_real(value) or not 0 < value <= 16:
-        raise ValueError(
-            f"Argument `{name}` must be a width ratio in (0, 16] "
-            f"(1.0 = standard, 0.5 = the paper's reduced base). "
-            f"Received: {name}={value!r}"
-        )
-    return float(value)
+    """`value` as a float in (0, 16], a width relative to the standard one."""
+    kind = (
+        "a width ratio in (0, 16] (1.0 = standard, 0.5 = the paper's "
+        "reduced base)"
+    )
+    return _real_in(name, value, lambda v: 0 < v <= 16, kind)
 
 
 def choice(name: str, value, choices):
-    """`value` if it is one of `choices`.
-
-    Raises:
-        ValueError: otherwise, listing the choices.
-
-    Example:
-
-    >>> choice("criterion", "random", ("splitting", "random"))
-    'random'
-    """
+    """`value` if it is one of `choices`."""
     if value not in choices:
-        raise ValueError(
-            f"Argument `{name}` must be one of {list(choices)}. "
-            f"Received: {name}={value!r}"
-        )
+        _fail(name, value, f"one of {list(choices)}")
     return value
 
 
 def distinct_indices(name: str, value, size: int) -> np.ndarray:
-    """`value` as a non-empty int64 array of distinct indices in `[0, size)`.
-
-    Args:
-        name: The argument's name, for the message.
-        value: The value received (a sequence or array of integers).
-        size: The number of positions the indices point into.
-
-    Returns:
-        The indices as a one-dimensional int64 array, in the order given.
-
-    Raises:
-        ValueError: if `value` is not one-dimensional, is empty, holds
-            non-integers (booleans are not integers), an index outside
-            `[0, size)` or an index twice.
-
-    Example:
-
-    >>> distinct_indices("indices", [3, 0], 4).tolist()
-    [3, 0]
-    """
+    """`value` as a non-empty 1-D int64 array of distinct indices in
+    `[0, size)`, in the order given (booleans are not integers)."""
     array = np.asarray(value)
     if array.ndim != 1:
         raise ValueError(
