@@ -1,9 +1,5 @@
-"""Growth by rebuilding the model between `fit` segments: `fit_with_growth`.
-
-Distributed runtimes treat a model's variables as fixed, so at each event
-the model is rebuilt from the grown config in the runtime's scope, with its
-weights and optimizer slots, and training goes on with `initial_epoch`.
-"""
+"""Growth by rebuilding the model between `fit` segments: `fit_with_growth`
+(distributed runtimes treat a model's variables as fixed)."""
 
 import time
 from collections.abc import Callable
@@ -11,7 +7,6 @@ from collections.abc import Callable
 import keras
 
 from keras_depthhet.distributed.runtime import (
-    Runtime,
     check_global_batch,
     check_model_placement,
     resolve_distribution,
@@ -42,14 +37,6 @@ class GrowthRun:
         self.runtime = runtime
 
 
-def _has_batch_end(callback) -> bool:
-    base = keras.callbacks.Callback
-    return any(
-        getattr(type(callback), name) is not getattr(base, name)
-        for name in ("on_batch_end", "on_train_batch_end")
-    )
-
-
 class _Continuing(keras.callbacks.Callback):
     """Forwards the callbacks of consecutive `fit` segments as one run.
 
@@ -64,8 +51,13 @@ class _Continuing(keras.callbacks.Callback):
         self.last_epoch = None
         self._started = False
         # Batch-level hooks make Keras dispatch synchronously.
+        base = keras.callbacks.Callback
         self.async_safe = all(
-            getattr(cb, "async_safe", False) or not _has_batch_end(cb)
+            getattr(cb, "async_safe", False)
+            or all(
+                getattr(type(cb), h) is getattr(base, h)
+                for h in ("on_batch_end", "on_train_batch_end")
+            )
             for cb in self.callbacks
         )
 
@@ -192,20 +184,14 @@ def fit_with_growth(
 
     `build_model()` is called in the chosen runtime's scope and must return
     a compiled model with `GrowableDense` layers. Training runs in
-    `model.fit` segments ending at the growth events of `growth` (as
-    `GrowthCallback` schedules them). At each event the `GrowthCallback`
-    decides (`plan_growth`; in a multi-worker run the chief's decision on
-    every worker), the model is rebuilt functionally
-    (`rebuild_grown_model`) with the same optimizer and its state, and the
-    callback records the event. The result equals in-place growth with
-    `GrowthCallback` within float tolerance.
-
-    The callbacks see one run: `on_train_begin`/`on_train_end` once, true
-    epoch numbers, the current model and `logs["num_params"]`. Training
-    stops early when a callback sets `model.stop_training`. The
-    distribution, the growth arguments (agreed between workers), the
-    model's placement and the global batch's split among the replicas are
-    checked before the first step.
+    `model.fit` segments ending at the growth events of `growth`; at each,
+    the `GrowthCallback` decides (`plan_growth`) and records the event and
+    the model is rebuilt (`rebuild_grown_model`) with its optimizer state.
+    The result equals in-place growth with `GrowthCallback` within float
+    tolerance. The callbacks see one run (one `on_train_begin`, true epoch
+    numbers, `logs["num_params"]`); a callback may stop it with
+    `model.stop_training`. Everything that can be checked is checked
+    before the first step.
 
     Args:
         build_model: Function of no arguments returning a compiled model.
@@ -216,10 +202,9 @@ def fit_with_growth(
         growth: `None` (no growth), a dict of `GrowthCallback` arguments,
             or a `GrowthCallback` (never passed to `fit`). Unless
             `criterion="random"`, it needs `analysis_data`.
-        distribution: `"auto"`, `"none"`, `"mirrored"`,
-            `"multi_worker_mirrored"`, `"data_parallel"`,
-            `"model_parallel"`, a strategy or distribution object, or a
-            `Runtime` (see `resolve_distribution`).
+        distribution: A name of `DISTRIBUTIONS`, a strategy or
+            distribution object, or a `Runtime` (see
+            `resolve_distribution`).
         callbacks: Keras callbacks for the whole run (not
             `BackupAndRestore` or `EarlyStopping(restore_best_weights=
             True)`, which cannot follow a rebuilt model).
@@ -231,8 +216,7 @@ def fit_with_growth(
         verbose: As in `model.fit`.
 
     Returns:
-        A `GrowthRun` with the final `model`, the `history`, the `events`
-        and the `runtime`.
+        A `GrowthRun`.
 
     Example:
 
@@ -267,7 +251,7 @@ def fit_with_growth(
         )
     growth = _growth_callback(growth)
     callbacks = _check_callbacks(callbacks)
-    runtime: Runtime = resolve_distribution(distribution)
+    runtime = resolve_distribution(distribution)
     check_global_batch(train_data, batch_size, runtime)
     with runtime.scope():
         model = build_model()
@@ -288,13 +272,18 @@ def fit_with_growth(
         history = keras.callbacks.History()
         run_callbacks = _Continuing([history, *callbacks])
         events = []
+        inputs = {"x": train_data}
+        if isinstance(train_data, tuple) and len(train_data) in (2, 3):
+            inputs = dict(
+                zip(("x", "y", "sample_weight"), train_data, strict=False)
+            )
         start, ends = initial_epoch, {epochs}
         if growth is not None:
             ends.update(filter(growth.is_event_epoch, range(start + 1, epochs)))
         for end in sorted(ends):
             if end > start:
                 model.fit(
-                    **_fit_inputs(train_data),
+                    **inputs,
                     validation_data=val_data,
                     epochs=end,
                     initial_epoch=start,
@@ -322,13 +311,6 @@ def fit_with_growth(
     history.set_model(model)
     model.history = history
     return GrowthRun(model, history, events, runtime)
-
-
-def _fit_inputs(data) -> dict:
-    """`model.fit`'s `x`, `y`, `sample_weight` from `(x, y[, w])` or data."""
-    if isinstance(data, tuple) and len(data) in (2, 3):
-        return dict(zip(("x", "y", "sample_weight"), data, strict=False))
-    return {"x": data}
 
 
 def _grow_event(model, growth: GrowthCallback, epoch: int):

@@ -1,6 +1,4 @@
-"""The ViT's weights under `keras.distribution.ModelParallel`: attention and
-MLP blocks split Megatron-style over a `"model"` axis (one all-reduce per
-block), everything else replicated."""
+"""How the ViT's weights are laid out under `ModelParallel`."""
 
 import keras
 
@@ -11,9 +9,9 @@ VIT_MODEL_PARALLEL_LAYOUT = {
 }
 """Layouts of the ViT's weights: variable-path pattern -> mesh axes.
 
-The first projection of each block (`qkv`, `fc1`) is split by output
-neuron, the second (`proj`, `fc2`) by input neuron. Growth weights match
-no pattern and are replicated (their widths change at every event).
+Megatron-style over a `"model"` axis (one all-reduce per block): `qkv`
+and `fc1` split by output neuron, `proj` and `fc2` by input neuron. All
+else, growth weights included, is replicated.
 """
 
 

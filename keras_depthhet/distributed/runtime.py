@@ -1,9 +1,4 @@
-"""Choosing, starting and checking the distributed runtime of a run.
-
-`check_global_batch` and `check_model_placement` catch, before training,
-mistakes that otherwise fail deep in the first step or silently train on
-one device.
-"""
+"""Choosing, starting and checking the distributed runtime of a run."""
 
 import contextlib
 from dataclasses import dataclass

@@ -28,10 +28,8 @@ def unlocked_state(layer: keras.layers.Layer) -> Iterator[None]:
 
 
 def is_compiled_trace(tensor) -> bool:
-    """Whether a layer call runs in a `tf.function` or `jax.jit` trace.
-
-    False in eager calls and in Keras's symbolic shape inference.
-    """
+    """Whether a layer call runs in a `tf.function` or `jax.jit` trace (not
+    in eager calls or Keras's symbolic shape inference)."""
     from keras.src.backend.common.symbolic_scope import in_symbolic_scope
 
     if in_symbolic_scope():
@@ -98,12 +96,9 @@ def sync_trainer_state(model: keras.Model) -> None:
 
 
 def reset_optimizer_state(optimizer) -> None:
-    """Drops `optimizer`'s per-variable slots so that `build()` runs again.
-
-    The iteration counter and learning-rate variable are kept. A
-    `LossScaleOptimizer` also drops its loss-scale variables and resets its
-    inner optimizer.
-    """
+    """Drops `optimizer`'s slots (not its iterations and learning rate) so
+    that `build()` runs again; a `LossScaleOptimizer` also drops its
+    loss-scale variables and resets its inner optimizer."""
     keep = {id(optimizer._iterations)}
     if isinstance(optimizer._learning_rate, keras.Variable):
         keep.add(id(optimizer._learning_rate))
@@ -124,11 +119,8 @@ EMA_SLOTS = "_model_variables_moving_average"  # Moving averages (`use_ema`).
 
 
 def optimizer_slots(optimizer) -> tuple[list, dict[str, list]]:
-    """`(variables, {attribute: aligned list of slots})` of `optimizer`.
-
-    Slot lists (`_momentums`, ...) are found by their length, not name; for
-    a `LossScaleOptimizer` they are its inner optimizer's.
-    """
+    """`(variables, {attribute: aligned list of slots})` of `optimizer`
+    (of its inner one for a `LossScaleOptimizer`), found by length."""
     optimizer = getattr(optimizer, "inner_optimizer", optimizer)
     variables = list(optimizer._trainable_variables)
     slots = {}
@@ -136,8 +128,7 @@ def optimizer_slots(optimizer) -> tuple[list, dict[str, list]]:
         if (
             name != "_trainable_variables"
             and isinstance(value, (list, tuple))
-            and len(value) == len(variables)
-            and len(value) > 0
+            and len(value) == len(variables) > 0
             and all(isinstance(v, (keras.Variable, type(None))) for v in value)
         ):
             slots[name] = list(value)
@@ -145,11 +136,8 @@ def optimizer_slots(optimizer) -> tuple[list, dict[str, list]]:
 
 
 def skip_saved_state_of_other_shapes(optimizer) -> None:
-    """Makes `optimizer` skip, with a warning, saved slots of other shapes.
-
-    Keras skips a saved state with another number of variables but raises
-    midway on one with other shapes (a file saved before a later event).
-    """
+    """Makes `optimizer` skip, with a warning, saved slots of other shapes
+    (Keras raises midway on them, e.g. a file saved before an event)."""
     for target in (optimizer, getattr(optimizer, "inner_optimizer", None)):
         if target is None or "load_own_variables" in vars(target):
             continue
@@ -179,14 +167,10 @@ def _skipping_loader(optimizer):
 
 
 def reset_compiled_functions(model: keras.Model) -> None:
-    """Forgets the traced functions; remakes an existing train function.
-
-    A running `fit` calls `model.train_function` without checking it.
-    """
+    """Forgets the traced functions; remakes an existing train function
+    (a running `fit` calls it without checking)."""
     had_train_function = model.train_function is not None
-    model.train_function = None
-    model.test_function = None
-    model.predict_function = None
+    model.train_function = model.test_function = model.predict_function = None
     if had_train_function:
         model.make_train_function(force=True)
 

@@ -2,16 +2,13 @@
 
 Keras 3.15's TensorFlow `model.fit` fails under a
 `tf.distribute.MultiWorkerMirroredStrategy` of two or more workers
-(keras-team/keras#20585, tensorflow/tensorflow#72388), in two functions of
-`keras/src/backend/tensorflow/trainer.py`:
+(keras-team/keras#20585, tensorflow/tensorflow#72388):
 `TensorFlowTrainer._maybe_symbolic_build` reduces the first batch, a tuple
 of `PerReplica` values, with one `strategy.reduce`, and
 `reduce_per_replica` reduces the scalar loss and metrics along axis 0.
-`enable_multi_worker_fit`, called by name, replaces both with versions that
-do what Keras does unless the strategy runs in multi-worker mode; it
-refuses functions whose source is not the one it was written for.
-`bound_tf_cluster_waits` makes TensorFlow's coordination service fail
-instead of hang when a worker does not join or stops answering.
+`enable_multi_worker_fit` replaces both, refusing sources other than the
+ones it was written for. `bound_tf_cluster_waits` makes a worker fail
+instead of hang when another does not join or stops answering.
 """
 
 import hashlib
@@ -29,13 +26,13 @@ from keras_depthhet.utils.keras_internals import (
 )
 
 _logger = logging.getLogger(__name__)
+_BUILD = "TensorFlowTrainer._maybe_symbolic_build"
 
 PATCHED_SOURCES = {
     "TensorFlowTrainer._maybe_symbolic_build": "92a504f5eba9b29f",
     "reduce_per_replica": "2e7d54b1e6edc29a",
 }
-"""SHA-256 prefixes of the Keras 3.15 functions `enable_multi_worker_fit`
-replaces, by qualified name."""
+"""SHA-256 prefixes of the sources of the Keras 3.15 functions replaced."""
 
 
 def changed_keras_functions() -> list[str]:
@@ -69,26 +66,18 @@ def multi_worker_fit_enabled() -> bool:
     """Whether `enable_multi_worker_fit` has patched Keras in this process."""
     if keras.backend.backend() != "tensorflow":
         return False
-    build = tensorflow_fit_functions()[
-        "TensorFlowTrainer._maybe_symbolic_build"
-    ]
+    build = tensorflow_fit_functions()[_BUILD]
     return bool(getattr(build, "_multi_worker_fix", False))
 
 
 def enable_multi_worker_fit() -> None:
     """Makes Keras's TensorFlow `fit` work on a multi-worker strategy.
 
-    Keras 3.15's `model.fit` fails under a `MultiWorkerMirroredStrategy`
-    of two or more workers before the first step (keras-team/keras#20585).
-    This replaces, process-wide, the two functions of Keras's TensorFlow
-    trainer that fail there (see the module docstring). Both replacements
-    call Keras's own functions unless the model's strategy runs in
-    multi-worker mode, so single-worker training is unchanged.
-
-    Call it on every worker before `resolve_distribution` makes or receives
-    a multi-worker strategy (which it refuses while Keras is unfixed). The
-    first call logs a warning of what it replaced and why; later calls do
-    nothing.
+    Replaces, process-wide, the two functions of Keras's TensorFlow trainer
+    that fail there (see above); outside multi-worker mode both call
+    Keras's own. Call it on every worker before `resolve_distribution`,
+    which refuses a multi-worker strategy while Keras is unfixed. The first
+    call logs a warning of what it replaced and why; later calls do nothing.
 
     Raises:
         ValueError: if the backend is not TensorFlow.
@@ -126,7 +115,7 @@ def enable_multi_worker_fit() -> None:
             "(keras-team/keras#20585) before updating the fixes."
         )
     functions = tensorflow_fit_functions()
-    keras_build = functions["TensorFlowTrainer._maybe_symbolic_build"]
+    keras_build = functions[_BUILD]
     keras_reduce = functions["reduce_per_replica"]
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):

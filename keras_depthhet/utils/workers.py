@@ -1,11 +1,5 @@
-"""The workers of a multi-worker run, and the collectives that make them agree.
-
-Every worker must grow the same neurons at every event, so the decision is
-identical by construction: the workers check at `on_train_begin` that they
-hold the same settings (`check_same_settings`); at an event the chief alone
-scores, one broadcast gives every worker its numbers bit for bit
-(`chief_decides`), and every worker runs the same pure selection on them.
-"""
+"""The workers of a multi-worker run, and the collectives that make them agree
+on every growth decision (see `keras_depthhet.distributed.workers`)."""
 
 import hashlib
 import json
@@ -19,9 +13,8 @@ from keras_depthhet.utils.multi_worker import is_multi_worker
 class Workers:
     """The processes of one multi-worker run, and the collectives growth uses.
 
-    Use `workers_of(model)` to get the group a model trains in. Every
-    collective must be called by every worker, in the same order, with
-    arrays of the same shape.
+    `workers_of(model)` gives the group a model trains in. Every worker must
+    call every collective, in the same order, with arrays of one shape.
 
     Attributes:
         rank: This worker's index; 0 is the chief.
@@ -180,14 +173,8 @@ def chief_decides(
     every worker; the others may pass placeholders.
     """
     names = list(scores)
-    sizes = [np.asarray(scores[n]).size for n in names]
-    flat = np.concatenate(
-        [[budget]] + [np.asarray(scores[n], "float64").ravel() for n in names]
-    )
-    flat = workers.broadcast(flat)
-    bounds = np.cumsum([1, *sizes])
-    agreed = {
-        n: flat[a:b]
-        for n, a, b in zip(names, bounds[:-1], bounds[1:], strict=True)
-    }
-    return float(flat[0]), agreed
+    parts = [np.asarray(scores[n], "float64").ravel() for n in names]
+    flat = workers.broadcast(np.concatenate([[budget], *parts]))
+    splits = np.cumsum([p.size for p in parts])[:-1]
+    agreed = zip(names, np.split(flat[1:], splits), strict=False)
+    return float(flat[0]), dict(agreed)
