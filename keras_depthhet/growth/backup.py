@@ -1,13 +1,8 @@
 """Resuming a grown model from a backup: `GrowthBackupAndRestore`.
 
-Keras's `BackupAndRestore` loads its backup into the model `fit` is
-given, which, when a run is resumed, is built afresh: narrower than the
-grown model that was backed up. `GrowthBackupAndRestore` keeps the
-`GrowthCallback`'s state (its events so far) in a file of its own in the
-backup directory and, before the backup is loaded, replays the events of
-the epochs the backup holds (`grow_model`, zero-sum pairs), so that the
-weights and optimizer slots load into a model of the same shape and the
-callback's `history` continues.
+Keras's `BackupAndRestore` loads its backup into the freshly built model
+of a resumed run, narrower than the grown one backed up; this subclass
+regrows it first, from the growth events it keeps beside the backup.
 """
 
 import json
@@ -28,25 +23,19 @@ GROWTH_STATE_FILE = "growth_state.json"
 class GrowthBackupAndRestore(keras.callbacks.BackupAndRestore):
     """`BackupAndRestore` that resumes a model grown by `GrowthCallback`.
 
-    At the end of each epoch it writes `growth`'s state (its events so
-    far, `GrowthCallback.get_state`) to `growth_state.json` in
-    `backup_dir`, then backs the model up as Keras's `BackupAndRestore`
-    does. When training starts it replays, on the freshly built model,
-    the events of the epochs its backup holds, restores `growth`'s
-    state, and only then loads the backup: a killed run resumes with
-    its grown model, optimizer state and `history`, to the result of an
-    uninterrupted run.
+    At each epoch's end it writes `growth`'s state (its events so far,
+    `GrowthCallback.get_state`) to `growth_state.json` in `backup_dir`,
+    then backs the model up as Keras's `BackupAndRestore` does. When
+    training starts it replays on the freshly built model the events of
+    the epochs its backup holds, restores `growth`'s state, and only then
+    loads the backup: a killed run resumes with its grown model, optimizer
+    state and `history`, to the result of an uninterrupted run. (Keras's
+    own class cannot load a grown model's backup into a fresh model.)
 
-    List it after `growth` in `callbacks` (it raises at the start of
-    `fit` otherwise): at the end of an epoch the model must grow before
-    it is backed up. In a multi-worker run every worker restores from
-    `backup_dir` (a directory every worker reads, e.g. on a shared file
-    system), and only the chief (worker 0) writes and deletes the backup.
-
-    Keras's own `BackupAndRestore` does not know about growth: a backup
-    of a grown model does not load into a freshly built one (the layers
-    raise), and the `GrowthCallback`'s events are not restored. Use this
-    class with `GrowthCallback` instead.
+    List it after `growth` in `callbacks` (it raises at the start of `fit`
+    otherwise): the model must grow before it is backed up. In a
+    multi-worker run every worker restores from `backup_dir` (a directory
+    all of them read) and only the chief writes and deletes the backup.
 
     Args:
         backup_dir: As for `keras.callbacks.BackupAndRestore`.
@@ -62,14 +51,12 @@ class GrowthBackupAndRestore(keras.callbacks.BackupAndRestore):
     ```python
     model = vit(image_size=8, patch_size=4, num_channels=1, num_classes=10,
                 dim=16, depth=1, num_heads=2)
-    model.compile(optimizer="adam", loss=keras.losses.
-                  SparseCategoricalCrossentropy(from_logits=True))
-    x = np.random.rand(32, 8, 8, 1).astype("float32")
-    y = np.random.randint(0, 10, 32)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(True))
     grower = GrowthCallback(interval=1, warmup=1, param_budget=200,
                             layer_threshold=1)
-    model.fit(x, y, epochs=2, verbose=0, callbacks=[
-        grower, GrowthBackupAndRestore("backup", grower)])
+    backup = GrowthBackupAndRestore("backup", grower)
+    model.fit(np.random.rand(32, 8, 8, 1), np.random.randint(0, 10, 32),
+              epochs=2, verbose=0, callbacks=[grower, backup])
     len(grower.history)  # 2: a killed run resumes from "backup"
     ```
     """
@@ -112,9 +99,8 @@ class GrowthBackupAndRestore(keras.callbacks.BackupAndRestore):
     def on_epoch_end(self, epoch, logs=None):
         if not self._writes_files:
             return
-        # Written first: a backup that is killed half-written then holds
-        # the events of the epochs it holds and perhaps one more, which
-        # `_restore_growth` leaves out by the backup's epoch.
+        # First: a backup killed half-written then holds at most one event
+        # too many, which `_restore_growth` leaves out by the backup's epoch.
         self._save_growth_state()
         super().on_epoch_end(epoch, logs)
 
@@ -134,20 +120,16 @@ class GrowthBackupAndRestore(keras.callbacks.BackupAndRestore):
         os.replace(temporary, self._state_path())
 
     def _restore_growth(self) -> None:
-        """Regrows the model to the architecture of the backup.
-
-        The events of the epochs the backup holds are replayed in order
-        (`grow_model`, zero-sum pairs) and become `growth`'s `history`.
-        """
+        """Regrows the model by the events of the epochs the backup holds,
+        which become `growth`'s `history`."""
         saved_epoch = backup_epoch(self)
         if saved_epoch is None or not os.path.exists(self._state_path()):
             return
         with open(self._state_path()) as f:
             state = json.load(f)
         events = [e for e in state["history"] if e["epoch"] <= saved_epoch]
-        # The model may already hold some of these events: the same model
-        # object fit again after an interruption, or a model loaded from a
-        # checkpoint. Only the events it lacks are replayed.
+        # The model may hold some already (fit again after an interruption,
+        # or loaded from a checkpoint): only the others are replayed.
         done = self._events_in_model(state["history"])
         if done > len(events):
             raise ValueError(
@@ -177,15 +159,12 @@ class GrowthBackupAndRestore(keras.callbacks.BackupAndRestore):
             for k, layer in layers.items()
         }
         expected = {k: [] for k in layers}
-        for done in range(len(events) + 1):
+        for done, event in enumerate([*events, {"plan": {}}]):
             if expected == have:
                 return done
-            if done < len(events):
-                for key, indices in events[done]["plan"].items():
-                    if len(indices) and key in expected:
-                        expected[key].append(
-                            sorted(np.asarray(indices).tolist())
-                        )
+            for key, indices in event["plan"].items():
+                if len(indices) and key in expected:
+                    expected[key].append(sorted(np.asarray(indices).tolist()))
         raise ValueError(
             "The model's growth rounds are not those recorded in "
             f"{self._state_path()!r} (by the run being resumed): resume "

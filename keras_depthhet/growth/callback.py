@@ -39,56 +39,42 @@ __all__ = ["BUDGET_SCHEDULES", "GrowthCallback", "log_num_params"]
 class GrowthCallback(keras.callbacks.Callback):
     """Grows the model's `GrowableDense` layers at scheduled epochs.
 
-    A growth event runs at the end of epoch `e` (counting from 1) when
+    A growth event runs at the end of epoch `e` (from 1) when
     `e >= warmup` and `(e - warmup) % interval == 0`. It scores every
     neuron (by default the minimum eigenvalue of its splitting matrix,
-    computed by `keras_depthhet.splitting` on the last training batches
-    before the event, or on `analysis_data`), chooses
-    neurons with `select_neurons` and grows them in place with
-    `grow_model`: the model computes the same function, the optimizer keeps
-    its state, and training continues in the same `fit` call. The defaults
-    are the paper's DeiT-S schedule (warm-up 50, every 30 epochs, 580,000
-    parameters per event, layer threshold 60).
+    `keras_depthhet.splitting`, on the last training batches before the
+    event or on `analysis_data`), chooses neurons with `select_neurons`
+    and grows them in place with `grow_model`: the model computes the same
+    function, the optimizer keeps its state, and the same `fit` goes on.
+    The defaults are the paper's DeiT-S schedule. An event's budget is
+    capped at the parameters still missing to `target_params`; with
+    `budget_schedule="lr"` it is scaled by the current learning rate over
+    the highest so far, so late events add less. `plan_growth` decides an
+    event without growing (as `keras_depthhet.distributed.fit_with_growth`
+    does to rebuild instead).
 
-    With `target_params`, an event's budget is capped at the parameters
-    still missing, so the model never exceeds it. With
-    `budget_schedule="lr"` the budget is scaled by the current learning
-    rate over the highest rate so far (`keras_depthhet.growth.budget`), so
-    that, as in the paper authors' code, late events add less.
+    Whatever would fail at the first event fails at `on_train_begin`: an
+    optimizer whose state cannot be carried over, an unsupported loss, a
+    `scale` whose pairs overflow the weights' dtype, or `analysis_data`
+    that does not fit the model. In a multi-worker run (TensorFlow
+    `MultiWorkerMirroredStrategy`, multi-process JAX) the chief alone
+    scores and every worker grows its choice; workers started with other
+    settings fail at `on_train_begin`, and only the chief writes files.
 
-    `plan_growth` makes an event's decision alone, without growing (what
-    `keras_depthhet.distributed.fit_with_growth` uses to rebuild instead).
-    In a multi-worker run (TensorFlow `MultiWorkerMirroredStrategy`,
-    multi-process JAX) the chief alone scores and every worker grows the
-    chief's choice; workers started with different settings fail at
-    `on_train_begin`, and only the chief writes `log_path` and backups.
-
-    Every epoch the callback sets `logs["num_params"]`; list it before
-    `CSVLogger`, `TensorBoard`, `ModelCheckpoint` and the backup callback
-    so that they see this value and the grown model of the same epoch.
-    `history` holds one dict per event (its `"plan"` names the neurons
-    grown); with `log_path` each event is also appended to that file as a
-    JSON line.
-
-    Keras's `BackupAndRestore` and `EarlyStopping(restore_best_weights=
-    True)` do not know about growth; use their subclasses
-    `keras_depthhet.growth.GrowthBackupAndRestore` (listed after this
-    callback and given it: a killed run resumes with its grown model,
-    optimizer state and `history`) and `GrowthEarlyStopping` (restores the
-    best epoch's function into the grown model). A weights file saved
-    before an event (`ModelCheckpoint(save_weights_only=True)`) loads into
-    the grown model, new pairs summing to zero.
-
-    Whatever would fail at the first event fails at `on_train_begin`
-    instead: an optimizer whose state cannot be carried over, an
-    unsupported loss, a `scale` whose pairs overflow the weights' dtype,
-    and `analysis_data` that does not fit the model (wrong input shape,
-    non-finite targets, labels outside the classes of a sparse loss).
+    Every epoch sets `logs["num_params"]`: list this callback before
+    `CSVLogger`, `TensorBoard`, `ModelCheckpoint` and backups so that they
+    see it and the grown model. `history` holds one dict per event (its
+    `"plan"` names the neurons grown), each also appended to `log_path` as
+    a JSON line. Keras's `BackupAndRestore` and `EarlyStopping` do not
+    follow growth: use `GrowthBackupAndRestore` (listed after this
+    callback; a killed run resumes with its grown model, optimizer state
+    and `history`) and `GrowthEarlyStopping`. A weights file saved before
+    an event loads into the grown model, new pairs summing to zero.
 
     Args:
         interval: Positive integer, epochs between events.
         warmup: Non-negative integer, the epoch after which the first
-            event runs (with `warmup=0`, the first event follows epoch
+            event runs (with `warmup=0`, the first follows epoch
             `interval`).
         param_budget: Positive number, the most parameters one event adds.
         layer_threshold: Non-negative integer, the fewest eligible neurons
@@ -98,14 +84,11 @@ class GrowthCallback(keras.callbacks.Callback):
             growth stops.
         analysis_data: Optional data the scores are computed on (anything
             `keras_depthhet.splitting` accepts, e.g. a `tf.data.Dataset` or
-            an `(x, y)` tuple). `None` (the default): the last
-            `analysis_batches` batches `fit` trained on in the epoch before
-            each event, with their sample weights, as the train step
-            received them (under `MirroredStrategy` or `DataParallel` the
-            global batches, so every replica decides alike). They are kept
-            only in that epoch; other epochs run Keras's own train step
-            untouched. Multi-worker training needs `analysis_data` (the
-            chief's decides).
+            an `(x, y)` tuple). `None`: the last `analysis_batches` batches
+            `fit` trained on in the epoch before each event, with their
+            sample weights (global batches under `MirroredStrategy` or
+            `DataParallel`); other epochs run Keras's train step untouched.
+            Multi-worker training needs `analysis_data`.
         analysis_batches: Positive integer or `None` (all), the number of
             batches used per event.
         criterion: `"splitting"`, `"gradient_proxy"` or `"random"` (see
@@ -151,16 +134,14 @@ class GrowthCallback(keras.callbacks.Callback):
             "layer_threshold", layer_threshold, 0
         )
         self.scale = float(positive_number("scale", scale))
-        if target_params is not None:
-            target_params = int_at_least("target_params", target_params, 1)
-        self.target_params = target_params
+        self.target_params = int_at_least(
+            "target_params", target_params, 1, optional=True
+        )
         self.criterion = choice("criterion", criterion, CRITERIA)
         self.analysis_data = analysis_data
-        if analysis_batches is not None:
-            analysis_batches = int_at_least(
-                "analysis_batches", analysis_batches, 1
-            )
-        self.analysis_batches = analysis_batches
+        self.analysis_batches = int_at_least(
+            "analysis_batches", analysis_batches, 1, optional=True
+        )
         self._recent = None
         if analysis_data is None and criterion != "random":
             self._recent = RecentBatches(analysis_batches)
@@ -178,9 +159,7 @@ class GrowthCallback(keras.callbacks.Callback):
                 f"names. Received: layers={layers!r}"
             )
         self.layers = None if layers is None else list(layers)
-        if seed is not None:
-            seed = int_at_least("seed", seed, 0)
-        self.seed = seed
+        self.seed = int_at_least("seed", seed, 0, optional=True)
         self.log_path = None if log_path is None else os.fspath(log_path)
         self.verbose = choice("verbose", verbose, (0, 1))
         self.history = []
@@ -234,13 +213,8 @@ class GrowthCallback(keras.callbacks.Callback):
             self._recent.detach()
 
     def _check_ready(self, layers) -> None:
-        """Fails now on what would fail at the first event.
-
-        Checks that the optimizer's state can be carried over growth, that
-        a pair at `scale` fits the weights' dtype, and, for the scored
-        criteria, the loss and the analysis data (one batch is read and
-        run). The model is not changed.
-        """
+        """Raises now what would fail at the first event (optimizer state,
+        pairs at `scale`, loss, analysis data); the model is not changed."""
         optimizer = getattr(self.model, "optimizer", None)
         if optimizer is not None and optimizer.built:
             _optimizer_state(optimizer)
@@ -250,32 +224,29 @@ class GrowthCallback(keras.callbacks.Callback):
             bias = layer.bias if layer.use_bias else None
             bias = None if bias is None else keras.ops.convert_to_numpy(bias)
             layer._pair_values(kernel, bias, np.arange(layer.units), self.scale)
-        if self.criterion != "random":
-            if self.analysis_data is None:
-                splitting.loss.resolve_loss(self.model, None)
-            else:
-                splitting.data.check_analysis_data(
-                    self.model,
-                    self.analysis_data,
-                    "analysis_data",
-                    self.analysis_batches,
-                )
+        if self.criterion == "random":
+            return
+        if self.analysis_data is None:
+            splitting.loss.resolve_loss(self.model, None)
+        else:
+            splitting.data.check_analysis_data(
+                self.model,
+                self.analysis_data,
+                "analysis_data",
+                self.analysis_batches,
+            )
 
     def get_state(self) -> dict:
         """What a resumed run needs to continue this callback's events.
 
         Returns:
             A JSON-serialisable dict: `"history"` (the events so far) and
-            `"initial_lr"` (the learning rate when training began, the
-            reference of `budget_schedule="lr"`).
+            `"initial_lr"` (the reference rate of `budget_schedule="lr"`).
         """
         return {"history": list(self.history), "initial_lr": self._initial_lr}
 
     def set_state(self, state: dict) -> None:
         """Continues from `state` (`get_state`), e.g. when resuming.
-
-        `GrowthBackupAndRestore` calls it once it has regrown the model to
-        the architecture of `state["history"]`.
 
         Args:
             state: A dict as `get_state` returns.
@@ -336,7 +307,7 @@ class GrowthCallback(keras.callbacks.Callback):
                 "outside `fit` (e.g. `plan_growth` called directly), pass "
                 "`analysis_data`. Received: analysis_data=None"
             )
-        return [(b.x, b.y, b.sample_weight) for b in self._recent.batches()]
+        return [(b.x, b.y, b.sample_weight) for b in recent.batches()]
 
     def _budget(self, params: int) -> float:
         if self.budget_schedule == "lr" and self._initial_lr is None:
@@ -351,23 +322,15 @@ class GrowthCallback(keras.callbacks.Callback):
             target_params=self.target_params,
         )
 
-    def _target_reached(self, params: int, costs: dict) -> bool:
-        return (
-            self.target_params is not None
-            and params + min(costs.values()) > self.target_params
-        )
-
     def plan_growth(self, epoch: int) -> dict | None:
         """Decides the growth event after epoch `epoch`, without growing.
 
-        Scores the neurons of the current model (`compute_scores`) and
-        selects them with `select_neurons` within this event's budget
-        (`param_budget`, scaled by the learning rate with
-        `budget_schedule="lr"`, capped by `target_params`; event `k` uses
-        seed `seed + k`). The model is left untouched: `on_epoch_end`
-        grows it in place with `grow_model`, `fit_with_growth` rebuilds it
-        with `rebuild_grown_model`. The callback must have a model
-        (`set_model`) and have seen `on_train_begin`.
+        Scores the neurons (`compute_scores`) and selects them with
+        `select_neurons` within this event's budget (event `k` uses seed
+        `seed + k`). The model is left untouched: `on_epoch_end` grows it
+        with `grow_model`, `fit_with_growth` rebuilds it with
+        `rebuild_grown_model`. Needs a model (`set_model`) and
+        `on_train_begin`.
 
         Args:
             epoch: The epoch (counting from 1) whose end the event follows.
@@ -375,8 +338,7 @@ class GrowthCallback(keras.callbacks.Callback):
         Returns:
             `None` when no neuron fits under `target_params` (no event),
             else a dict with `"plan"` (`{layer_name: neuron indices}`,
-            empty when nothing is eligible within the budget) and the
-            event's fields known before growth: `"epoch"`,
+            empty when nothing is eligible within the budget), `"epoch"`,
             `"params_before"`, `"budget"`, `"neurons"` (count per layer),
             `"criterion"` and, unless `criterion="random"`, `"scores"`
             (per layer: min, median, number negative, number of neurons).
@@ -395,11 +357,15 @@ class GrowthCallback(keras.callbacks.Callback):
         layers = self._growable()
         costs = {key: layer.growth_cost(1) for key, layer in layers.items()}
         params = self.model.count_params()
-        if self._target_reached(params, costs):
+        cheapest = min(costs.values())
+        if (
+            self.target_params is not None
+            and params + cheapest > self.target_params
+        ):
             return None
         budget, scores = self._agreed_budget_and_scores(params)
         plan = {}
-        if budget >= min(costs.values()):
+        if budget >= cheapest:
             seed = None if self.seed is None else self.seed + len(self.history)
             plan = select_neurons(
                 scores,
@@ -420,14 +386,12 @@ class GrowthCallback(keras.callbacks.Callback):
         }
         if self.criterion != "random":
             decision["scores"] = {
-                name: score_summary(values)
-                for name, values in scores.items()
+                name: score_summary(values) for name, values in scores.items()
             }
         return decision
 
     def _agreed_budget_and_scores(self, params: int) -> tuple[float, dict]:
-        """The event's budget and scores; in a multi-worker run, the
-        chief's on every worker (`keras_depthhet.growth.agreement`)."""
+        """The event's budget and scores: the chief's, on every worker."""
         workers = self._workers
         if workers is None or workers.is_chief:
             budget, scores = self._budget(params), self.compute_scores()
@@ -438,21 +402,12 @@ class GrowthCallback(keras.callbacks.Callback):
             return budget, scores
         return chief_decides(workers, budget, scores)
 
-    def _grow(self, epoch: int) -> dict | None:
-        decision = self.plan_growth(epoch)
-        if decision is None:
-            return None
-        plan = decision.pop("plan")
-        added = grow_model(self.model, plan, scale=self.scale)
-        return self.event_record(decision, plan, added)
-
     def event_record(self, decision: dict, plan: dict, added: int) -> dict:
         """The record of an event, as `history` keeps it.
 
         Args:
             decision: What `plan_growth` returned, without its `"plan"`.
-            plan: The plan the model has been grown by (in place, or by
-                `fit_with_growth`'s rebuild).
+            plan: The plan the model has been grown by.
             added: The number of parameters the growth added.
 
         Returns:
@@ -470,10 +425,8 @@ class GrowthCallback(keras.callbacks.Callback):
         }
 
     def report(self, event: dict) -> None:
-        """Adds `event` to `history`; the chief also logs and prints it.
-
-        With `log_path` the event is appended to that file as one JSON
-        line; with `verbose=1` one line is printed.
+        """Adds `event` to `history`; the chief also appends it to
+        `log_path` and, with `verbose=1`, prints one line.
 
         Args:
             event: A record as `event_record` returns.
@@ -489,8 +442,11 @@ class GrowthCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self._recent is not None:
             self._recent.stop()
+        decision = None
         if self.is_event_epoch(epoch + 1):
-            event = self._grow(epoch + 1)
-            if event is not None:
-                self.report(event)
+            decision = self.plan_growth(epoch + 1)
+        if decision is not None:
+            plan = decision.pop("plan")
+            added = grow_model(self.model, plan, scale=self.scale)
+            self.report(self.event_record(decision, plan, added))
         log_num_params(self.model, logs)

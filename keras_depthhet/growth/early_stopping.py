@@ -10,24 +10,9 @@ from keras_depthhet.utils.validation import positive_number
 def grown_weights(
     model: keras.Model, before: list, pairs: dict, values: list, scale: float
 ) -> list:
-    """`values` of the weights `before` growth, as the grown `model`'s.
-
-    New pairs get zero-sum values from the kernel and bias in `values`
-    (as `grow` initialises them), so the result computes what `values`
-    computed before growth. A layer that had grown before and grew again
-    has wider packed pair variables in place of its former ones: their
-    values in `values` fill the first columns.
-
-    Args:
-        model: The grown model.
-        before: The model's weights (variables) when `values` was read.
-        pairs: Each growable layer's pair variables at that time,
-            `{id(layer): {suffix: variable}}`.
-        values: The arrays of `before`, in that order.
-        scale: The scale of the zero-sum pairs given to new neurons.
-
-    Returns:
-        Arrays for `model.weights`, in that order (`model.set_weights`).
+    """`values` of the weights `before` growth, for the grown `model`'s
+    weights: new pairs zero-sum (function kept), widened ones' old values
+    in their first columns. `pairs`: `{id(layer): {suffix: variable}}` then.
     """
     index = {id(v): i for i, v in enumerate(before)}
     new = {}
@@ -57,14 +42,11 @@ def grown_weights(
 class GrowthEarlyStopping(keras.callbacks.EarlyStopping):
     """`EarlyStopping` whose best weights follow the model's growth.
 
-    With `restore_best_weights=True`, Keras's `EarlyStopping` keeps the
-    weights of the best epoch and sets them back at the end of training;
-    after a growth event the model has more weights than were kept, and
-    `set_weights` fails. This subclass maps the kept weights into the
-    grown model's layout whenever the model has grown since they were
-    read: the neurons grown since get pairs of opposite sign that sum to
-    zero, so the restored model computes the best epoch's function. It
-    may come before or after `GrowthCallback` in `callbacks`.
+    Keras's `EarlyStopping(restore_best_weights=True)` fails to set the
+    best epoch's weights back into a model grown since. This subclass maps
+    them into the grown model's layout, the neurons grown since getting
+    zero-sum pairs, so the restored model computes the best epoch's
+    function. It may come before or after `GrowthCallback` in `callbacks`.
 
     Args:
         scale: Scale of the zero-sum pairs that the best weights get for
@@ -78,14 +60,13 @@ class GrowthEarlyStopping(keras.callbacks.EarlyStopping):
     ```python
     model = vit(image_size=8, patch_size=4, num_channels=1, num_classes=10,
                 dim=16, depth=1, num_heads=2)
-    model.compile(optimizer="adam", loss=keras.losses.
-                  SparseCategoricalCrossentropy(from_logits=True))
-    x = np.random.rand(32, 8, 8, 1).astype("float32")
-    y = np.random.randint(0, 10, 32)
-    model.fit(x, y, epochs=3, validation_split=0.25, verbose=0, callbacks=[
-        GrowthCallback(interval=1, warmup=1, param_budget=200,
-                       layer_threshold=1),
-        GrowthEarlyStopping(patience=3, restore_best_weights=True)])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(True))
+    grower = GrowthCallback(interval=1, warmup=1, param_budget=200,
+                            layer_threshold=1)
+    stopper = GrowthEarlyStopping(patience=3, restore_best_weights=True)
+    model.fit(np.random.rand(32, 8, 8, 1), np.random.randint(0, 10, 32),
+              epochs=3, validation_split=0.25, verbose=0,
+              callbacks=[grower, stopper])
     # The grown model now computes the best epoch's function.
     ```
     """
@@ -123,10 +104,8 @@ class GrowthEarlyStopping(keras.callbacks.EarlyStopping):
         """Maps `best_weights` into the model's layout if it has grown."""
         if self.best_weights is None or self._best_variables is None:
             return
-        now = self.model.weights
-        if len(now) == len(self._best_variables) and all(
-            a is b for a, b in zip(now, self._best_variables, strict=True)
-        ):
+        now = list(map(id, self.model.weights))
+        if now == list(map(id, self._best_variables)):
             return
         self.best_weights = grown_weights(
             self.model,

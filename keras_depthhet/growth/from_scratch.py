@@ -1,10 +1,5 @@
-"""A grown architecture, freshly initialised: the paper's Table 2 protocol.
-
-Guna et al. (2024, Table 2) ask whether the architecture that growth
-discovers is good in itself: they take the grown network's shape (which
-neurons got extra depth, in which rounds) and train it from a random
-initialisation, without growth. `fresh_model` builds that network: the
-same layers and growth rounds as a grown model, every weight drawn anew.
+"""A grown architecture, freshly initialised (the paper's Table 2): is the
+shape that growth discovers good in itself, trained from scratch?
 """
 
 import json
@@ -17,11 +12,11 @@ import keras
 from keras import ops
 
 from keras_depthhet.layers.lookup import growable_layers
+from keras_depthhet.utils.validation import int_at_least
 
 PAIR_SCALE = 1 / math.sqrt(2)
-"""Factor on each of the two independent draws of a fresh pair's kernel,
-so that their sum, the only weight the layer computes with, has the
-variance of one draw of the layer's kernel initializer."""
+"""Factor on each of a fresh pair's two kernel draws, so that their sum
+has the variance of one draw of the layer's kernel initializer."""
 
 
 def _architecture(model_or_config):
@@ -59,8 +54,8 @@ def _architecture(model_or_config):
 
 
 def _seeded(initializer, generator):
-    """`initializer` drawing from `generator`: a seeded initializer called
-    twice returns the same values, which would make `w+` equal `w-`."""
+    """`initializer` drawing from `generator` (a seeded one would draw the
+    same values twice, making `w+` equal `w-`)."""
     config = keras.initializers.serialize(initializer)
     if "seed" not in config.get("config", {}):
         return initializer
@@ -73,38 +68,28 @@ def _seeded(initializer, generator):
 def fresh_model(model_or_config, *, seed: int | None = None) -> keras.Model:
     """A randomly initialised model with the architecture of a grown model.
 
-    The model is rebuilt from its config, so it has the same layers and
-    the same growth rounds (the same neurons given extra depth, round by
-    round) and the same parameter count, but no weight of the original:
-    every base weight is drawn from its layer's initializer, and every
-    +/- pair of a growth round is initialised so that it is not a
-    zero-sum pair. Each of `w+` and `w-` is an independent draw from the
-    layer's kernel initializer times `1/sqrt(2)`, and `b+ = b- = b/2` for
-    a draw `b` of its bias initializer. A layer computes with the pair's
-    sum only (`GELU(a+ + a-) + a+ + a-`), and the sum of two independent
-    zero-mean draws scaled by `1/sqrt(2)` has the variance of one column
-    of a fresh kernel: each pair starts as one fresh neuron of its layer,
-    feeding its target neuron through the growth branch, which is what a
-    network of that shape trained from scratch starts from. (Growth
-    itself starts a pair at `w- = -w+` to keep the function; in a fresh
-    network there is no function to keep.)
+    The model is rebuilt from its config: the same layers, growth rounds
+    and parameter count, but every weight drawn anew from its layer's
+    initializers. Each of a pair's `w+` and `w-` is an independent kernel
+    draw times `1/sqrt(2)`, and `b+ = b- = b/2` for a bias draw `b`: the
+    layer computes with the pair's sum only, so each pair starts as one
+    fresh neuron of its layer (not zero-sum as growth starts it).
 
     Args:
         model_or_config: A (grown) `keras.Model`, its `get_config()`, its
             serialized form (`keras.saving.serialize_keras_object`), or
             the path of a `.keras` file (only its config is read).
         seed: Optional integer; when given, `keras.utils.set_random_seed`
-            is called with it first, so the initialisation is
-            reproducible (Python's, NumPy's and the backend's global
-            seeds are then set, as that function does).
+            is called with it first (setting Python's, NumPy's and the
+            backend's global seeds), so the initialisation is reproducible.
 
     Returns:
         A new, uncompiled model with the same architecture and fresh
         weights.
 
     Raises:
-        ValueError: for an argument that is not a model, a config or a
-            `.keras` file, or a quantized model (quantize after training).
+        ValueError: for an invalid `seed`, an argument that is not a model,
+            a config or a `.keras` file, or a quantized model.
 
     Example:
 
@@ -117,12 +102,8 @@ def fresh_model(model_or_config, *, seed: int | None = None) -> keras.Model:
     fresh.count_params() == grown.count_params()  # True
     ```
     """
+    seed = int_at_least("seed", seed, 0, optional=True)
     if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(
-                "Argument `seed` must be None or a non-negative integer. "
-                f"Received: seed={seed!r}"
-            )
         keras.utils.set_random_seed(seed)
     model = _architecture(model_or_config)
     generator = keras.random.SeedGenerator(seed)
@@ -142,13 +123,10 @@ def fresh_model(model_or_config, *, seed: int | None = None) -> keras.Model:
         sizes = [len(indices) for indices in layer.growth_rounds]
 
         def draw(initializer, variable, sizes=sizes):
-            # Round by round, so that a fan-dependent initializer sees the
-            # shapes it saw when each round had its own variables.
+            # Round by round: a fan-dependent initializer sees each round's.
             return ops.concatenate(
                 [
-                    initializer(
-                        (*variable.shape[:-1], k), dtype=variable.dtype
-                    )
+                    initializer((*variable.shape[:-1], k), dtype=variable.dtype)
                     for k in sizes
                 ],
                 axis=-1,
@@ -160,8 +138,7 @@ def fresh_model(model_or_config, *, seed: int | None = None) -> keras.Model:
         if "bias_plus" in variables:
             plus = variables["bias_plus"]
             bias_draw = draw(bias_init, plus)
-            # Two computations, two buffers: JAX refuses to donate one
-            # buffer held by two variables.
+            # Two buffers: JAX refuses to donate one held by two variables.
             plus.assign(bias_draw * 0.5)
             variables["bias_minus"].assign(bias_draw * 0.5)
     return model

@@ -1,11 +1,8 @@
 """Applying a growth plan in place: the only code that changes a model.
 
-`grow_model` adds the planned neuron pairs to the model's `GrowableDense`
-layers, gives the optimizer slots for the new weights while keeping every
-existing slot value, the iteration count and the learning-rate schedule's
-position, and makes the model retrace its train/test/predict functions.
-It works between `fit` calls and inside `fit` (from a callback) on the
-JAX and TensorFlow backends, with or without a distribution.
+`grow_model` adds the planned pairs, rebuilds the optimizer's slots keeping
+its state, and makes the model retrace its functions; it works inside and
+outside `fit`, on JAX and TensorFlow, with or without a distribution.
 """
 
 import contextlib
@@ -62,35 +59,23 @@ def _check_plan(plan, layers: Mapping[str, GrowableDense]) -> dict:
 
 
 def _variable_scope(model: keras.Model):
-    """Where new variables of `model` are created: on TensorFlow the scope
-    of the strategy the model was created with, on JAX that of the active
-    `keras.distribution` (as `keras_depthhet.distributed.model_runtime`).
-    """
+    """The scope new variables of `model` go in: its TensorFlow strategy's,
+    or on JAX the active `keras.distribution`'s."""
     if keras.backend.backend() == "tensorflow":
-        strategy = getattr(model, "distribute_strategy", None)
-        if strategy is not None:
-            return strategy.scope()
-        return contextlib.nullcontext()
-    distribution = keras.distribution.distribution()
-    if distribution is not None:
-        return distribution.scope()
-    return contextlib.nullcontext()
+        owner = getattr(model, "distribute_strategy", None)
+    else:
+        owner = keras.distribution.distribution()
+    return contextlib.nullcontext() if owner is None else owner.scope()
 
 
 def _optimizer_state(optimizer) -> tuple[list, dict, dict]:
-    """What `rebuild_optimizer` carries over, read before the rebuild.
-
-    Returns the variables the optimizer was built for, the values of its
-    per-variable slots (`{attribute: [array or None]}`, aligned with
-    them), and the values of its other variables (iteration counts, loss
-    scale, ...) by path. Raises if those paths are not unique.
-    """
+    """The optimizer's variables, slot values `{attribute: [array or None]}`
+    aligned with them, and its other variables' values by (unique) path."""
     variables, slots = optimizer_slots(optimizer)
     aligned = {id(v) for values in slots.values() for v in values}
     slot_values = {
         name: [
-            None if v is None else keras.ops.convert_to_numpy(v)
-            for v in values
+            None if v is None else keras.ops.convert_to_numpy(v) for v in values
         ]
         for name, values in slots.items()
     }
@@ -113,20 +98,16 @@ def rebuild_optimizer(
 ) -> int:
     """Rebuilds `optimizer` for new `trainable_variables`, keeping its state.
 
-    The optimizer object is kept (so `model.optimizer`, its config, its
-    weight-decay exclusions and its learning-rate schedule stay the same);
-    its slot variables are created again for `trainable_variables`. Each
-    variable the optimizer already knew gets its old slots back (matched
-    by the variable itself, so equal names or paths in nested models do
-    not matter); slots of new variables start at zero, except moving
-    averages (`use_ema=True`), which start at the new variable's own
-    value, as Keras's first step would set them. A variable that replaces
-    a narrower one (`replaces`; growth widens a layer's packed pairs)
-    gets the old slots in its first columns and fresh values, as a new
-    variable's, in the others. The iteration count and
-    the learning-rate variable are never replaced; other optimizer
-    variables (e.g. a `LossScaleOptimizer`'s loss scale under mixed
-    precision) keep their values by path.
+    The optimizer object (its config, weight-decay exclusions and schedule)
+    is kept; its slots are created again. A variable it knew (matched by
+    identity) gets its old slots back; a new one starts at zero, or at its
+    own value for moving averages (`use_ema=True`), as Keras's first step
+    would set them. A variable that replaces a narrower one (`replaces`)
+    gets the old slots in its first columns. The iteration count and
+    learning rate stay; other optimizer variables (e.g. a loss scale) keep
+    their values by path. A saved state whose slots have other shapes (a
+    weights file saved before a later event) is then skipped with a
+    warning, as Keras skips one with another number of variables.
 
     Args:
         optimizer: A built `keras.optimizers.Optimizer`.
@@ -139,10 +120,6 @@ def rebuild_optimizer(
     Returns:
         The number of per-variable slots that start anew, wholly or in
         their new columns.
-
-    The optimizer then skips, with a warning, a saved state whose slots
-    have other shapes (a weights file saved before a later growth event),
-    as Keras skips one with another number of variables.
     """
     old_variables, old_slots, others = _optimizer_state(optimizer)
     old_index = {id(v): i for i, v in enumerate(old_variables)}
@@ -169,11 +146,8 @@ def rebuild_optimizer(
             # Fresh values: the slot's as built (zeros for most optimizers,
             # a constant for Adagrad), the weight itself for a moving
             # average. A copy: on JAX the slot must not share a buffer.
-            start = np.array(
-                keras.ops.convert_to_numpy(
-                    variable if name == EMA_SLOTS else slot
-                )
-            )
+            base = variable if name == EMA_SLOTS else slot
+            start = np.array(keras.ops.convert_to_numpy(base))
             widened = value is not None and _widened(
                 value.shape, tuple(slot.shape)
             )
@@ -188,10 +162,7 @@ def rebuild_optimizer(
 def _widened(old: tuple, new: tuple) -> bool:
     """Whether shape `new` is `old` with a longer last axis."""
     return (
-        len(old) == len(new)
-        and len(old) > 0
-        and old[:-1] == new[:-1]
-        and old[-1] < new[-1]
+        len(old) == len(new) > 0 and old[:-1] == new[:-1] and old[-1] < new[-1]
     )
 
 
@@ -203,18 +174,12 @@ def grow_model(
 ) -> int:
     """Grows `model` in place by `plan`, keeping its training state.
 
-    Each planned layer gets one growth round at the planned neurons
-    (`GrowableDense.grow`), so the model computes the same function. When
-    the model has a built optimizer it is rebuilt with `rebuild_optimizer`
-    (old slots kept, also in the first columns of a layer's widened growth
-    pairs, zero slots for the new pairs, the iteration count kept), and
-    the traced train/test/predict functions are remade so that the next
-    step trains the new weights. Safe to call from a callback inside
-    `fit`: on JAX the trainer's in-flight state is first
-    written back to the variables; under a TensorFlow `tf.distribute`
-    strategy the new variables are created in the model's strategy scope.
-
-    The whole plan is validated before anything changes; an empty plan
+    Each planned layer gets one growth round (`GrowableDense.grow`), so the
+    model computes the same function. A built optimizer is rebuilt with
+    `rebuild_optimizer`, and the traced train/test/predict functions are
+    remade. Safe inside `fit` (from a callback): on JAX the trainer's
+    in-flight state is first written back; under a `tf.distribute`
+    strategy new variables go in the model's strategy scope. An empty plan
     changes nothing.
 
     Args:
@@ -226,6 +191,10 @@ def grow_model(
     Returns:
         The number of parameters added, `sum over layers of
         growth_cost(len(indices))`.
+
+    Raises:
+        ValueError: for an invalid plan, or an optimizer state that cannot
+            be carried over, before anything changes.
 
     Example:
 
@@ -250,12 +219,8 @@ def grow_model(
             if name in plan:
                 before = dict(layer._growth)
                 added += layer._grow(plan[name], scale=scale)
-                replaces.update(
-                    {
-                        id(layer._growth[suffix]): variable
-                        for suffix, variable in before.items()
-                    }
-                )
+                for suffix, variable in before.items():
+                    replaces[id(layer._growth[suffix])] = variable
         if rebuild:
             rebuild_optimizer(
                 optimizer, model.trainable_variables, replaces=replaces

@@ -1,14 +1,8 @@
 """Applying a growth plan functionally: a new model from the grown config.
 
-`grow_model` changes a model in place. Distributed runtimes treat a
-model's set of variables as fixed (TensorFlow mirrors them when they are
-created, JAX lays them out from the active `keras.distribution`), so for
-distributed training it is cleaner to build a new model from the grown
-config inside the strategy scope or under the active distribution, carry
-the weights over by variable path, initialise the new neuron pairs as
-`grow` would, and compile it anew with the same optimizer, whose slots are
-rebuilt and carried over (`rebuild_optimizer`). The result computes the
-same function and holds the same training state as an in-place growth.
+Distributed runtimes treat a model's variables as fixed, so there a grown
+model is built anew (in the strategy scope or under the distribution), with
+the weights carried over by path and the optimizer rebuilt for it.
 """
 
 import copy
@@ -31,12 +25,8 @@ from keras_depthhet.utils.validation import positive_number
 
 
 def _append_round(node, name: str, indices: list[int], found: list) -> None:
-    """Appends `indices` to the growth rounds of layer `name` in `node`.
-
-    Layer configs hold their own `growth_rounds` (a list of rounds); a
-    composite layer holds its children's, keyed by the child's role, and
-    the child's full name is `{parent name}_{role}` (`block_0_attn_qkv`).
-    """
+    """Appends `indices` to layer `name`'s growth rounds in config `node`
+    (its own, or its parent's keyed by role: `{parent}_{role}`)."""
     if isinstance(node, list):
         for item in node:
             _append_round(item, name, indices, found)
@@ -81,8 +71,8 @@ def grown_config(config: dict, plan: Mapping[str, np.ndarray]) -> dict:
         plan: `{layer_name: neuron indices}`.
 
     Returns:
-        A new config; `type(model).from_config` of it builds the grown
-        architecture with zero growth weights.
+        A new config, from which `type(model).from_config` builds the grown
+        architecture (zero growth weights).
 
     Raises:
         ValueError: if a planned layer is not found exactly once.
@@ -101,9 +91,8 @@ def grown_config(config: dict, plan: Mapping[str, np.ndarray]) -> dict:
 
 
 def _carry_growth(layer, indices, scale: float, values: dict) -> None:
-    """Sets the growth pairs of `layer`, grown by one round of `indices`:
-    its old pairs (by path in `values`) then the new round's pairs, as
-    `GrowableDense.grow` would set them."""
+    """Sets `layer`'s old pairs (by path in `values`), then those of its
+    new round at `indices`, as `GrowableDense.grow` would."""
     saved = {
         suffix: values[variable.path]
         for suffix, variable in layer._growth.items()
@@ -126,22 +115,15 @@ def rebuild_grown_model(
     """A new model equal to `model` grown by `plan`, with its training state.
 
     The new model is built from `grown_config(model.get_config(), plan)`
-    inside `model`'s TensorFlow strategy scope (on JAX, under the active
-    `keras.distribution`). Every variable whose path existed before gets
-    its value (a planned layer's widened growth pairs in their first
-    columns); each planned neuron's new pair starts at
-    `+/- scale * (W[:, i], b[i])`, so the new model computes the same
-    function. When `model` is compiled, the new model is compiled with the
-    same arguments and the same optimizer object, rebuilt by
-    `rebuild_optimizer`: slots kept for every weight that existed, new
-    ones for the new pairs, the iteration count and learning-rate
-    schedule position kept. Its train/test/predict functions are traced
-    afresh on first use.
-    `model` itself is left unchanged in architecture and weights, but its
-    optimizer now belongs to the new model; train only the new one.
-
-    The plan is validated before anything is built; an empty plan returns
-    `model` itself.
+    in `model`'s TensorFlow strategy scope (on JAX, under the active
+    `keras.distribution`). Every variable gets its old value by path (a
+    planned layer's widened pairs in their first columns) and each new
+    pair starts at `+/- scale * (W[:, i], b[i])`, so it computes the same
+    function. A compiled `model`'s compile arguments and optimizer object
+    go to the new model, the optimizer rebuilt by `rebuild_optimizer`.
+    `model` keeps its architecture and weights, but its optimizer now
+    belongs to the new model: train only the new one. The plan is
+    validated before anything is built; an empty plan returns `model`.
 
     Args:
         model: A built Keras model with `GrowableDense` layers, whose

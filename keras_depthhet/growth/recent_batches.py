@@ -1,29 +1,13 @@
 """`RecentBatches`: keep the last batches that `model.fit` trains on.
 
-Keras behaviour relied on (Keras 3.15, checked on both backends by
-`tests/growth/test_recent_batches.py`): every training step of `fit`
-calls the attribute `model.train_function`, read anew at each step, with
-an iterator from which that function pulls its `steps_per_execution`
-batches.
-
-- JAX: `train_function(state, iterator)` is plain Python that calls
-  `next(iterator)` once per batch and hands the batch to the jitted step;
-  the batches are NumPy arrays, or global `jax.Array`s under a
-  `keras.distribution`.
-- TensorFlow: `train_function(iterator)` given a `tf.data` or distributed
-  iterator pulls the batches inside a `tf.function`, where Python never
-  sees them; given any other Python iterator, it runs the same compiled
-  one-batch step on each batch that iterator yields. Under a
-  `tf.distribute` strategy a batch is `PerReplica` values whose local
-  results, in replica order, are the global batch.
-
-While started, `RecentBatches` replaces `model.train_function` with a
-wrapper that passes the batches through and keeps the last ones; `stop`
-puts the original back. Epochs in which it is not started run Keras's own
-function untouched, so they pay nothing. On TensorFlow the wrapper pulls
-the step's batches in Python, so a started epoch runs its
-`steps_per_execution` steps as separate calls of the compiled step
-instead of one `tf.function` loop (the same updates).
+Relies on Keras (3.15, checked by `tests/growth/test_recent_batches.py`)
+calling `model.train_function`, read anew at each step of `fit`, with an
+iterator it pulls its `steps_per_execution` batches from. On JAX that
+function is plain Python around the jitted step; on TensorFlow, given a
+Python iterator instead of a `tf.data` one, it runs the compiled one-batch
+step per batch (a started epoch thus runs its steps as separate calls, with
+the same updates). Under a `tf.distribute` strategy a batch is `PerReplica`
+values whose local results, in replica order, are the global batch.
 """
 
 import collections
@@ -104,50 +88,12 @@ def _check_single_process(model) -> None:
 class RecentBatches:
     """Keeps the last training batches `model.fit` runs, while started.
 
-    `attach` a model, `start` (e.g. in a callback's `on_epoch_begin`)
-    once `fit` has made the model's train function, `stop` (e.g. in
-    `on_epoch_end`), then read `batches`: the last `num_batches` batches
-    the model trained on since `start`, in training order, with their
-    sample weights (those `class_weight` adds included), in NumPy. Under a
-    single-process distribution (TensorFlow `MirroredStrategy`, JAX
-    `keras.distribution.DataParallel`) each batch is the global batch, as
-    the replicas' shards joined in order, so every replica reads the same
-    data; multi-worker training is refused (each worker sees only its own
-    shard). Between `stop` and the next `start` the model trains through
-    Keras's own train function, untouched.
-
-    The batches are held in host memory as given to the train step (NumPy
-    arrays copied, tensors referenced): `num_batches` input batches, or a
-    whole epoch's with `num_batches=None`.
-
-    Args:
-        num_batches: Positive integer or `None` (every batch since
-            `start`), the most batches kept.
-
-    Example:
-
-    ```python
-    model = vit(image_size=8, patch_size=4, num_channels=1, num_classes=10,
-                dim=16, depth=1, num_heads=2)
-    model.compile("adam", "sparse_categorical_crossentropy")
-    x = np.random.rand(64, 8, 8, 1).astype("float32")
-    y = np.random.randint(0, 10, 64)
-    recent = RecentBatches(num_batches=2)
-
-    class KeepLastEpoch(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            recent.attach(self.model)
-
-        def on_epoch_begin(self, epoch, logs=None):
-            if epoch == 2:
-                recent.start()
-
-        def on_epoch_end(self, epoch, logs=None):
-            recent.stop()
-
-    model.fit(x, y, batch_size=16, epochs=3, callbacks=[KeepLastEpoch()])
-    [batch.size for batch in recent.batches()]  # [16, 16], of epoch 3
-    ```
+    `attach` a model, `start` once `fit` has made its train function (e.g.
+    in `on_epoch_begin`), `stop` (e.g. in `on_epoch_end`), then read
+    `batches`: the last `num_batches` (`None`: all) batches trained on
+    since `start`, with their sample weights, in NumPy; global batches
+    under a single-process distribution, multi-worker training refused.
+    While started, `model.train_function` is wrapped; otherwise untouched.
     """
 
     def __init__(self, num_batches: int | None):
@@ -172,15 +118,8 @@ class RecentBatches:
         return len(self._kept)
 
     def attach(self, model: keras.Model) -> None:
-        """Chooses the model whose training batches are kept.
-
-        Args:
-            model: A Keras model; detaches from any previous one.
-
-        Raises:
-            ValueError: if `model` is not a Keras model or is trained by
-                several processes.
-        """
+        """Keeps `model`'s batches from now on (detaching any previous one);
+        raises for a non-model or a multi-process run."""
         if not isinstance(model, keras.Model):
             raise ValueError(
                 "Argument `model` must be a Keras model. Received: model of "
@@ -197,12 +136,7 @@ class RecentBatches:
         self._kept.clear()
 
     def start(self) -> None:
-        """Forgets the kept batches and keeps those trained on from now.
-
-        Raises:
-            ValueError: without an attached model, or before `fit` (or
-                `make_train_function`) has made its train function.
-        """
+        """Forgets the kept batches and keeps those trained on from now."""
         if self.model is None:
             raise ValueError(
                 "`RecentBatches.start()` needs a model: call `attach(model)` "
@@ -229,12 +163,8 @@ class RecentBatches:
         self.model.train_function = wrapper
 
     def stop(self) -> None:
-        """Stops keeping and gives the model back its own train function.
-
-        The kept batches stay readable. A train function that was remade
-        while keeping (by a recompilation or by growth) is left in place,
-        and `batches` then raises.
-        """
+        """Stops keeping and gives the model back its own train function
+        (unless it was remade meanwhile: `batches` then raises)."""
         if self._wrapper is None:
             return
         if self.model.train_function is self._wrapper:
@@ -247,19 +177,8 @@ class RecentBatches:
         self._kept.append(keras.tree.map_structure(_owned, data))
 
     def batches(self) -> list[Batch]:
-        """The kept batches, oldest first, in NumPy.
-
-        Returns:
-            A list of `keras_depthhet.splitting.data.Batch` (`x`, `y`,
-            `sample_weight` as the train step received them, `y` and
-            `sample_weight` possibly `None`, and the number of samples).
-
-        Raises:
-            RuntimeError: if no batch was kept since `start` (Keras's `fit`
-                did not call `model.train_function` with the training
-                batches, which this class relies on) or if the model's
-                train function was replaced while keeping.
-        """
+        """The kept batches, oldest first, as NumPy `splitting.data.Batch`es;
+        raises if none was kept or the train function was replaced."""
         if self.started and self.model.train_function is not self._wrapper:
             self._replaced = True
         if self._replaced:

@@ -1,9 +1,4 @@
-"""What a growth event records and prints: its summary, log line and size.
-
-`GrowthCallback` keeps one dict per event in `history`, appends it as a
-JSON line to `log_path` and prints one line with `verbose=1`; every epoch
-it also puts the model's size in the epoch's logs (`log_num_params`).
-"""
+"""What a growth event records and prints: its summary, log line and size."""
 
 import json
 

@@ -1,8 +1,7 @@
 """Which neurons to grow: a pure function from scores to a growth plan.
 
-Nothing here touches a model. The inputs are NumPy arrays of per-neuron
-scores and the per-neuron cost of each layer; the output is a plan
-`{layer_name: sorted neuron indices}` that `grow_model` applies.
+Per-neuron scores and per-neuron costs in, `{layer_name: sorted neuron
+indices}` out (the plan `grow_model` applies); no model is touched.
 """
 
 import numbers
@@ -10,7 +9,11 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from keras_depthhet.utils.validation import choice
+from keras_depthhet.utils.validation import (
+    choice,
+    int_at_least,
+    positive_number,
+)
 
 CRITERIA = ("splitting", "gradient_proxy", "random")
 """Accepted values of `criterion`."""
@@ -23,16 +26,13 @@ LAYER_TYPES = ("qkv", "proj", "fc1", "fc2")
 
 
 def layer_type(name: str) -> str | None:
-    """The type (`"qkv"`, `"proj"`, `"fc1"`, `"fc2"`) of a layer name.
-
-    The type is the name's suffix after the last underscore, as in the ViT
-    builders' `block_3_attn_qkv`; `None` when it is none of the four.
-    """
+    """The suffix after a layer name's last `_` if in `LAYER_TYPES`."""
     suffix = name.rsplit("_", 1)[-1]
     return suffix if suffix in LAYER_TYPES else None
 
 
 def _check_inputs(scores, costs, param_budget, layer_threshold):
+    """`scores` as float64 arrays, once every argument is checked."""
     if not isinstance(scores, Mapping):
         raise ValueError(
             "Argument `scores` must be a dict {layer_name: 1-D array}. "
@@ -59,25 +59,8 @@ def _check_inputs(scores, costs, param_budget, layer_threshold):
                 f"costs[{name!r}]={cost!r}"
             )
         checked[name] = array
-    if (
-        isinstance(param_budget, bool)
-        or not isinstance(param_budget, numbers.Real)
-        or not np.isfinite(param_budget)
-        or param_budget <= 0
-    ):
-        raise ValueError(
-            "Argument `param_budget` must be a positive number. "
-            f"Received: param_budget={param_budget!r}"
-        )
-    if (
-        isinstance(layer_threshold, bool)
-        or not isinstance(layer_threshold, numbers.Integral)
-        or layer_threshold < 0
-    ):
-        raise ValueError(
-            "Argument `layer_threshold` must be a non-negative integer. "
-            f"Received: layer_threshold={layer_threshold!r}"
-        )
+    positive_number("param_budget", param_budget)
+    int_at_least("layer_threshold", layer_threshold, 0)
     return checked
 
 
@@ -132,30 +115,20 @@ def select_neurons(
 ) -> dict[str, np.ndarray]:
     """Chooses the neurons to grow at one growth event.
 
-    With `criterion="splitting"` (the paper's rule; the docs' Method page),
-    `scores[name][i]` is the minimum eigenvalue of neuron `i`'s splitting
-    matrix. A neuron is eligible when its score is negative; a layer takes
-    part only when it has at least `layer_threshold` eligible neurons. The
-    eligible neurons of all taking-part layers are then taken, most
-    negative score first, until the cost of the next one would push the
-    total above `param_budget`; selection stops there, so the plan never
-    costs more than the budget. Ties are broken by layer order (the order
-    of `scores`) and then by neuron index, so the plan is deterministic.
+    With `criterion="splitting"` (the paper's rule), `scores[name][i]` is
+    the minimum eigenvalue of neuron `i`'s splitting matrix. A neuron is
+    eligible when its score is negative, and a layer takes part when it has
+    at least `layer_threshold` eligible neurons. Eligible neurons of the
+    taking-part layers are taken, most negative first (ties by layer order,
+    then index), until the next would push the cost above `param_budget`.
+    `"gradient_proxy"` applies the same rule to the authors' code's scores
+    (`keras_depthhet.splitting.gradient_proxy`). `"random"`, the ablation
+    baseline, ignores the score values and the threshold and takes neurons
+    of all layers in a random order seeded by `seed`, within the budget.
 
-    `criterion="gradient_proxy"` applies the same rule to the scores of the
-    paper authors' released code: the minimum eigenvalue of the rank-1
-    matrix built from a neuron's weight-gradient row, which is
-    `min(0, sum of the row)` (see `keras_depthhet.splitting.gradient_proxy`).
-
-    `criterion="random"` is the ablation baseline: it ignores the score
-    values (only their lengths, the layers' widths, are used) and the layer
-    threshold, and takes neurons of all layers in a uniformly random order,
-    seeded by `seed`, under the same budget.
-
-    `budget_split="by_layer_type"` follows the authors' code: the budget is
-    divided equally among the layer types present (`qkv`, `proj`, `fc1`,
-    `fc2`, read from the layer names' suffixes; quarters when all four are
-    present) and the rule above runs within each type on its share.
+    `budget_split="by_layer_type"` (the authors' code) divides the budget
+    equally among the layer types present (`qkv`, `proj`, `fc1`, `fc2`,
+    from the names' suffixes) and runs the rule within each type.
 
     Args:
         scores: `{layer_name: 1-D array}` of finite per-neuron scores, in
@@ -173,6 +146,10 @@ def select_neurons(
         The plan: `{layer_name: sorted int64 array of neuron indices}` for
         the layers with at least one chosen neuron, in layer order; `{}`
         when nothing is eligible or no neuron fits the budget.
+
+    Raises:
+        ValueError: on an invalid argument, or with `"by_layer_type"` a
+            layer name without a type suffix.
 
     Example:
 
