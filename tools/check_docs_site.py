@@ -14,7 +14,16 @@ when:
 - a script on the page raises;
 - the text, code included, shows a machine-specific absolute path
   (`/home/...`, ...);
-- at 1280 px a table or a code block needs horizontal scrolling.
+- at 1280 px a table needs horizontal scrolling (a long code line may
+  scroll in its block);
+- a code block wraps its lines (`white-space` other than `pre`), which
+  splits commands and tokens across lines;
+- an interpreter prompt (`>>>`) shows outside code: a docstring example
+  rendered as prose;
+- the Markdown swallowed a `<word>` as an HTML tag (an element the
+  browser does not know, such as `<wnid>`);
+- a formula is drawn in a fallback font: none of the math fonts the
+  stylesheet names for `math` is available to the browser.
 
 A full-page screenshot of every page, 1280 px wide, goes to the folder
 printed at the start (`--out`, by default a new temporary folder).
@@ -84,13 +93,39 @@ INSPECT_PAGE = """() => {
     const text = (row || node).textContent.replace(/\\s+/g, " ").trim();
     return text.slice(0, 70);
   };
-  // Material scrolls wide tables in a wrapper, code blocks in themselves.
-  const wide = [...main.querySelectorAll(".md-typeset__scrollwrap, pre > code")]
+  // Material scrolls wide tables in a wrapper (code blocks may scroll).
+  const wide = [...main.querySelectorAll(".md-typeset__scrollwrap")]
     .filter((node) => node.scrollWidth > node.clientWidth + 1)
-    .map((node) => `${node.tagName === "CODE" ? "code" : "table"} ` +
-         `${node.scrollWidth}px in ${node.clientWidth}px: ${label(node)}`);
+    .map((node) => `table ${node.scrollWidth}px in ${node.clientWidth}px: ` +
+         label(node));
+  const wrapping = [...main.querySelectorAll("pre > code")]
+    .filter((node) => getComputedStyle(node).whiteSpace !== "pre")
+    .map((node) => node.textContent.trim().split("\\n")[0].slice(0, 70));
+  const unknown = [...main.querySelectorAll("*")]
+    .filter((node) => node instanceof HTMLUnknownElement &&
+            !node.tagName.includes("-") && !node.closest("math, svg"))
+    .map((node) => `<${node.tagName.toLowerCase()}>`);
+  // The first font of the list for `math` that the machine has: a font
+  // that is present changes the width of a text against both fallbacks.
+  let mathFont = null;
+  const probe = main.querySelector("math");
+  if (probe) {
+    const context = document.createElement("canvas").getContext("2d");
+    const width = (font) => {
+      context.font = `40px ${font}`;
+      return context.measureText("z\u2032 \u03c3\u2033 \u2211 mwMW").width;
+    };
+    const families = getComputedStyle(probe).fontFamily.split(",")
+      .map((name) => name.trim().replace(/^["']|["']$/g, ""))
+      .filter((name) => name !== "math");
+    mathFont = families.find((name) => ["monospace", "serif"].some(
+      (base) => width(`"${name}", ${base}`) !== width(base))) || null;
+  }
   return {text: clone.textContent, all_text: main.textContent,
-          formulas: formulas.length, undrawn, broken, wide};
+          formulas: formulas.length, undrawn, broken, wide, wrapping,
+          unknown: [...new Set(unknown)], mathFont,
+          prompts: clone.textContent.includes(">>>") ||
+            main.querySelector("blockquote blockquote") !== null};
 }"""
 
 
@@ -162,6 +197,16 @@ def check_page(page, url: str, shot: Path) -> tuple[int, list[str]]:
     problems += [
         f"needs horizontal scrolling: {item}" for item in found["wide"]
     ]
+    problems += [
+        f"code block wraps its lines: {first!r}" for first in found["wrapping"]
+    ]
+    if found["prompts"]:
+        problems.append("'>>>' outside code: an example rendered as prose")
+    problems += [
+        f"{tag} swallowed as an HTML tag" for tag in found["unknown"]
+    ]
+    if found["formulas"] and found["mathFont"] is None:
+        problems.append("formulas in a fallback font: no listed math font")
     return found["formulas"], problems
 
 

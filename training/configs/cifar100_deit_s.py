@@ -7,10 +7,12 @@ def get_config() -> dict:
     """Reduced DeiT-S grown on CIFAR-100 (images upsampled to 224).
 
     Command:
-        python -c "import tensorflow_datasets as tfds; \
+        ```bash
+        python -c "import tensorflow_datasets as tfds; \\
             tfds.builder('cifar100').download_and_prepare()"  # once
-        python -m training.train --config training/configs/cifar100_deit_s.py \
+        python -m training.train --config training/configs/cifar100_deit_s.py \\
             --workdir runs/cifar100_deit_s
+        ```
 
     Hardware assumed: one host with 8 accelerators (batch 1024, 300 epochs
     at 224 pixels). Not run in this repository.

@@ -15,15 +15,17 @@ def get_config() -> dict:
     has the grown run's shape.
 
     Command:
-        python -m training.train --config imagenet100_deit_s \
-            --set data.manual_dir=/path/to/imagenet/tars \
+        ```bash
+        python -m training.train --config imagenet100_deit_s \\
+            --set data.manual_dir=/path/to/imagenet/tars \\
             --workdir runs/imagenet100_deit_s                 # discover
-        python -m training.train \
-            --config cifar100_deit_s_from_imagenet100 \
+        python -m training.train \\
+            --config cifar100_deit_s_from_imagenet100 \\
             --workdir runs/cifar100_deit_s_from_imagenet100   # from scratch
-        python -m training.train --config cifar100_deit_s_uniform \
+        python -m training.train --config cifar100_deit_s_uniform \\
             --workdir runs/cifar100_deit_s_uniform            # baseline
-        (`--set model.architecture_from=RUN_DIR` takes another grown run)
+        # `--set model.architecture_from=RUN_DIR` takes another grown run
+        ```
 
     Hardware assumed: one host with 8 accelerators for each run (batch
     1024, 300 epochs at 224 pixels). Not run in this repository; the

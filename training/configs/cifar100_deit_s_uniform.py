@@ -8,9 +8,11 @@ def get_config() -> dict:
     """DeiT-S at full width on CIFAR-100 with the same recipe.
 
     Command:
-        python -m training.train \
-            --config training/configs/cifar100_deit_s_uniform.py \
+        ```bash
+        python -m training.train \\
+            --config training/configs/cifar100_deit_s_uniform.py \\
             --workdir runs/cifar100_deit_s_uniform
+        ```
 
     Hardware assumed: as `cifar100_deit_s`. Not run in this repository.
 

@@ -7,9 +7,11 @@ def get_config() -> dict:
     """A reduced tiny ViT grown on the 8x8 digits; CPU minutes, no network.
 
     Command:
-        python -m training.train --config training/configs/digits_tiny.py \
+        ```bash
+        python -m training.train --config training/configs/digits_tiny.py \\
             --workdir runs/digits_tiny
-        (or `python -m training.train` with no arguments)
+        # or `python -m training.train` with no arguments
+        ```
 
     Hardware: 2 CPU cores, either backend; a few minutes (each growth
     event costs a splitting analysis and a retrace).

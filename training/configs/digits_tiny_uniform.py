@@ -8,9 +8,11 @@ def get_config() -> dict:
     """The full-width tiny ViT on digits, trained as `digits_tiny` is.
 
     Command:
-        python -m training.train \
-            --config training/configs/digits_tiny_uniform.py \
+        ```bash
+        python -m training.train \\
+            --config training/configs/digits_tiny_uniform.py \\
             --workdir runs/digits_tiny_uniform
+        ```
 
     Hardware: 2 CPU cores, either backend; about 1.5 minutes.
 

@@ -7,11 +7,13 @@ def get_config() -> dict:
     """Reduced DeiT-S (halved QKV and MLP widths) grown on ImageNet-100.
 
     Command:
-        python -m training.train \
-            --config training/configs/imagenet100_deit_s.py \
-            --set data.manual_dir=/path/to/imagenet/tars \
+        ```bash
+        python -m training.train \\
+            --config training/configs/imagenet100_deit_s.py \\
+            --set data.manual_dir=/path/to/imagenet/tars \\
             --workdir runs/imagenet100_deit_s
-        (or --set data.image_folder=ROOT with ROOT/{train,val}/<wnid>/)
+        # or --set data.image_folder=ROOT, with ROOT/{train,val}/<wnid>/
+        ```
 
     Hardware assumed: one host with 8 accelerators (batch 1024, 300
     epochs; days of training) and the ImageNet-1k tar files or an

@@ -8,10 +8,12 @@ def get_config() -> dict:
     """DeiT-S at full width on ImageNet-100 with the same recipe.
 
     Command:
-        python -m training.train \
-            --config training/configs/imagenet100_deit_s_uniform.py \
-            --set data.manual_dir=/path/to/imagenet/tars \
+        ```bash
+        python -m training.train \\
+            --config training/configs/imagenet100_deit_s_uniform.py \\
+            --set data.manual_dir=/path/to/imagenet/tars \\
             --workdir runs/imagenet100_deit_s_uniform
+        ```
 
     Hardware assumed: as `imagenet100_deit_s` (8 accelerators, days).
     Not run in this repository.

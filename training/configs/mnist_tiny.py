@@ -7,9 +7,11 @@ def get_config() -> dict:
     """`digits_tiny`'s reduced ViT and schedule on 28x28 MNIST digits.
 
     Command:
-        python -m training.train --config mnist_tiny \
+        ```bash
+        python -m training.train --config mnist_tiny \\
             --set data.data_dir=DIR --workdir runs/mnist_tiny
-        (DIR holds t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz)
+        # DIR holds t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz
+        ```
 
     Hardware: 2 CPU cores, either backend; a few minutes of CPU time.
 

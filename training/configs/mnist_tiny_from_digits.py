@@ -16,16 +16,18 @@ def get_config() -> dict:
     adds neurons, are the same.
 
     Command:
-        python -m training.train --config digits_tiny \
+        ```bash
+        python -m training.train --config digits_tiny \\
             --workdir runs/digits_tiny                       # discover
-        python -m training.train --config mnist_tiny_from_digits \
-            --set data.data_dir=DIR \
+        python -m training.train --config mnist_tiny_from_digits \\
+            --set data.data_dir=DIR \\
             --workdir runs/mnist_tiny_from_digits             # from scratch
-        python -m training.train --config mnist_tiny_uniform \
-            --set data.data_dir=DIR \
+        python -m training.train --config mnist_tiny_uniform \\
+            --set data.data_dir=DIR \\
             --workdir runs/mnist_tiny_uniform                 # baseline
-        (DIR holds t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz;
-        `--set model.architecture_from=RUN_DIR` takes another grown run)
+        # DIR holds t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz;
+        # `--set model.architecture_from=RUN_DIR` takes another grown run
+        ```
 
     Hardware: 2 CPU cores, either backend; minutes per run.
 

@@ -10,8 +10,10 @@ def get_config() -> dict:
     (`mnist_tiny_from_digits`).
 
     Command:
-        python -m training.train --config mnist_tiny_uniform \
+        ```bash
+        python -m training.train --config mnist_tiny_uniform \\
             --set data.data_dir=DIR --workdir runs/mnist_tiny_uniform
+        ```
 
     Hardware: 2 CPU cores, either backend; about 4 minutes of CPU time.
 
