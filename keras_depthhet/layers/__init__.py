@@ -1,13 +1,9 @@
 """Layers: `GrowableDense` and the ViT/DeiT building blocks.
 
 `GrowableDense` is a drop-in `keras.layers.Dense` whose output neurons can
-be given depth (`grow`); `GROWTH_SCALE` is the default scale of the new
-neurons. The ViT blocks (`Attention`, `Mlp`, `TransformerBlock` and the
-embeddings) use `GrowableDense` for their four linear layers per block,
-named `qkv`, `proj`, `fc1` and `fc2`. Every layer round-trips through
-`get_config`/`from_config` and `.keras` files, grown or not.
-`growable_layer_map` and `growable_layers` find the `GrowableDense` layers
-of any model (also available from `keras_depthhet.models`).
+be given depth. The ViT blocks use it for their linear layers `qkv`,
+`proj`, `fc1` and `fc2`; `growable_layers` finds those of any model. Every
+layer round-trips through its config and `.keras` files, grown or not.
 """
 
 from keras_depthhet.layers.attention import Attention

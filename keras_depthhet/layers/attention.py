@@ -25,8 +25,7 @@ def growable_child(parent, key: str, units: int, rounds: dict, **kwargs):
 
 
 def growable_children_config(**children) -> dict:
-    """The `growth_rounds` config entry of each child, by key, so that a
-    grown composite layer rebuilt from its config has the same shapes."""
+    """The `growth_rounds` of each child's config, by key."""
     return {
         key: child.get_config()["growth_rounds"]
         for key, child in children.items()
@@ -37,9 +36,10 @@ def growable_children_config(**children) -> dict:
 class Attention(keras.layers.Layer):
     """Multi-head self-attention whose `qkv` and `proj` are `GrowableDense`.
 
-    The inner width `num_heads * head_dim` is independent of the embedding
-    width `dim`; halving `head_dim` gives the paper's reduced attention.
-    Sub-layers are named `{name}_qkv` and `{name}_proj`.
+    Maps `(batch, tokens, dim)` to the same shape. The inner width
+    `num_heads * head_dim` is independent of `dim`; halving `head_dim` gives
+    the paper's reduced attention. Sub-layers are named `{name}_qkv` and
+    `{name}_proj`.
 
     Args:
         dim: Positive integer, the embedding width (input and output).
@@ -49,12 +49,6 @@ class Attention(keras.layers.Layer):
         growth_rounds: Optional `{"qkv": rounds, "proj": rounds}` used to
             rebuild a grown layer from its config.
         **kwargs: Base layer keyword arguments.
-
-    Input shape:
-        `(batch, tokens, dim)`.
-
-    Output shape:
-        `(batch, tokens, dim)`.
     """
 
     def __init__(
@@ -115,12 +109,8 @@ class Attention(keras.layers.Layer):
 
 
 def _head_major_attention(query, key, value, scale):
-    """Attention of `(batch, tokens, heads, head_dim)` tensors, for JAX.
-
-    Plain batched matmuls over `(batch, heads)` with a float32 softmax: on
-    XLA's CPU backend faster than `jax.nn.dot_product_attention`, and it
-    runs `mixed_float16`, whose float16 products XLA's CPU refuses there.
-    """
+    """Attention for JAX: faster on XLA's CPU than its own, and it runs
+    `mixed_float16` there (float16 products, float32 softmax)."""
     query = ops.transpose(query, (0, 2, 1, 3))
     key = ops.transpose(key, (0, 2, 3, 1))
     value = ops.transpose(value, (0, 2, 1, 3))

@@ -83,11 +83,7 @@ class PatchEmbedding(keras.layers.Layer):
 class ClassToken(keras.layers.Layer):
     """Prepends one learned token (the class token) to a token sequence.
 
-    Input shape:
-        `(batch, tokens, dim)`.
-
-    Output shape:
-        `(batch, tokens + 1, dim)`.
+    Maps `(batch, tokens, dim)` to `(batch, tokens + 1, dim)`.
     """
 
     def build(self, input_shape):
@@ -98,9 +94,8 @@ class ClassToken(keras.layers.Layer):
         )
 
     def call(self, tokens):
-        batch = ops.shape(tokens)[0]
-        token = ops.cast(self.token, tokens.dtype)
-        token = ops.broadcast_to(token, (batch, 1, ops.shape(tokens)[-1]))
+        shape = (ops.shape(tokens)[0], 1, ops.shape(tokens)[-1])
+        token = ops.broadcast_to(ops.cast(self.token, tokens.dtype), shape)
         return ops.concatenate([token, tokens], axis=1)
 
     def compute_output_shape(self, input_shape):
@@ -112,11 +107,8 @@ class ClassToken(keras.layers.Layer):
 class PositionEmbedding(keras.layers.Layer):
     """Adds a learned embedding to each position of a fixed-length sequence.
 
-    Input shape:
-        `(batch, tokens, dim)` with `tokens` known when the layer is built.
-
-    Output shape:
-        Same as the input.
+    Maps `(batch, tokens, dim)`, `tokens` known when the layer is built, to
+    the same shape.
     """
 
     def build(self, input_shape):
@@ -142,11 +134,7 @@ class PositionEmbedding(keras.layers.Layer):
 class ClassTokenPooling(keras.layers.Layer):
     """Returns the first token (the class token) of a sequence.
 
-    Input shape:
-        `(batch, tokens, dim)`.
-
-    Output shape:
-        `(batch, dim)`.
+    Maps `(batch, tokens, dim)` to `(batch, dim)`.
     """
 
     def call(self, tokens):

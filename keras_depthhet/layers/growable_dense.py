@@ -169,39 +169,32 @@ class GrowableDense(Int8BaseKernel, keras.layers.Dense):
 
     def _add_growth_variables(self, k: int, values) -> dict:
         """Creates the packed variables of `k` pairs; `values` None: zeros."""
-        shapes = {"kernel": (self.input_dim, k), "bias": (k,)}
         created = {}
         with unlocked_state(self):  # `Dense.build` locks it after LoRA.
-            for suffix in PAIR_SUFFIXES:
-                part = suffix.split("_")[0]
-                if part == "bias" and not self.use_bias:
-                    continue
-                created[suffix] = self.add_weight(
-                    name=f"growth_{suffix}",
-                    shape=shapes[part],
-                    initializer="zeros"
-                    if values is None
-                    else ArrayInitializer(values[suffix]),
-                )
-        for part in ("kernel", "bias"):
-            if f"{part}_plus" not in created:
-                continue
-            plus, minus = created[f"{part}_plus"], created[f"{part}_minus"]
-            regularizer = getattr(self, f"{part}_regularizer")
-            constraint = getattr(self, f"{part}_constraint")
-            if regularizer is not None:
-                plus.regularizer = PairSumRegularizer(regularizer, minus)
-            if constraint is not None:
-                plus.constraint = constraint
-                minus.constraint = MirroredConstraint(constraint)
+            for part in ("kernel", "bias")[: 1 + self.use_bias]:
+                shape = (self.input_dim, k) if part == "kernel" else (k,)
+                for suffix in (f"{part}_plus", f"{part}_minus"):
+                    created[suffix] = self.add_weight(
+                        name=f"growth_{suffix}",
+                        shape=shape,
+                        initializer="zeros"
+                        if values is None
+                        else ArrayInitializer(values[suffix]),
+                    )
+                plus, minus = created[f"{part}_plus"], created[f"{part}_minus"]
+                regularizer = getattr(self, f"{part}_regularizer")
+                constraint = getattr(self, f"{part}_constraint")
+                if regularizer is not None:
+                    plus.regularizer = PairSumRegularizer(regularizer, minus)
+                if constraint is not None:
+                    plus.constraint = constraint
+                    minus.constraint = MirroredConstraint(constraint)
         return created
 
     def _growth_values(self, saved, kernel, bias, scale) -> dict:
         """Packed values: `saved` first rounds, then zero-sum pairs."""
-        return widened_pairs(
-            self.name, saved, self._rounds, kernel, bias, scale,
-            self.variable_dtype,
-        )  # fmt: skip
+        args = (kernel, bias, scale, self.variable_dtype)
+        return widened_pairs(self.name, saved, self._rounds, *args)
 
     def _assign_growth(self, values: dict) -> None:
         for suffix, variable in self._growth.items():
@@ -272,25 +265,21 @@ class GrowableDense(Int8BaseKernel, keras.layers.Dense):
             `k` neurons (`2 * input_dim * k` without bias).
 
         Raises:
-            ValueError: if the layer is unbuilt, an argument is invalid, the
-                layer is quantized or LoRA-enabled (grow first), or a
-                compiled function (of `fit`, `predict`, `evaluate`, a
-                `jax.jit` or `tf.function`) has already traced it: grow
-                through the model with `keras_depthhet.growth.grow_model`,
-                which remakes that function. The layer is then unchanged.
+            ValueError: if the layer is unbuilt, quantized or LoRA-enabled,
+                an argument is invalid, or a compiled function (`fit`,
+                `predict`, `jax.jit`, ...) has traced the layer (grow it
+                with `keras_depthhet.growth.grow_model`). The layer is then
+                unchanged.
         """
         self._check_growable()
         if self._traced:
             raise ValueError(
                 f"Layer {self.name!r} has been traced into a compiled "
-                "function (by `fit`, `predict`, `evaluate`, `train_on_batch`"
-                ", a `jax.jit` or a `tf.function`), which would keep using "
-                "its weights from before growth: the new neurons would be "
-                "ignored (silently, on TensorFlow) and the optimizer would "
-                "not know them. Grow it through its model instead: "
-                "`keras_depthhet.growth.grow_model(model, "
-                f"{{{self.name!r}: indices}})`, which also remakes the "
-                "model's compiled functions and optimizer state. "
+                "function (by `fit`, `predict`, `evaluate`, a `jax.jit` or a "
+                "`tf.function`), which would ignore the new neurons. Grow "
+                "it through its model instead: `keras_depthhet.growth."
+                f"grow_model(model, {{{self.name!r}: indices}})`, which also "
+                "remakes the compiled functions and optimizer state. "
                 f"Received: layer.grow({indices!r}) on a traced layer"
             )
         return self._grow(indices, scale)
@@ -335,11 +324,8 @@ class GrowableDense(Int8BaseKernel, keras.layers.Dense):
         return self.growth_cost(len(indices))
 
     def _growth_branch(self, inputs):
-        """Sum over rounds of GELU(a+ + a-) + (a+ + a-), per output neuron.
-
-        One matmul for the K pairs, then one segment sum over the K axis
-        onto their neurons (never a dense units-by-K projection).
-        """
+        """Sum of GELU(a+ + a-) + (a+ + a-) per neuron: one matmul, then one
+        segment sum onto the neurons (no dense units-by-K projection)."""
         growth = self._growth
         kernel = growth["kernel_plus"] + growth["kernel_minus"]
         pair_sum = ops.matmul(inputs, ops.cast(kernel, inputs.dtype))
@@ -388,28 +374,20 @@ class GrowableDense(Int8BaseKernel, keras.layers.Dense):
         self._analysis_hook = hook
 
     def save_own_variables(self, store):
-        """Saves the variables as `Dense` does, then the pairs and rounds.
-
-        `Dense` saves `kernel` (LoRA delta merged), `bias` and, if quantized,
-        `kernel_scale`; then come the packed pair variables and each round's
-        neuron indices.
-        """
+        """Saves the variables as `Dense` does (LoRA delta merged), then the
+        packed pairs and each round's neuron indices."""
         super().save_own_variables(store)
         pairs = [self._growth[s] for s in PAIR_SUFFIXES if s in self._growth]
-        quantized = self.quantization_mode is not None
-        first = 1 + int(self.use_bias) + int(quantized)
+        first = 1 + int(self.use_bias) + int(self.quantization_mode is not None)
         save_growth(store, first, pairs, self._rounds)
 
     def load_own_variables(self, store):
-        """Loads saved variables; a file of fewer rounds loads too.
+        """Loads saved variables, also of the older per-round layout.
 
-        The file's rounds must be this layer's first rounds; the rounds it
-        lacks start as zero-sum pairs of the loaded kernel, so the layer
-        computes what the saved one did. A file of more rounds is refused
-        (load the grown model's `.keras` file instead). Files of the older,
-        unpacked layout (one set of variables per round) load too. An int8
-        file quantizes a float layer first; a quantized layer refuses a
-        float file (load it, then quantize).
+        A file of this layer's first rounds loads, the rounds it lacks
+        starting as zero-sum pairs; a file of other or more rounds is
+        refused. An int8 file quantizes a float layer first; a quantized
+        layer refuses a float file (load it, then quantize).
         """
         quantized = self.quantization_mode is not None
         num_base, int8_file = check_saved_base(

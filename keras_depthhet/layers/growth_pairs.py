@@ -1,9 +1,4 @@
-"""The +/- neuron pairs of `GrowableDense`: values, constraint, regularizer.
-
-A round gives each chosen neuron `i` a pair `w+ = s * W[:, i]`,
-`b+ = s * b[i]`, `w- = -w+`, `b- = -b+`; the pair's sum, zero at growth,
-passes through the exact GELU.
-"""
+"""The +/- neuron pairs of `GrowableDense`: values, constraint, regularizer."""
 
 import keras
 import numpy as np
@@ -17,23 +12,16 @@ PAIR_SUFFIXES = ("kernel_plus", "kernel_minus", "bias_plus", "bias_minus")
 
 
 def exact_gelu(x):
-    """The exact GELU `x / 2 * (1 + erf(x / sqrt(2)))`, as Keras's `gelu`.
-
-    On JAX it is written with `erf`, which XLA's CPU backend runs faster
-    than `jax.nn.gelu`'s `erfc` (`docs/benchmarks.md`).
-    """
+    """The exact GELU, as Keras's `gelu`; on JAX written with `erf`, which
+    XLA's CPU backend runs faster than `jax.nn.gelu`'s `erfc`."""
     if keras.backend.backend() != "jax":
         return ops.gelu(x, approximate=False)
     return 0.5 * x * (1.0 + ops.erf(x * 0.7071067811865476))
 
 
 def zero_sum_pairs(name, kernel, bias, indices, scale, dtype) -> dict:
-    """A round's pairs `+/- scale * (W[:, i], b[i])` as `{suffix: array}`.
-
-    `bias` is None without bias. Raises a `ValueError` (naming layer
-    `name`) if the weights at `indices` are not finite, or if `scale` makes
-    a value overflow `dtype`.
-    """
+    """A round's pairs `+/- scale * (W[:, i], b[i])` as `{suffix: array}`;
+    raises if they would not be finite."""
     if not np.all(np.isfinite(kernel[:, indices])) or (
         bias is not None and not np.all(np.isfinite(bias[indices]))
     ):
@@ -67,12 +55,8 @@ def concatenate_pairs(first: dict, then: dict) -> dict:
 
 
 def widened_pairs(name, saved, rounds, kernel, bias, scale, dtype) -> dict:
-    """Packed pairs of all `rounds` in `dtype`: `saved`, then zero-sum pairs.
-
-    `saved` (or None) holds the pairs of the first rounds; the later ones
-    start as `zero_sum_pairs` of `kernel` and `bias`. Raises a `ValueError`
-    if `saved` is not the pairs of a number of first rounds.
-    """
+    """Packed pairs of all `rounds`: `saved` (the pairs of some first rounds,
+    or None), then `zero_sum_pairs` of `kernel` and `bias`."""
     sizes = np.cumsum([0] + [len(r) for r in rounds])
     width = 0 if not saved else int(np.shape(saved["kernel_plus"])[-1])
     if width not in sizes:
@@ -101,8 +85,7 @@ class MirroredConstraint(keras.constraints.Constraint):
 
 
 class PairSumRegularizer(keras.regularizers.Regularizer):
-    """The layer's regularizer of `w+ + w-` (only the sum enters the output),
-    set on `w+`; zero at growth."""
+    """The plus weight's regularizer: the layer's, of the sum `w+ + w-`."""
 
     def __init__(self, regularizer, partner):
         self.regularizer = regularizer

@@ -13,7 +13,8 @@ from keras_depthhet.utils.validation import positive_int
 class Mlp(keras.layers.Layer):
     """Two `GrowableDense` layers with the exact (erf) GELU between them.
 
-    Sub-layers are named `{name}_fc1` and `{name}_fc2`.
+    Maps `(..., dim)` to the same shape. Sub-layers are named `{name}_fc1`
+    and `{name}_fc2`.
 
     Args:
         dim: Positive integer, the input and output width.
@@ -21,12 +22,6 @@ class Mlp(keras.layers.Layer):
         growth_rounds: Optional `{"fc1": rounds, "fc2": rounds}` used to
             rebuild a grown layer from its config.
         **kwargs: Base layer keyword arguments.
-
-    Input shape:
-        `(..., dim)`.
-
-    Output shape:
-        `(..., dim)`.
     """
 
     def __init__(

@@ -1,9 +1,4 @@
-"""Int8 quantization of `GrowableDense`'s base kernel, as Keras's `Dense`.
-
-`Dense` creates and fills the int8 `kernel` and its per-neuron
-`kernel_scale`; the base matmul then runs as `Dense`'s int8 mode computes
-it (`int8_matmul`), while the bias and the growth pairs stay float.
-"""
+"""Int8 quantization of `GrowableDense`'s base kernel, as Keras's `Dense`."""
 
 import numpy as np
 from keras import ops
@@ -12,11 +7,8 @@ SUPPORTED_MODES = ("int8",)
 
 
 def int8_matmul(inputs, kernel, kernel_scale, inputs_quantizer):
-    """`inputs @ (kernel / kernel_scale)` as `Dense`'s int8 mode computes it.
-
-    Inputs are quantized per token by `inputs_quantizer` (None: weight-only
-    quantization); their gradient uses the dequantized kernel.
-    """
+    """`inputs @ (kernel / kernel_scale)` as `Dense`'s int8 mode computes it
+    (`inputs_quantizer` None: weight-only)."""
     dtype = inputs.dtype
 
     @ops.custom_gradient
@@ -42,25 +34,12 @@ def int8_matmul(inputs, kernel, kernel_scale, inputs_quantizer):
 
 
 class Int8BaseKernel:
-    """`GrowableDense`'s overrides of `Dense`'s quantization (mixed in first).
-
-    They refuse modes other than int8 and LoRA together with int8, let
-    `Model.quantize` quantize a `Dense` subclass, and route quantized calls
-    to the layer's own `call`.
-    """
+    """`GrowableDense`'s overrides of `Dense`'s quantization: int8 only, no
+    LoRA with it, and quantized calls go to the layer's own `call`."""
 
     def quantize(self, mode=None, type_check=True, config=None):
-        """Quantizes the base kernel to int8 (`Dense`'s int8 mode).
-
-        The bias and the growth pairs stay float. Another mode, or a
-        LoRA-enabled layer, raises and leaves the layer unchanged.
-
-        Args:
-            mode: `"int8"`.
-            type_check: Accepted for `Model.quantize`; a `GrowableDense`
-                subclass quantizes too.
-            config: Optional `keras.quantizers.Int8QuantizationConfig`.
-        """
+        """`Dense`'s int8 quantization of the kernel (any subclass too); other
+        modes, or LoRA, raise and leave the layer unchanged."""
         del type_check
         if mode not in SUPPORTED_MODES or self.lora_enabled:
             policy = self.dtype_policy

@@ -1,9 +1,8 @@
 """How `GrowableDense` saves its growth pairs, and reads both file layouts.
 
-After `Dense`'s numbered variables come the packed pair variables
-(`PAIR_SUFFIXES` order), each round's indices (`growth_{r}_indices`) and
-the marker `growth_packed`. Older files, without the marker, hold the four
-pair variables of each round in turn; they load, packed on reading.
+After `Dense`'s variables come the packed pairs, each round's indices and
+the marker `growth_packed`; older files, without it, hold each round's pair
+variables in turn.
 """
 
 import numpy as np
@@ -25,12 +24,8 @@ def save_growth(store, first_key: int, variables: list, rounds: list) -> None:
 
 
 def check_saved_base(name, store, kernel_shape, use_bias, quantized) -> tuple:
-    """`(num_base, int8_file)`: the number of the file's base variables
-    (kernel, bias, int8 scale) and whether its kernel is int8.
-
-    Raises a `ValueError` for a float kernel in a quantized layer, another
-    kernel shape or missing variables.
-    """
+    """`(num_base, int8_file)`: the number of the file's base variables and
+    whether its kernel is int8; raises if they do not fit the layer."""
     numbered = [key for key in store.keys() if key.isdigit()]
     int8_file = bool(numbered) and np.dtype(store["0"].dtype) == np.int8
     if quantized and numbered and not int8_file:
@@ -54,11 +49,8 @@ def check_saved_base(name, store, kernel_shape, use_bias, quantized) -> tuple:
 
 
 def read_growth(name: str, store, num_base: int, use_bias: bool) -> tuple:
-    """`(pairs, recorded, sizes)`: the saved pairs packed (`{}` if none),
-    the indices the file records per round, and each saved round's size.
-
-    Raises a `ValueError` if the variables do not fit the layout.
-    """
+    """`(pairs, recorded, sizes)`: the saved pairs packed, the indices the
+    file records per round, and each saved round's size."""
     suffixes = [s for s in PAIR_SUFFIXES if use_bias or s[0] == "k"]
     count = len([key for key in store.keys() if key.isdigit()])
     arrays = [np.asarray(store[str(i)]) for i in range(num_base, count)]
@@ -95,9 +87,8 @@ def read_growth(name: str, store, num_base: int, use_bias: bool) -> tuple:
 
 
 def check_saved_rounds(name: str, rounds: list, recorded: list, sizes: list):
-    """Raises a `ValueError` unless the saved rounds (of `sizes`, with the
-    `recorded` indices, which older files may lack) are the first `rounds`.
-    """
+    """Raises unless the saved rounds are the first of the layer's `rounds`
+    (older files may record fewer rounds' indices than they hold)."""
     if len(sizes) > len(rounds):
         raise ValueError(
             f"Layer {name!r} has {len(rounds)} growth rounds but the saved "

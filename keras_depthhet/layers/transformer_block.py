@@ -13,11 +13,8 @@ from keras_depthhet.utils.validation import positive_int, rate
 
 @keras.saving.register_keras_serializable(package="keras_depthhet")
 class LayerNorm(keras.layers.LayerNormalization):
-    """`keras.layers.LayerNormalization`, computed faster on JAX's CPU.
-
-    The same layer and function; on JAX, over the last axis and without
-    `rms_scaling`, it takes the variance of the once-centred input.
-    """
+    """`keras.layers.LayerNormalization`, the same function computed faster
+    on JAX (the variance of the once-centred input)."""
 
     def call(self, inputs):
         rank = len(inputs.shape)
@@ -41,11 +38,10 @@ class LayerNorm(keras.layers.LayerNormalization):
 class TransformerBlock(keras.layers.Layer):
     """`x + attn(norm1(x))`, then `x + mlp(norm2(x))`, as in ViT and DeiT.
 
-    Each residual branch is dropped per sample with probability
-    `drop_path_rate` during training (stochastic depth). Sub-layers are
-    named `{name}_norm1`, `{name}_attn` (with `{name}_attn_qkv`,
-    `{name}_attn_proj`), `{name}_norm2` and `{name}_mlp` (with
-    `{name}_mlp_fc1`, `{name}_mlp_fc2`).
+    Maps `(batch, tokens, dim)` to the same shape. Each residual branch is
+    dropped per sample with probability `drop_path_rate` in training
+    (stochastic depth). Sub-layers are named `{name}_norm1`, `{name}_attn`,
+    `{name}_norm2` and `{name}_mlp`.
 
     Args:
         dim: Positive integer, the embedding width.
@@ -58,12 +54,6 @@ class TransformerBlock(keras.layers.Layer):
         growth_rounds: Optional `{"attn": {...}, "mlp": {...}}` used to
             rebuild a grown block from its config.
         **kwargs: Base layer keyword arguments.
-
-    Input shape:
-        `(batch, tokens, dim)`.
-
-    Output shape:
-        `(batch, tokens, dim)`.
     """
 
     def __init__(

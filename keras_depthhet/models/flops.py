@@ -33,10 +33,8 @@ def count_flops(model: keras.Model) -> int:
     paper's reduced base (halved attention and MLP widths) about 2.3.
 
     Args:
-        model: A built functional model, such as one from `vit` or
-            `deit_small`, whose top-level layers act on the token sequence
-            (a composite layer's dense sub-layers are applied to every token
-            of its input).
+        model: A built functional model, such as one from `vit`, whose
+            top-level layers act on the token sequence.
 
     Returns:
         The number of multiply-adds for one image, as a Python int.

@@ -41,11 +41,10 @@ def vit(
 ) -> keras.Model:
     """Builds a Vision Transformer whose linear layers are growable.
 
-    The model is functional: `images -> PatchEmbedding -> ClassToken ->
-    PositionEmbedding -> TransformerBlock x depth -> LayerNorm -> class
-    token -> Dense head` (logits). Blocks are named `block_{i}`; their
-    growable layers `block_{i}_attn_qkv`, `block_{i}_attn_proj`,
-    `block_{i}_mlp_fc1` and `block_{i}_mlp_fc2`.
+    A functional model: patch, class-token and position embeddings,
+    `depth` blocks `block_{i}` (growable layers `block_{i}_attn_qkv`,
+    `_attn_proj`, `_mlp_fc1`, `_mlp_fc2`), a LayerNorm and a `Dense` head
+    on the class token.
 
     Args:
         image_size: Side of the square input images in pixels.
@@ -56,9 +55,8 @@ def vit(
         depth: Number of transformer blocks.
         num_heads: Number of attention heads.
         mlp_ratio: MLP hidden width as a multiple of `dim` (at width 1.0).
-        attention_width: Ratio scaling the per-head width `dim // num_heads`
-            and so the `qkv` output and `proj` input widths (0.5 halves them,
-            as in the paper's reduced base).
+        attention_width: Ratio scaling the head width `dim // num_heads`
+            (0.5 halves it, as in the paper's reduced base).
         mlp_width: Ratio scaling the MLP hidden width `mlp_ratio * dim`.
         qkv_bias: Whether the `qkv` projection has a bias.
         drop_path_rate: Stochastic-depth rate of the last block; block `i`

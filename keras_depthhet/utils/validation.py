@@ -1,9 +1,5 @@
-"""Argument checks with Keras-style messages, shared by the whole package.
-
-Each check returns the value in its checked type, or raises a `ValueError`
-naming the argument and the value received, e.g. "Argument `units` must be
-a positive integer. Received: units=0".
-"""
+"""Argument checks returning the checked value, or raising a `ValueError`
+in Keras's style: "Argument `units` must be ... Received: units=0"."""
 
 import numbers
 
