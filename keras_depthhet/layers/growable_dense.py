@@ -252,9 +252,9 @@ class GrowableDense(Int8BaseKernel, keras.layers.Dense):
     def grow(self, indices, scale: float = 0.2) -> int:
         """Adds one growth round at the output neurons `indices`.
 
-        Each chosen neuron `i` gets a pair of neurons initialised to
-        `w+ = scale * W[:, i]`, `b+ = scale * b[i]`, `w- = -w+`, `b- = -b+`;
-        the layer's function is unchanged. The layer must be built.
+        Each chosen neuron `i` gets a pair `w+ = scale * W[:, i]`,
+        `b+ = scale * b[i]`, `w- = -w+`, `b- = -b+`; the function is
+        unchanged.
 
         Args:
             indices: Distinct integer indices in `[0, units)`, at least one.
@@ -365,12 +365,9 @@ class GrowableDense(Int8BaseKernel, keras.layers.Dense):
         return outputs
 
     def set_analysis_hook(self, hook: Callable | None) -> None:
-        """Installs `hook(layer, inputs, preactivation, outputs) -> outputs`.
-
-        The splitting module uses it to read a layer's input and
-        pre-activation and to take gradients with respect to its output; the
-        hook must return a tensor equal to `outputs`. `None` removes it.
-        """
+        """Installs `hook(layer, inputs, preactivation, outputs) -> outputs`,
+        which must return a tensor equal to `outputs` (for the splitting
+        module's analysis); `None` removes it."""
         self._analysis_hook = hook
 
     def save_own_variables(self, store):
