@@ -1,14 +1,11 @@
 """Growth: neuron selection, in-place growth and `GrowthCallback`.
 
-`select_neurons` turns scores into a plan (a pure function: scores in,
-`{layer_name: neuron indices}` out) and `plan_cost` prices it.
-`grow_model` applies a plan in place, the only code that changes a model,
-and `rebuild_optimizer` carries the optimizer's state over to the new
-weights. `rebuild_grown_model` and `grown_config` apply a plan by building
-a new model instead, as distributed training needs. `GrowthCallback` runs
-scoring, selection and growth on a schedule inside `model.fit`;
-`GrowthBackupAndRestore` and `GrowthEarlyStopping` are Keras's
-`BackupAndRestore` and `EarlyStopping` made to follow the model's growth.
+`select_neurons` turns scores into a plan `{layer_name: neuron indices}`,
+`plan_cost` prices it, `grow_model` applies it in place (the only code that
+changes a model) and `rebuild_optimizer` carries the optimizer's state over.
+`rebuild_grown_model` and `grown_config` build the grown model anew, as
+distributed training needs. `GrowthCallback` grows on a schedule in `fit`;
+`GrowthBackupAndRestore` and `GrowthEarlyStopping` follow its growth.
 """
 
 from keras_depthhet.growth.backup import GrowthBackupAndRestore

@@ -42,15 +42,14 @@ def join_workers(callback, checks=None) -> Workers | None:
     `growth_settings` with the other workers' (raising on every worker).
     Returns the run's `Workers`, or `None` with one worker."""
     workers = workers_of(callback.model)
-    if workers is None:
-        if checks is not None:
-            checks()
-        return None
     failure = None
     try:
         if checks is not None:
             checks()
     except Exception as error:
+        if workers is None:
+            raise
         failure = error
-    check_same_settings(workers, growth_settings(callback), failure)
+    if workers is not None:
+        check_same_settings(workers, growth_settings(callback), failure)
     return workers

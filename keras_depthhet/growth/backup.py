@@ -23,19 +23,14 @@ GROWTH_STATE_FILE = "growth_state.json"
 class GrowthBackupAndRestore(keras.callbacks.BackupAndRestore):
     """`BackupAndRestore` that resumes a model grown by `GrowthCallback`.
 
-    At each epoch's end it writes `growth`'s state (its events so far,
-    `GrowthCallback.get_state`) to `growth_state.json` in `backup_dir`,
-    then backs the model up as Keras's `BackupAndRestore` does. When
+    At each epoch's end it writes `growth`'s state (`get_state`) to
+    `growth_state.json` in `backup_dir`, then backs the model up. When
     training starts it replays on the freshly built model the events of
-    the epochs its backup holds, restores `growth`'s state, and only then
-    loads the backup: a killed run resumes with its grown model, optimizer
-    state and `history`, to the result of an uninterrupted run. (Keras's
-    own class cannot load a grown model's backup into a fresh model.)
-
-    List it after `growth` in `callbacks` (it raises at the start of `fit`
-    otherwise): the model must grow before it is backed up. In a
-    multi-worker run every worker restores from `backup_dir` (a directory
-    all of them read) and only the chief writes and deletes the backup.
+    the epochs its backup holds, restores `growth`'s state, and then loads
+    the backup: a killed run resumes with its grown model, optimizer state
+    and `history`, to the result of an uninterrupted run. List it after
+    `growth` in `callbacks` (it raises otherwise). In a multi-worker run
+    every worker restores from `backup_dir` and only the chief writes it.
 
     Args:
         backup_dir: As for `keras.callbacks.BackupAndRestore`.
@@ -86,8 +81,7 @@ class GrowthBackupAndRestore(keras.callbacks.BackupAndRestore):
             raise ValueError(
                 "List the `GrowthCallback` given as `growth` before "
                 "`GrowthBackupAndRestore` in the `callbacks` of the same "
-                "`fit`: at the end of an epoch the model must grow before "
-                "it is backed up, and when training resumes it must be "
+                "`fit`: the model must grow before it is backed up and be "
                 "regrown before the backup is loaded. Received: a "
                 "`GrowthCallback` that has not started this `fit`"
             )
@@ -133,12 +127,10 @@ class GrowthBackupAndRestore(keras.callbacks.BackupAndRestore):
         done = self._events_in_model(state["history"])
         if done > len(events):
             raise ValueError(
-                "The model has grown past the backup in "
-                f"{self.backup_dir!r}: it holds {done} growth events and "
-                f"the backup ends after epoch {saved_epoch}, with "
-                f"{len(events)}. Resume with a model built as at the start "
-                "of the run; `GrowthBackupAndRestore` then loads the backup "
-                "into it."
+                f"The model has grown past the backup in {self.backup_dir!r}: "
+                f"it holds {done} growth events, the backup (to epoch "
+                f"{saved_epoch}) {len(events)}. Resume with a model built as "
+                "at the start of the run."
             )
         for event in events[done:]:
             grow_model(self.model, event["plan"], scale=self.growth.scale)
@@ -169,6 +161,5 @@ class GrowthBackupAndRestore(keras.callbacks.BackupAndRestore):
             "The model's growth rounds are not those recorded in "
             f"{self._state_path()!r} (by the run being resumed): resume "
             "with a model built as at the start of that run. Received: a "
-            f"model with {sum(map(len, have.values()))} growth rounds in "
-            "its layers."
+            f"model with {sum(map(len, have.values()))} growth rounds."
         )

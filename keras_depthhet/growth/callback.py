@@ -39,61 +39,44 @@ __all__ = ["BUDGET_SCHEDULES", "GrowthCallback", "log_num_params"]
 class GrowthCallback(keras.callbacks.Callback):
     """Grows the model's `GrowableDense` layers at scheduled epochs.
 
-    A growth event runs at the end of epoch `e` (from 1) when
-    `e >= warmup` and `(e - warmup) % interval == 0`. It scores every
-    neuron (by default the minimum eigenvalue of its splitting matrix,
-    `keras_depthhet.splitting`, on the last training batches before the
-    event or on `analysis_data`), chooses neurons with `select_neurons`
-    and grows them in place with `grow_model`: the model computes the same
-    function, the optimizer keeps its state, and the same `fit` goes on.
-    The defaults are the paper's DeiT-S schedule. An event's budget is
-    capped at the parameters still missing to `target_params`; with
-    `budget_schedule="lr"` it is scaled by the current learning rate over
-    the highest so far, so late events add less. `plan_growth` decides an
-    event without growing (as `keras_depthhet.distributed.fit_with_growth`
-    does to rebuild instead).
+    An event runs at the end of epoch `e` (from 1) when `e >= warmup` and
+    `(e - warmup) % interval == 0`. It scores every neuron (by default the
+    minimum eigenvalue of its splitting matrix, on the last batches trained
+    on or on `analysis_data`), chooses neurons with `select_neurons` and
+    grows them with `grow_model`: the model computes the same function,
+    the optimizer keeps its state, and the same `fit` goes on. The defaults
+    are the paper's DeiT-S schedule. What would fail at the first event
+    (optimizer, loss, `scale`, `analysis_data`) fails at `on_train_begin`.
+    In a multi-worker run the chief scores, every worker grows its choice,
+    and only the chief writes files.
 
-    Whatever would fail at the first event fails at `on_train_begin`: an
-    optimizer whose state cannot be carried over, an unsupported loss, a
-    `scale` whose pairs overflow the weights' dtype, or `analysis_data`
-    that does not fit the model. In a multi-worker run (TensorFlow
-    `MultiWorkerMirroredStrategy`, multi-process JAX) the chief alone
-    scores and every worker grows its choice; workers started with other
-    settings fail at `on_train_begin`, and only the chief writes files.
-
-    Every epoch sets `logs["num_params"]`: list this callback before
-    `CSVLogger`, `TensorBoard`, `ModelCheckpoint` and backups so that they
-    see it and the grown model. `history` holds one dict per event (its
-    `"plan"` names the neurons grown), each also appended to `log_path` as
-    a JSON line. Keras's `BackupAndRestore` and `EarlyStopping` do not
-    follow growth: use `GrowthBackupAndRestore` (listed after this
-    callback; a killed run resumes with its grown model, optimizer state
-    and `history`) and `GrowthEarlyStopping`. A weights file saved before
-    an event loads into the grown model, new pairs summing to zero.
+    Each epoch sets `logs["num_params"]`: list this callback before
+    `CSVLogger`, `ModelCheckpoint` and backups. `history` holds one dict
+    per event (its `"plan"` names the neurons grown), also appended to
+    `log_path` as a JSON line. For backups and early stopping use
+    `GrowthBackupAndRestore` (listed after this callback) and
+    `GrowthEarlyStopping`, which follow growth.
 
     Args:
         interval: Positive integer, epochs between events.
-        warmup: Non-negative integer, the epoch after which the first
-            event runs (with `warmup=0`, the first follows epoch
-            `interval`).
+        warmup: Non-negative integer, the epoch after which the first event
+            runs (with `warmup=0`, the first follows epoch `interval`).
         param_budget: Positive number, the most parameters one event adds.
         layer_threshold: Non-negative integer, the fewest eligible neurons
             a layer needs to take part in an event.
         scale: Scale factor `s` of the new neuron pairs.
         target_params: Optional positive integer, the model size at which
-            growth stops.
+            growth stops (each budget is capped at the parameters missing).
         analysis_data: Optional data the scores are computed on (anything
-            `keras_depthhet.splitting` accepts, e.g. a `tf.data.Dataset` or
-            an `(x, y)` tuple). `None`: the last `analysis_batches` batches
-            `fit` trained on in the epoch before each event, with their
-            sample weights (global batches under `MirroredStrategy` or
-            `DataParallel`); other epochs run Keras's train step untouched.
-            Multi-worker training needs `analysis_data`.
+            `keras_depthhet.splitting` accepts; multi-worker training needs
+            it). `None`: the last `analysis_batches` batches trained on
+            before each event, with their sample weights.
         analysis_batches: Positive integer or `None` (all), the number of
             batches used per event.
         criterion: `"splitting"`, `"gradient_proxy"` or `"random"` (see
             `select_neurons`).
-        budget_schedule: `"constant"` or `"lr"`.
+        budget_schedule: `"constant"` or `"lr"` (the budget scaled by the
+            current over the highest learning rate so far).
         budget_split: `"global"` or `"by_layer_type"`.
         layers: Optional list of names of the `GrowableDense` layers that
             may grow; `None` means all.
@@ -237,20 +220,12 @@ class GrowthCallback(keras.callbacks.Callback):
             )
 
     def get_state(self) -> dict:
-        """What a resumed run needs to continue this callback's events.
-
-        Returns:
-            A JSON-serialisable dict: `"history"` (the events so far) and
-            `"initial_lr"` (the reference rate of `budget_schedule="lr"`).
-        """
+        """What a resumed run needs to continue: a JSON-serialisable dict
+        of `"history"` and `"initial_lr"` (the rate at the start)."""
         return {"history": list(self.history), "initial_lr": self._initial_lr}
 
     def set_state(self, state: dict) -> None:
-        """Continues from `state` (`get_state`), e.g. when resuming.
-
-        Args:
-            state: A dict as `get_state` returns.
-        """
+        """Continues from `state`, as `get_state` returned it."""
         self.history = list(state["history"])
         self._initial_lr = state.get("initial_lr")
 
@@ -262,9 +237,8 @@ class GrowthCallback(keras.callbacks.Callback):
     def compute_scores(self) -> dict[str, np.ndarray]:
         """Per-neuron scores of the growable layers for one event.
 
-        Subclasses may override this to supply other scores (most negative
-        grows first, negative means eligible). `criterion="random"` uses
-        only the scores' lengths.
+        Subclasses may override this (most negative grows first, negative
+        is eligible); `criterion="random"` uses only their lengths.
 
         Returns:
             `{layer_name: 1-D array of length units}` in layer order.
@@ -273,22 +247,12 @@ class GrowthCallback(keras.callbacks.Callback):
         names = list(layers)
         if self.criterion == "random":
             return {key: np.zeros(layer.units) for key, layer in layers.items()}
-        data = self._analysis_batches()
+        args = (self.model, self._analysis_batches())
+        kwargs = {"num_batches": self.analysis_batches, "layers": names}
         if self.criterion == "splitting":
-            scores = splitting.splitting_eigenvalues(
-                self.model,
-                data,
-                num_batches=self.analysis_batches,
-                layers=names,
-                verbose=0,
-            )
+            scores = splitting.splitting_eigenvalues(*args, verbose=0, **kwargs)
         else:
-            scores = splitting.gradient_proxy(
-                self.model,
-                data,
-                num_batches=self.analysis_batches,
-                layers=names,
-            )
+            scores = splitting.gradient_proxy(*args, **kwargs)
         return {name: np.asarray(scores[name]) for name in names}
 
     def _analysis_batches(self):
@@ -325,23 +289,18 @@ class GrowthCallback(keras.callbacks.Callback):
     def plan_growth(self, epoch: int) -> dict | None:
         """Decides the growth event after epoch `epoch`, without growing.
 
-        Scores the neurons (`compute_scores`) and selects them with
-        `select_neurons` within this event's budget (event `k` uses seed
-        `seed + k`). The model is left untouched: `on_epoch_end` grows it
-        with `grow_model`, `fit_with_growth` rebuilds it with
-        `rebuild_grown_model`. Needs a model (`set_model`) and
-        `on_train_begin`.
+        Scores (`compute_scores`) and selects within the event's budget;
+        needs `set_model` and `on_train_begin`.
 
         Args:
             epoch: The epoch (counting from 1) whose end the event follows.
 
         Returns:
-            `None` when no neuron fits under `target_params` (no event),
-            else a dict with `"plan"` (`{layer_name: neuron indices}`,
-            empty when nothing is eligible within the budget), `"epoch"`,
-            `"params_before"`, `"budget"`, `"neurons"` (count per layer),
-            `"criterion"` and, unless `criterion="random"`, `"scores"`
-            (per layer: min, median, number negative, number of neurons).
+            `None` when no neuron fits under `target_params`, else a dict:
+            `"plan"` (`{layer_name: neuron indices}`, maybe empty),
+            `"epoch"`, `"params_before"`, `"budget"`, `"neurons"` (count
+            per layer), `"criterion"` and, unless `criterion="random"`,
+            `"scores"` (per layer: min, median, number negative, size).
 
         Example:
 
@@ -358,10 +317,7 @@ class GrowthCallback(keras.callbacks.Callback):
         costs = {key: layer.growth_cost(1) for key, layer in layers.items()}
         params = self.model.count_params()
         cheapest = min(costs.values())
-        if (
-            self.target_params is not None
-            and params + cheapest > self.target_params
-        ):
+        if params + cheapest > (self.target_params or float("inf")):
             return None
         budget, scores = self._agreed_budget_and_scores(params)
         plan = {}
@@ -403,17 +359,9 @@ class GrowthCallback(keras.callbacks.Callback):
         return chief_decides(workers, budget, scores)
 
     def event_record(self, decision: dict, plan: dict, added: int) -> dict:
-        """The record of an event, as `history` keeps it.
-
-        Args:
-            decision: What `plan_growth` returned, without its `"plan"`.
-            plan: The plan the model has been grown by.
-            added: The number of parameters the growth added.
-
-        Returns:
-            `decision` with `"plan"`, `"params_after"`, `"params_added"`
-            and `"total_grown"` (neurons grown so far, per layer).
-        """
+        """The event as `history` keeps it: `decision` (`plan_growth`'s,
+        without `"plan"`) with the `plan` grown by, `"params_after"`,
+        `"params_added"` (`added`) and `"total_grown"` (per layer)."""
         return {
             **decision,
             "plan": {name: [int(i) for i in idx] for name, idx in plan.items()},
@@ -425,12 +373,8 @@ class GrowthCallback(keras.callbacks.Callback):
         }
 
     def report(self, event: dict) -> None:
-        """Adds `event` to `history`; the chief also appends it to
-        `log_path` and, with `verbose=1`, prints one line.
-
-        Args:
-            event: A record as `event_record` returns.
-        """
+        """Adds `event` (`event_record`'s) to `history`; the chief also
+        appends it to `log_path` and, with `verbose=1`, prints a line."""
         self.history.append(event)
         if not self.writes_files:
             return

@@ -49,10 +49,8 @@ class GrowthEarlyStopping(keras.callbacks.EarlyStopping):
     function. It may come before or after `GrowthCallback` in `callbacks`.
 
     Args:
-        scale: Scale of the zero-sum pairs that the best weights get for
-            neurons grown after the best epoch (any scale restores the
-            same function; `GrowthCallback`'s `scale` keeps the pairs as
-            growth initialised them).
+        scale: Scale of the zero-sum pairs of the neurons grown after the
+            best epoch (any scale restores the same function).
         **kwargs: The arguments of `keras.callbacks.EarlyStopping`.
 
     Example:

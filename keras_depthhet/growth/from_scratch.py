@@ -84,8 +84,7 @@ def fresh_model(model_or_config, *, seed: int | None = None) -> keras.Model:
             backend's global seeds), so the initialisation is reproducible.
 
     Returns:
-        A new, uncompiled model with the same architecture and fresh
-        weights.
+        A new, uncompiled model with the same architecture, fresh weights.
 
     Raises:
         ValueError: for an invalid `seed`, an argument that is not a model,
@@ -95,8 +94,7 @@ def fresh_model(model_or_config, *, seed: int | None = None) -> keras.Model:
 
     ```python
     grown = vit(image_size=8, patch_size=4, num_channels=1, num_classes=10,
-                dim=16, depth=1, num_heads=2, attention_width=0.5,
-                mlp_width=0.5)
+                dim=16, depth=1, num_heads=2)
     grow_model(grown, {"block_0_mlp_fc1": [0, 3]})
     fresh = fresh_model(grown, seed=1)
     fresh.count_params() == grown.count_params()  # True

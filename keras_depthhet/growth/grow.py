@@ -1,9 +1,4 @@
-"""Applying a growth plan in place: the only code that changes a model.
-
-`grow_model` adds the planned pairs, rebuilds the optimizer's slots keeping
-its state, and makes the model retrace its functions; it works inside and
-outside `fit`, on JAX and TensorFlow, with or without a distribution.
-"""
+"""Applying a growth plan in place: the only code that changes a model."""
 
 import contextlib
 from collections.abc import Mapping
@@ -98,24 +93,19 @@ def rebuild_optimizer(
 ) -> int:
     """Rebuilds `optimizer` for new `trainable_variables`, keeping its state.
 
-    The optimizer object (its config, weight-decay exclusions and schedule)
-    is kept; its slots are created again. A variable it knew (matched by
-    identity) gets its old slots back; a new one starts at zero, or at its
-    own value for moving averages (`use_ema=True`), as Keras's first step
-    would set them. A variable that replaces a narrower one (`replaces`)
-    gets the old slots in its first columns. The iteration count and
-    learning rate stay; other optimizer variables (e.g. a loss scale) keep
-    their values by path. A saved state whose slots have other shapes (a
-    weights file saved before a later event) is then skipped with a
-    warning, as Keras skips one with another number of variables.
+    The optimizer object, its config and schedule are kept; its slots are
+    made again. A variable it knew (by identity, or the one it `replaces`)
+    gets its old slots back, in the first columns if it is wider; other
+    slots start as built (moving averages of `use_ema=True` at the variable
+    itself). The iteration count and learning rate stay, other
+    optimizer variables (e.g. a loss scale) keep their values by path. A
+    saved state with other slot shapes is then skipped with a warning.
 
     Args:
         optimizer: A built `keras.optimizers.Optimizer`.
         trainable_variables: The model's trainable variables after growth.
-        replaces: A dict `{id(new variable): old variable}` for
-            variables that replace others (a rebuilt model, or packed
-            growth pairs widened by a round); by default each variable
-            keeps its own slots.
+        replaces: Optional `{id(new variable): old variable}` for variables
+            that replace others (a rebuilt model, widened growth pairs).
 
     Returns:
         The number of per-variable slots that start anew, wholly or in
@@ -167,19 +157,14 @@ def _widened(old: tuple, new: tuple) -> bool:
 
 
 def grow_model(
-    model: keras.Model,
-    plan: Mapping[str, np.ndarray],
-    *,
-    scale: float = 0.2,
+    model: keras.Model, plan: Mapping[str, np.ndarray], *, scale: float = 0.2
 ) -> int:
     """Grows `model` in place by `plan`, keeping its training state.
 
     Each planned layer gets one growth round (`GrowableDense.grow`), so the
-    model computes the same function. A built optimizer is rebuilt with
-    `rebuild_optimizer`, and the traced train/test/predict functions are
-    remade. Safe inside `fit` (from a callback): on JAX the trainer's
-    in-flight state is first written back; under a `tf.distribute`
-    strategy new variables go in the model's strategy scope. An empty plan
+    model computes the same function; a built optimizer is rebuilt with
+    `rebuild_optimizer` and the traced functions are remade. Safe inside
+    `fit` (from a callback), under a distribution too. An empty plan
     changes nothing.
 
     Args:
@@ -189,8 +174,7 @@ def grow_model(
         scale: Scale factor `s` of the new neuron pairs.
 
     Returns:
-        The number of parameters added, `sum over layers of
-        growth_cost(len(indices))`.
+        The number of parameters added.
 
     Raises:
         ValueError: for an invalid plan, or an optimizer state that cannot

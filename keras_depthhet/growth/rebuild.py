@@ -1,8 +1,5 @@
-"""Applying a growth plan functionally: a new model from the grown config.
-
-Distributed runtimes treat a model's variables as fixed, so there a grown
-model is built anew (in the strategy scope or under the distribution), with
-the weights carried over by path and the optimizer rebuilt for it.
+"""Applying a growth plan functionally: a new model from the grown config,
+as distributed runtimes, which treat a model's variables as fixed, need.
 """
 
 import copy
@@ -63,16 +60,14 @@ def _append_to_rounds(rounds, prefix, name, indices, found) -> None:
 def grown_config(config: dict, plan: Mapping[str, np.ndarray]) -> dict:
     """The config of the model `config` describes, grown by `plan`.
 
-    Each planned layer gets one more growth round (the plan's indices) in
-    its own `growth_rounds` or in its parent's. `config` is not changed.
+    Each planned layer gets one more growth round; `config` is unchanged.
 
     Args:
         config: A model config, `model.get_config()`.
         plan: `{layer_name: neuron indices}`.
 
     Returns:
-        A new config, from which `type(model).from_config` builds the grown
-        architecture (zero growth weights).
+        A new config for `type(model).from_config` (zero growth weights).
 
     Raises:
         ValueError: if a planned layer is not found exactly once.
@@ -107,34 +102,29 @@ def _carry_growth(layer, indices, scale: float, values: dict) -> None:
 
 
 def rebuild_grown_model(
-    model: keras.Model,
-    plan: Mapping[str, np.ndarray],
-    *,
-    scale: float = 0.2,
+    model: keras.Model, plan: Mapping[str, np.ndarray], *, scale: float = 0.2
 ) -> keras.Model:
     """A new model equal to `model` grown by `plan`, with its training state.
 
-    The new model is built from `grown_config(model.get_config(), plan)`
-    in `model`'s TensorFlow strategy scope (on JAX, under the active
-    `keras.distribution`). Every variable gets its old value by path (a
-    planned layer's widened pairs in their first columns) and each new
-    pair starts at `+/- scale * (W[:, i], b[i])`, so it computes the same
-    function. A compiled `model`'s compile arguments and optimizer object
-    go to the new model, the optimizer rebuilt by `rebuild_optimizer`.
-    `model` keeps its architecture and weights, but its optimizer now
-    belongs to the new model: train only the new one. The plan is
-    validated before anything is built; an empty plan returns `model`.
+    The new model is built from `grown_config` in `model`'s strategy scope
+    (on JAX, under the active `keras.distribution`); every variable gets
+    its old value by path and each new pair `+/- scale * (W[:, i], b[i])`,
+    so it computes the same function. A compiled `model`'s compile
+    arguments and optimizer go to the new model (`rebuild_optimizer`): the
+    old model keeps its weights, but train only the new one.
 
     Args:
         model: A built Keras model with `GrowableDense` layers, whose
-            `get_config()` rebuilds it (functional models and the ViT
-            builders here do).
+            `get_config()` rebuilds it (functional and ViT models do).
         plan: `{layer_name: distinct neuron indices}`, e.g. from
             `select_neurons`.
         scale: Scale factor `s` of the new neuron pairs.
 
     Returns:
         The grown model (or `model` when the plan is empty).
+
+    Raises:
+        ValueError: for an invalid plan or `scale`, before anything is built.
 
     Example:
 
@@ -164,18 +154,11 @@ def rebuild_grown_model(
         for name, indices in plan.items():
             _carry_growth(new_layers[name], indices, scale, values)
         if compiled:
-            arguments = compile_arguments(model)
-            arguments["optimizer"] = optimizer
+            arguments = {**compile_arguments(model), "optimizer": optimizer}
             grown.compile(**arguments)
             if optimizer.built:
                 old = {v.path: v for v in model.trainable_variables}
-                rebuild_optimizer(
-                    optimizer,
-                    grown.trainable_variables,
-                    replaces={
-                        id(v): old[v.path]
-                        for v in grown.trainable_variables
-                        if v.path in old
-                    },
-                )
+                new = grown.trainable_variables
+                replaces = {id(v): old[v.path] for v in new if v.path in old}
+                rebuild_optimizer(optimizer, new, replaces=replaces)
     return grown

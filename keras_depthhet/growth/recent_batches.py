@@ -1,13 +1,9 @@
 """`RecentBatches`: keep the last batches that `model.fit` trains on.
 
-Relies on Keras (3.15, checked by `tests/growth/test_recent_batches.py`)
+Relies on Keras (3.15; `tests/growth/test_recent_batches.py` checks it)
 calling `model.train_function`, read anew at each step of `fit`, with an
-iterator it pulls its `steps_per_execution` batches from. On JAX that
-function is plain Python around the jitted step; on TensorFlow, given a
-Python iterator instead of a `tf.data` one, it runs the compiled one-batch
-step per batch (a started epoch thus runs its steps as separate calls, with
-the same updates). Under a `tf.distribute` strategy a batch is `PerReplica`
-values whose local results, in replica order, are the global batch.
+iterator to pull its `steps_per_execution` batches from. On TensorFlow the
+wrapper pulls them in Python, so the compiled step runs once per batch.
 """
 
 import collections
@@ -51,8 +47,7 @@ def _wrap_tensorflow(model, original, keep):
 
 
 def _owned(value):
-    # A generator may refill one NumPy buffer in place for every batch;
-    # backend tensors are immutable and kept as they are.
+    # A generator may refill one NumPy buffer in place for every batch.
     return value.copy() if isinstance(value, np.ndarray) else value
 
 
@@ -77,24 +72,18 @@ def _check_single_process(model) -> None:
         )
     if processes > 1:
         raise ValueError(
-            "`RecentBatches` keeps the batches this process feeds, which in "
-            "multi-worker training are only part of each global batch (so "
-            "workers would analyse different data). Pass the same "
-            "analysis data to every worker instead. Received: a model "
-            f"trained by {processes} processes"
+            "`RecentBatches` would keep only this process's part of each "
+            "global batch in multi-worker training; pass the same analysis "
+            f"data to every worker. Received: a model trained by {processes} "
+            "processes"
         )
 
 
 class RecentBatches:
-    """Keeps the last training batches `model.fit` runs, while started.
-
-    `attach` a model, `start` once `fit` has made its train function (e.g.
-    in `on_epoch_begin`), `stop` (e.g. in `on_epoch_end`), then read
-    `batches`: the last `num_batches` (`None`: all) batches trained on
-    since `start`, with their sample weights, in NumPy; global batches
-    under a single-process distribution, multi-worker training refused.
-    While started, `model.train_function` is wrapped; otherwise untouched.
-    """
+    """Keeps the last `num_batches` (`None`: all) batches `fit` trains on
+    between `start` and `stop` (e.g. in `on_epoch_begin`/`on_epoch_end`),
+    wrapping `model.train_function` meanwhile; `batches` gives them in
+    NumPy (global batches under a one-process distribution)."""
 
     def __init__(self, num_batches: int | None):
         self.num_batches = positive_int(
@@ -183,19 +172,16 @@ class RecentBatches:
             self._replaced = True
         if self._replaced:
             raise RuntimeError(
-                "The model's train function was replaced while "
-                "`RecentBatches` kept batches (the model was recompiled or "
-                "grown during the epoch), so the batches trained on "
-                "afterwards were not kept. Start keeping after such changes."
+                "The model's train function was replaced (recompiled or "
+                "grown) while `RecentBatches` kept batches, so later batches "
+                "were not kept. Start keeping after such changes."
             )
         if not self._kept:
             raise RuntimeError(
-                "`RecentBatches` kept no batch. Either no training step ran "
-                "between `start()` and now, or this Keras version "
-                f"({keras.version()}) no longer calls "
-                "`model.train_function` with an iterator of the training "
-                "batches at each step of `fit`, which `RecentBatches` "
-                "relies on. Pass analysis data explicitly instead."
+                "`RecentBatches` kept no batch: no training step ran since "
+                f"`start()`, or Keras {keras.version()} no longer calls "
+                "`model.train_function` with the batches of `fit`. Pass "
+                "analysis data explicitly instead."
             )
         return [self._to_batch(data) for data in self._kept]
 

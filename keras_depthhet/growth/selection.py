@@ -77,20 +77,15 @@ def _take_within_budget(candidates, costs, budget):
 
 def _ranked_eligible(scores, layer_threshold):
     """Eligible neurons of taking-part layers, most negative first."""
-    layer_ids, indices, values = [], [], []
-    names = list(scores)
+    names, rows = list(scores), []
     for layer_id, name in enumerate(names):
         eligible = np.flatnonzero(scores[name] < 0)
-        if eligible.size == 0 or eligible.size < layer_threshold:
-            continue
-        layer_ids.append(np.full(eligible.size, layer_id))
-        indices.append(eligible)
-        values.append(scores[name][eligible])
-    if not values:
+        if eligible.size and eligible.size >= layer_threshold:
+            layer_ids = np.full(eligible.size, layer_id)
+            rows.append((scores[name][eligible], layer_ids, eligible))
+    if not rows:
         return []
-    layer_ids = np.concatenate(layer_ids)
-    indices = np.concatenate(indices)
-    values = np.concatenate(values)
+    values, layer_ids, indices = map(np.concatenate, zip(*rows, strict=True))
     # np.lexsort sorts by its last key first: score, then layer, then index.
     order = np.lexsort((indices, layer_ids, values))
     return [(names[layer_ids[i]], int(indices[i])) for i in order]
@@ -115,20 +110,16 @@ def select_neurons(
 ) -> dict[str, np.ndarray]:
     """Chooses the neurons to grow at one growth event.
 
-    With `criterion="splitting"` (the paper's rule), `scores[name][i]` is
-    the minimum eigenvalue of neuron `i`'s splitting matrix. A neuron is
-    eligible when its score is negative, and a layer takes part when it has
-    at least `layer_threshold` eligible neurons. Eligible neurons of the
-    taking-part layers are taken, most negative first (ties by layer order,
-    then index), until the next would push the cost above `param_budget`.
-    `"gradient_proxy"` applies the same rule to the authors' code's scores
-    (`keras_depthhet.splitting.gradient_proxy`). `"random"`, the ablation
-    baseline, ignores the score values and the threshold and takes neurons
-    of all layers in a random order seeded by `seed`, within the budget.
-
-    `budget_split="by_layer_type"` (the authors' code) divides the budget
-    equally among the layer types present (`qkv`, `proj`, `fc1`, `fc2`,
-    from the names' suffixes) and runs the rule within each type.
+    The paper's rule (`criterion="splitting"`, scores the minimum
+    eigenvalues of the neurons' splitting matrices; `"gradient_proxy"`, the
+    authors' code's scores): a neuron is eligible when its score is
+    negative, a layer takes part with at least `layer_threshold` eligible
+    neurons, and eligible neurons are taken most negative first (ties by
+    layer order, then index) until the next would exceed `param_budget`.
+    `"random"` (the ablation) takes neurons of all layers in a random order
+    seeded by `seed`, within the budget. `budget_split="by_layer_type"`
+    (the authors' code) splits the budget equally among the layer types
+    present (`qkv`, `proj`, `fc1`, `fc2`) and runs the rule within each.
 
     Args:
         scores: `{layer_name: 1-D array}` of finite per-neuron scores, in
