@@ -1,46 +1,28 @@
-"""JAX capture of each hooked layer's input, pre-activation and dL/d(output).
-
-`dL/d(output)` comes from `jax.grad` with respect to zero "probes" that the
-analysis hook adds to every hooked layer's output, one per call of the
-layer: the gradient of the loss with respect to a probe is exactly the
-gradient with respect to that call's output. The whole step (forward in
-float32, backward, per-token terms) is one `jax.jit`.
-"""
+"""JAX capture: `dL/d(output)` is `jax.grad` with respect to zero "probes"
+that the hook adds to every call's output; one `jax.jit` per step."""
 
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
-from keras_depthhet.splitting.sites import CallSites
+from keras_depthhet.splitting.capture import CallSites, hooked, layer_terms
 from keras_depthhet.utils.keras_internals import float32_compute
 
 
 def derivative(fn: Callable, z, order: int):
     """Elementwise `order`-th derivative of the elementwise `fn` at `z`."""
-    current = fn
     for _ in range(order):
-        current = _elementwise_grad(current)
-    return current(z)
-
-
-def _elementwise_grad(fn: Callable) -> Callable:
-    return jax.grad(lambda u: jnp.sum(fn(u)))
+        fn = jax.grad(lambda u, fn=fn: jnp.sum(fn(u)))
+    return fn(z)
 
 
 def _hooked_forward(model, layers, hook, trainable, non_trainable, x):
     """`model`'s float32 inference output with `hook` on `layers`."""
-    for layer in layers:
-        layer.set_analysis_hook(hook)
-    try:
-        with float32_compute(model):
-            y_pred, _ = model.stateless_call(
-                trainable, non_trainable, x, training=False
-            )
-    finally:
-        for layer in layers:
-            layer.set_analysis_hook(None)
-    return y_pred
+    with hooked(layers, hook), float32_compute(model):
+        return model.stateless_call(
+            trainable, non_trainable, x, training=False
+        )[0]
 
 
 def _values(model):
@@ -50,31 +32,17 @@ def _values(model):
     )
 
 
-def input_shapes(model, layers: dict, x) -> dict[str, list[tuple]]:
-    """Each layer's input shape at each of its calls, for `x`."""
-    sites = CallSites(layers)
-
-    def hook(layer, inputs, preactivation, outputs):
-        sites.record(layer, tuple(inputs.shape))
-        return outputs
-
+def trace(model, layers, hook, x) -> None:
+    """Runs `hook` on `layers` for `x`, traced only (shapes, no values)."""
     jax.eval_shape(
-        lambda t, n, xs: _hooked_forward(
-            model, layers.values(), hook, t, n, xs
-        ),
+        lambda t, n, xs: _hooked_forward(model, layers, hook, t, n, xs),
         *_values(model),
         x,
     )
-    return sites.by_key()
 
 
 def make_step(model, layers: dict, loss_fn: Callable, transform: Callable):
-    """Builds `step(x, y, sample_weight, scale) -> (terms, finite)`.
-
-    `terms[key]` is `transform(layer, x, z', g, derivative)` for the loss
-    `loss_fn(y, model(x), sample_weight) * scale`, over the tokens of all
-    the layer's calls; `finite[key]` says whether all of them are finite.
-    """
+    """`step(x, y, sample_weight, scale)`: `layer_terms` of the scaled loss."""
 
     def forward(trainable, non_trainable, probes, x):
         sites = CallSites(layers)
@@ -87,7 +55,7 @@ def make_step(model, layers: dict, loss_fn: Callable, transform: Callable):
         y_pred = _hooked_forward(
             model, layers.values(), hook, trainable, non_trainable, x
         )
-        return y_pred, sites.by_key()
+        return y_pred, sites.records
 
     @jax.jit
     def jitted(trainable, non_trainable, x, y, sample_weight, scale):
@@ -108,40 +76,20 @@ def make_step(model, layers: dict, loss_fn: Callable, transform: Callable):
             return jnp.asarray(loss, "float32") * scale, captured
 
         grads, captured = jax.grad(loss_of, has_aux=True)(probes)
-        terms, finite = {}, {}
-        for key, layer in layers.items():
-            inputs, z = CallSites.joined(captured[key])
-            g = jnp.concatenate(
-                [t.reshape(-1, t.shape[-1]) for t in grads[key]]
-            )
-            terms[key] = transform(layer, inputs, z, g, derivative)
-            finite[key] = jnp.all(
-                jnp.stack([jnp.all(jnp.isfinite(t)) for t in terms[key]])
-            )
-        return terms, finite
+        return layer_terms(layers, captured, grads, transform, derivative)
 
     def step(x, y, sample_weight, scale):
-        trainable, non_trainable = _values(model)
         terms, finite = jitted(
-            trainable, non_trainable, x, y, sample_weight, jnp.float32(scale)
+            *_values(model), x, y, sample_weight, jnp.float32(scale)
         )
         # jit returns dicts sorted by key; restore the layer order.
-        return (
-            {key: terms[key] for key in layers},
-            {key: finite[key] for key in layers},
-        )
+        return tuple({key: d[key] for key in layers} for d in (terms, finite))
 
     return step
 
 
 def compile_solver(solve: Callable) -> Callable:
-    """`solve` as one `jax.jit` program, float64 enabled inside it only.
-
-    The arrays go to the default device by an explicit `jax.device_put`
-    (inside `jax.enable_x64`, so float64 inputs keep their precision):
-    the captures are already there, so `jax.transfer_guard("disallow")`
-    holds over the call.
-    """
+    """`solve` as one `jax.jit` program, float64 enabled inside it only."""
     compiled = jax.jit(solve)
 
     def run(*arrays):

@@ -1,13 +1,9 @@
-"""The capture step: the chosen layers' terms, by the backend's autodiff.
+"""The backend-neutral capture step: the chosen layers' terms by the
+backend's autodiff (`_capture_jax`, `_capture_tensorflow`), recorded per
+layer and per call (a shared layer's matrix sums over all its calls)."""
 
-`make_step` builds (and caches on the model) the step that runs the model
-on a batch and returns, for each chosen layer, a transform of its inputs,
-pre-activations and output gradients; `run_step` runs it and refuses
-non-finite terms. Everything here is backend-neutral: the one small
-module per backend (`_capture_jax`, `_capture_tensorflow`) traces or runs
-the model with that backend's own autodiff.
-"""
-
+import contextlib
+import importlib
 from collections.abc import Callable, Sequence
 
 import keras
@@ -24,14 +20,67 @@ from keras_depthhet.utils.keras_internals import (
 )
 
 
-def select_layers(
-    model, layers: Sequence[str] | None
-) -> dict[str, GrowableDense]:
-    """The model's `GrowableDense` layers named in `layers` (all if None).
+@contextlib.contextmanager
+def hooked(layers, hook):
+    """Sets the analysis `hook` of `layers` in the block."""
+    for layer in layers:
+        layer.set_analysis_hook(hook)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.set_analysis_hook(None)
 
-    Returns `{key: layer}` in model order, keyed as `growable_layer_map`
-    keys them (the layer name, or its path where names repeat).
-    """
+
+class CallSites:
+    """`records`: `{key: [value of each call]}` of the hooked layers."""
+
+    def __init__(self, layers: dict):
+        self._keys = {id(layer): key for key, layer in layers.items()}
+        self.records = {key: [] for key in layers}
+
+    def key(self, layer) -> str:
+        return self._keys[id(layer)]
+
+    def record(self, layer, value) -> int:
+        """Appends `value` for this call of `layer`; returns the call index."""
+        calls = self.records[self.key(layer)]
+        calls.append(value)
+        return len(calls) - 1
+
+
+def _tokens(tensors):
+    """The `(..., k)` tensors of all calls as one `(tokens, k)`."""
+    flat = [ops.reshape(t, (-1, t.shape[-1])) for t in tensors]
+    return flat[0] if len(flat) == 1 else ops.concatenate(flat)
+
+
+def layer_terms(layers, captured, grads, transform, derivative):
+    """`(terms, finite)` per key: `transform(layer, x, z', g, derivative)`
+    over the tokens of all calls, and whether all of it is finite."""
+    terms, finite = {}, {}
+    for key, layer in layers.items():
+        if not captured[key]:
+            raise ValueError(
+                "A growable layer chosen for analysis is not called when the "
+                "model runs, so its neurons cannot be scored; leave it out "
+                "of `layers`."
+            )
+        inputs = _tokens([call[0] for call in captured[key]])
+        z = _tokens([call[1] for call in captured[key]])
+        g = _tokens(grads[key])
+        terms[key] = transform(layer, inputs, z, g, derivative)
+        finite[key] = ops.all(
+            ops.stack([ops.all(ops.isfinite(t)) for t in terms[key]])
+        )
+    return terms, finite
+
+
+def analysis_inputs(
+    model, data, loss, num_batches: int | None, layers: Sequence[str] | None
+) -> tuple[dict[str, GrowableDense], list[Batch]]:
+    """`({key: layer}, batches)` of `layers` (None: all growable layers) and
+    `data`, all checked; a JAX `fit`'s state is written into the variables."""
     if not isinstance(model, keras.layers.Layer):
         raise ValueError(
             "Argument `model` must be a Keras model or layer. "
@@ -49,43 +98,28 @@ def select_layers(
             "Argument `model` must be built (call it on a batch first). "
             f"Received: unbuilt growable layers {unbuilt}"
         )
-    if layers is None:
-        return available
-    if isinstance(layers, str) or not all(isinstance(n, str) for n in layers):
-        raise ValueError(
-            "Argument `layers` must be a list of layer names or None. "
-            f"Received: layers={layers!r}"
-        )
-    unknown = [name for name in layers if name not in available]
-    if unknown:
-        raise ValueError(
-            f"Argument `layers` names layers that are not growable layers of "
-            f"model {model.name!r}: {unknown}. Growable layers: "
-            f"{list(available)}. Received: layers={list(layers)!r}"
-        )
-    if len(set(layers)) != len(layers):
-        raise ValueError(
-            f"Argument `layers` must not repeat a name. Received: "
-            f"layers={list(layers)!r}"
-        )
-    wanted = set(layers)
-    return {k: layer for k, layer in available.items() if k in wanted}
-
-
-def analysis_inputs(
-    model, data, loss, num_batches: int | None, layers: Sequence[str] | None
-) -> tuple[dict[str, GrowableDense], list[Batch]]:
-    """The chosen layers and the batches read, every input checked.
-
-    The model, `layers` and `loss` are checked before any data is read,
-    the labels once it is; a JAX `fit`'s training state is written back
-    into the variables (`sync_trainer_state`) so that the analysis sees
-    the current weights.
-
-    Returns:
-        `(select_layers(model, layers), read_batches(data, num_batches))`.
-    """
-    chosen = select_layers(model, layers)
+    chosen = available
+    if layers is not None:
+        if isinstance(layers, str) or not all(
+            isinstance(n, str) for n in layers
+        ):
+            raise ValueError(
+                "Argument `layers` must be a list of layer names or None. "
+                f"Received: layers={layers!r}"
+            )
+        unknown = [name for name in layers if name not in available]
+        if unknown:
+            raise ValueError(
+                "Argument `layers` names layers that are not growable layers "
+                f"of model {model.name!r}: {unknown}. Growable layers: "
+                f"{list(available)}. Received: layers={list(layers)!r}"
+            )
+        if len(set(layers)) != len(layers):
+            raise ValueError(
+                "Argument `layers` must not repeat a name. Received: "
+                f"layers={list(layers)!r}"
+            )
+        chosen = {k: v for k, v in available.items() if k in layers}
     resolve_loss(model, loss)
     batches = read_batches(data, num_batches)
     check_labels(model, loss, batches)
@@ -93,72 +127,40 @@ def analysis_inputs(
     return chosen, batches
 
 
-def check_finite_weights(model) -> None:
-    """Raises naming the model's first non-finite weights, if any."""
-    bad = [
-        v.path
-        for v in model.weights
-        if not np.all(np.isfinite(ops.convert_to_numpy(v)))
-    ]
-    if bad:
-        raise ValueError(
-            f"Model {model.name!r} has non-finite weights (NaN or Inf): "
-            f"{bad[:5]}{' ...' if len(bad) > 5 else ''}. Training diverged; "
-            "its neurons cannot be scored. Check the learning rate, the "
-            "loss and the data."
-        )
-
-
 def _backend_module():
     backend = keras.backend.backend()
-    if backend == "jax":
-        from keras_depthhet.splitting import _capture_jax as module
-    elif backend == "tensorflow":
-        from keras_depthhet.splitting import _capture_tensorflow as module
-    else:
+    if backend not in ("jax", "tensorflow"):
         raise ValueError(
             "Splitting analysis supports the 'jax' and 'tensorflow' backends. "
             f"Received: backend={backend!r}"
         )
-    return module
+    return importlib.import_module(f"{__package__}._capture_{backend}")
 
 
 def tokens_per_sample(model, layers: dict, batch: Batch) -> dict[str, int]:
-    """Tokens each layer sees per sample, over all its calls.
+    """Tokens per sample of each layer, over its calls (T for `(B, T, d)`)."""
+    sites = CallSites(layers)
 
-    1 for `(B, d)` inputs, T for `(B, T, d)`, summed over the layer's calls;
-    read from the layers' input shapes for one sample, traced without
-    running the model where the backend allows it.
-    """
+    def hook(layer, inputs, preactivation, outputs):
+        sites.record(layer, tuple(inputs.shape))
+        return outputs
+
     one = keras.tree.map_structure(lambda t: t[:1], batch.x)
-    shapes = _backend_module().input_shapes(model, layers, one)
+    _backend_module().trace(model, layers.values(), hook, one)
     return {
         key: sum(int(np.prod(shape[:-1])) for shape in calls)
-        for key, calls in shapes.items()
+        for key, calls in sites.records.items()
     }
 
 
 def compile_solver(solve: Callable) -> Callable:
-    """`solve(*arrays)` compiled by the backend's XLA, float64 enabled.
-
-    `jax.jit` on JAX, a `tf.function` with `jit_compile=True` on
-    TensorFlow; used by the matrix-free solver (`lanczos`).
-    """
+    """`solve(*arrays)` compiled by the backend's XLA, float64 enabled."""
     return _backend_module().compile_solver(solve)
 
 
-_CACHE_ATTRIBUTE = "_keras_depthhet_splitting_steps"
-
-
 def make_step(model, layers, loss, transform: Callable, kind: tuple):
-    """The backend's capture step (see `_capture_jax.make_step`), cached.
-
-    A step is reused while the model's variables (the same objects and
-    shapes), the layers, the loss and the `kind` of `transform` are the same, so
-    repeated analyses of an unchanged model skip tracing and compilation;
-    growth changes the variables and so makes a new step. The cache lives
-    on the model (`untracked_cache`), so it goes with it.
-    """
+    """The backend's capture step, cached on the model while its variables,
+    the layers, the loss and `kind` (naming `transform`) are the same."""
     key = (
         keras.backend.backend(),
         tuple((k, id(layer)) for k, layer in layers.items()),
@@ -166,10 +168,9 @@ def make_step(model, layers, loss, transform: Callable, kind: tuple):
         tuple((id(v), tuple(v.shape)) for v in model.weights),
         bool(getattr(model, "jit_compile", False)),
     )
-    cache = untracked_cache(model, _CACHE_ATTRIBUTE)
+    cache = untracked_cache(model, "_keras_depthhet_splitting_steps")
     cached = cache.get(key)
-    # None means the compiled loss with its loss weights, not the same as
-    # passing `model.loss` itself.
+    # None (the compiled loss with its loss weights) differs from model.loss.
     given = ("compiled", model.loss) if loss is None else ("given", loss)
     if cached is not None and (cached[0] is given or cached[0] == given):
         return cached[1]
@@ -179,21 +180,34 @@ def make_step(model, layers, loss, transform: Callable, kind: tuple):
     return step
 
 
-def run_step(
-    step, batch: Batch, index: int, scale: float, model=None
-) -> dict:
-    """Runs `step` on `batch`; raises if a layer's terms are not finite.
-
-    With `model`, non-finite weights are named as such (not as data).
-    """
-    terms, finite = step(batch.x, batch.y, batch.sample_weight, scale)
-    for name, ok in finite.items():
-        if not bool(ops.convert_to_numpy(ok)):
-            if model is not None:
-                check_finite_weights(model)
+def batch_terms(model, layers, loss, transform: Callable, kind, batches):
+    """Yields each batch's terms (`make_step`), the loss scaled by the
+    batch's share of the samples; raises on non-finite weights or terms."""
+    step = make_step(model, layers, loss, transform, kind)
+    total = sum(batch.size for batch in batches)
+    for index, batch in enumerate(batches):
+        scale = batch.size / total
+        terms, finite = step(batch.x, batch.y, batch.sample_weight, scale)
+        for name, ok in finite.items():
+            if bool(ops.convert_to_numpy(ok)):
+                continue
+            bad = [
+                v.path
+                for v in model.weights
+                if not np.all(np.isfinite(ops.convert_to_numpy(v)))
+            ]
+            if bad:
+                raise ValueError(
+                    f"Model {model.name!r} has non-finite weights (NaN or "
+                    f"Inf): {bad[:5]}{' ...' if len(bad) > 5 else ''}. "
+                    "Training diverged; its neurons cannot be scored. Check "
+                    "the learning rate, the loss and the data."
+                )
             raise ValueError(
                 f"Non-finite values in the gradients or inputs of layer "
                 f"{name!r} at batch {index} (0-based). Check the data and "
                 "the loss (NaN/Inf inputs, log of zero)."
             )
-    return terms
+        del finite
+        yield terms
+        del terms  # before the next step: one batch's terms at a time

@@ -1,10 +1,5 @@
-"""Per-token quantities of the splitting matrix, written once in `keras.ops`.
-
-The backend capture modules call `splitting_terms` and `proxy_terms` inside
-their traced functions with the captured layer input `x`, grown
-pre-activation `z'` and output gradient `g`, and pass their own elementwise
-`derivative(fn, z, order)` for activations without a closed form here.
-"""
+"""Per-token terms of the splitting matrix in `keras.ops`; `derivative` is
+the backend's elementwise autodiff, for activations without closed form."""
 
 import math
 from collections.abc import Callable
@@ -23,29 +18,17 @@ def gelu_first_derivative(z):
 
 
 def gelu_second_derivative(z):
-    """d2/dz2 of the exact GELU: `phi(z) * (2 - z**2)`.
-
-    From `GELU' = Phi + z phi` and `phi' = -z phi`.
-    """
+    """d2/dz2 of the exact GELU: `phi(z) * (2 - z**2)`."""
     return _INV_SQRT_2PI * ops.exp(-0.5 * z * z) * (2.0 - z * z)
 
 
 def _is_linear(layer) -> bool:
-    act = layer.activation
-    return act is None or act is keras.activations.linear
-
-
-def _is_exact_gelu(layer) -> bool:
-    return layer.activation is keras.activations.gelu
+    return layer.activation in (None, keras.activations.linear)
 
 
 def splitting_sigma_second(layer, z, derivative: Callable):
-    """`sigma''(z')` of the splitting matrix (see the Method page) for `layer`.
-
-    `sigma` is the layer's activation, or the exact GELU (the activation
-    that growth introduces) when the layer is linear.
-    """
-    if _is_linear(layer) or _is_exact_gelu(layer):
+    """`sigma''(z')` of the activation (of the exact GELU for linear layers)."""
+    if _is_linear(layer) or layer.activation is keras.activations.gelu:
         return gelu_second_derivative(z)
     return derivative(layer.activation, z, 2)
 
@@ -54,7 +37,7 @@ def activation_first(layer, z, derivative: Callable):
     """`act'(z')`, so that `dL/dz' = g * act'(z')` (1 for linear layers)."""
     if _is_linear(layer):
         return ops.ones_like(z)
-    if _is_exact_gelu(layer):
+    if layer.activation is keras.activations.gelu:
         return gelu_first_derivative(z)
     return derivative(layer.activation, z, 1)
 
@@ -65,11 +48,8 @@ def _flatten_tokens(tensor):
 
 
 def splitting_terms(layer, x, z, g, derivative: Callable):
-    """Returns `(x~, c)`: `(M, d+1)` inputs with a ones column and `(M, n)`.
-
-    `S_i = sum_t c[t, i] x~[t] x~[t]^T`; without bias `x~ = x`. `M` is the
-    number of tokens of the batch.
-    """
+    """`(x~, c)`, `(M, d+1)` tokens with a ones column (none without bias)
+    and `(M, n)`, so that `S_i = sum_t c[t, i] x~[t] x~[t]^T`."""
     x2 = _flatten_tokens(x)
     if layer.use_bias:
         x2 = ops.concatenate([x2, ops.ones_like(x2[:, :1])], axis=1)
@@ -81,13 +61,8 @@ def splitting_terms(layer, x, z, g, derivative: Callable):
 def proxy_terms(
     layer, x, z, g, derivative: Callable, include_bias: bool = False
 ):
-    """Returns `(r,)` with `r[i]` the sum of neuron `i`'s weight-gradient row.
-
-    `dL/dW[:, i] = sum_t x[t] delta[t, i]` with `delta = dL/dz'`, so the
-    sum over the row is `sum_t (sum_a x[t, a]) * delta[t, i]`. With
-    `include_bias` (and a bias), `dL/db_i = sum_t delta[t, i]` is added:
-    the sum of `[dL/dW[:, i]; dL/db_i]`.
-    """
+    """`(r,)`, `r[i] = sum_t (sum_a x[t, a]) dL/dz'[t, i]` the sum of neuron
+    `i`'s weight-gradient row, plus `dL/db_i` with `include_bias`."""
     x2 = _flatten_tokens(x)
     z32 = ops.cast(z, "float32")
     delta = ops.cast(g, "float32") * activation_first(layer, z32, derivative)

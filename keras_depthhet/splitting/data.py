@@ -1,11 +1,5 @@
-"""The batches an analysis reads, and the checks of data against the model.
-
-`read_batches` reads any data `model.fit` accepts (a `tf.data.Dataset`, a
-`PyDataset`, an iterable of batches, an `(x, y)` tuple of arrays) once
-into NumPy `Batch`es; `check_labels` and `check_analysis_data` refuse
-data that would make an analysis fail or silently mislead, naming the
-argument it came from.
-"""
+"""The batches an analysis reads (once, into NumPy), and the checks of
+data against the model."""
 
 from dataclasses import dataclass
 
@@ -33,25 +27,15 @@ class Batch:
 
 
 def check_labels(model, loss, batches, argument: str = "data") -> None:
-    """Refuses labels that would silently steer the analysis wrong.
-
-    Targets must be finite, and labels of a sparse categorical loss must
-    be integers in `[0, classes)` (JAX would otherwise read a clamped or
-    undefined probability without an error).
-    """
-    if loss is None:
-        loss = getattr(model, "loss", None)
-    if isinstance(loss, (dict, list, tuple)):
-        losses = per_output(model, loss)
-    else:
-        losses = None
+    """Refuses non-finite targets, and sparse categorical labels that are
+    not integers in `[0, classes)` (JAX would silently clamp them)."""
+    loss = getattr(model, "loss", None) if loss is None else loss
+    multiple = isinstance(loss, (dict, list, tuple))
+    losses = per_output(model, loss) if multiple else None
     for index, batch in enumerate(batches):
-        targets = flat_outputs(model, batch.y)
-        for k, y in enumerate(targets):
+        for k, y in enumerate(flat_outputs(model, batch.y)):
             y = np.asarray(y)
-            if np.issubdtype(y.dtype, np.floating) and not np.all(
-                np.isfinite(y)
-            ):
+            if np.issubdtype(y.dtype, np.floating) and not np.isfinite(y).all():
                 raise ValueError(
                     f"Argument `{argument}` holds non-finite targets (NaN or "
                     f"Inf) in batch {index} (0-based)."
@@ -59,7 +43,9 @@ def check_labels(model, loss, batches, argument: str = "data") -> None:
             this = loss if losses is None else losses[k]
             if this is None or not is_sparse_loss(this):
                 continue
-            classes = _num_classes(model, k)
+            outputs = keras.tree.flatten(getattr(model, "outputs", None) or [])
+            classes = outputs[k].shape[-1] if k < len(outputs) else None
+            classes = None if classes is None else int(classes)
             bad = (y != np.round(y)) | (y < 0)
             if classes is not None:
                 bad |= y >= classes
@@ -72,25 +58,11 @@ def check_labels(model, loss, batches, argument: str = "data") -> None:
                 )
 
 
-def _num_classes(model, output: int) -> int | None:
-    outputs = getattr(model, "outputs", None)
-    if not outputs or output >= len(keras.tree.flatten(outputs)):
-        return None
-    size = keras.tree.flatten(outputs)[output].shape[-1]
-    return None if size is None else int(size)
-
-
 def check_analysis_data(
     model, data, argument: str, num_batches: int | None = None
 ) -> None:
-    """Checks that `data` can be analysed with `model` and its loss.
-
-    Reads up to `num_batches` batches (checking their labels), runs the
-    model on two samples of the first and computes their loss, so that a
-    wrong input shape, a target that does not fit the loss or an
-    unsupported loss is reported now, naming `argument`. The model is
-    not changed.
-    """
+    """Checks that `data` fits `model` and its loss, naming `argument`:
+    reads its batches, runs the model and the loss on two samples."""
     loss_fn = resolve_loss(model, None)
     try:
         batches = read_batches(data, num_batches)
@@ -137,32 +109,19 @@ ARRAY_BATCH_SIZE = 32
 """Batch size into which an `(x, y)` tuple of arrays is cut (Keras's)."""
 
 
-def _is_array_tuple(data) -> bool:
-    """Whether `data` is `(x, y)` or `(x, y, sample_weight)` of arrays."""
-    return (
+def _iterate(data):
+    if (  # `(x, y)` or `(x, y, sample_weight)` of arrays
         isinstance(data, tuple)
         and len(data) in (2, 3)
         and all(
-            len(getattr(part, "shape", ())) >= 1
-            for part in data
-            if part is not None
+            len(getattr(p, "shape", ())) >= 1 for p in data if p is not None
         )
-    )
-
-
-def _array_batches(data):
-    parts = _to_numpy(data)
-    size = len(parts[0])
-    for start in range(0, size, ARRAY_BATCH_SIZE):
-        yield tuple(
-            None if p is None else p[start : start + ARRAY_BATCH_SIZE]
-            for p in parts
+    ):
+        parts, size = _to_numpy(data), ARRAY_BATCH_SIZE
+        return (
+            tuple(None if p is None else p[i : i + size] for p in parts)
+            for i in range(0, len(parts[0]), size)
         )
-
-
-def _iterate(data):
-    if _is_array_tuple(data):
-        return _array_batches(data)
     if isinstance(data, keras.utils.PyDataset):
         return (data[i] for i in range(len(data)))
     try:
@@ -177,27 +136,20 @@ def _iterate(data):
 
 
 def read_batches(data, num_batches: int | None) -> list[Batch]:
-    """Reads up to `num_batches` batches of `data` into NumPy.
-
-    Input batches are small next to the activations the analysis keeps, and
-    reading them once makes every pass over them see the same samples (a
-    shuffled `tf.data.Dataset` would not).
-    """
+    """Up to `num_batches` batches of `data`, read once into NumPy."""
     num_batches = positive_int("num_batches", num_batches, optional=True)
     batches = []
     for index, item in enumerate(_iterate(data)):
         if num_batches is not None and index >= num_batches:
             break
         if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+            items = (
+                f" with {len(item)} items" if hasattr(item, "__len__") else ""
+            )
             raise ValueError(
                 "Argument `data` must yield (x, y) or (x, y, sample_weight) "
                 f"batches. Received: batch {index} of type "
-                f"{type(item).__name__}"
-                + (
-                    f" with {len(item)} items"
-                    if hasattr(item, "__len__")
-                    else ""
-                )
+                f"{type(item).__name__}{items}"
             )
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(tuple(item))
         if y is None:

@@ -2,8 +2,8 @@
 
 import time
 import warnings
+from collections import namedtuple
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -20,14 +20,7 @@ DEFAULT_MEMORY_BUDGET = 4 * 2**30
 """Bytes the analysis may hold at once for its matrices or captures."""
 
 
-@dataclass
-class _LayerPlan:
-    key: str
-    layer: object
-    method: str
-    tokens: int
-    kept: int
-    working: int
+_LayerPlan = namedtuple("_LayerPlan", "key layer method kept working")
 
 
 def _plan_layer(key, layer, tokens, method, max_iter, budget) -> _LayerPlan:
@@ -54,21 +47,16 @@ def _plan_layer(key, layer, tokens, method, max_iter, budget) -> _LayerPlan:
             "batches, choose another method or raise the budget. "
             f"Received: memory_budget={budget}"
         )
-    return _LayerPlan(key, layer, method, tokens, kept, working)
+    return _LayerPlan(key, layer, method, kept, working)
 
 
 def _groups(plans: list[_LayerPlan], budget: int) -> list[list[_LayerPlan]]:
-    """Consecutive layers packed so that each group fits the budget.
-
-    A group keeps all its layers' captures at once but solves its layers
-    one by one, so it needs their kept bytes plus the largest working set.
-    """
+    """Consecutive plans in groups that fit (kept bytes + largest working)."""
     groups, current = [], []
     for plan in plans:
         candidate = current + [plan]
-        need = sum(p.kept for p in candidate) + max(
-            p.working for p in candidate
-        )
+        kept = sum(p.kept for p in candidate)
+        need = kept + max(p.working for p in candidate)
         if current and need > budget:
             groups.append(current)
             candidate = [plan]
@@ -94,43 +82,18 @@ def splitting_eigenvalues(
 ):
     """Smallest eigenvalue of every output neuron's splitting matrix.
 
-    For each chosen `GrowableDense` layer and output neuron `i` this
-    computes `lambda_min(S_i)` with (see the docs' Method page)
-    `S_i = sum_{b,t} g[b,t,i] sigma''(z'[b,t,i]) x~[b,t] x~[b,t]^T`,
-    `x~ = [x; 1]` (`x~ = x` without bias), `z'` the grown pre-activation,
-    `sigma` the layer's activation (the exact GELU for linear layers) and
-    `g` the gradient of `L` with respect to the layer's output. `L` is the
-    mean loss over all analysed samples: each batch's loss (the Keras
-    batch mean, sample weights included) is weighted by its number of
-    samples over the total.
+    For each output neuron `i` of the chosen `GrowableDense` layers, the
+    smallest eigenvalue of its splitting matrix
+    `S_i = sum_{b,t} g[b,t,i] sigma''(z'[b,t,i]) x~[b,t] x~[b,t]^T`
+    (defined on the docs' Method page) for the mean loss over all
+    analysed samples, in inference mode; the model is not changed.
 
-    The inputs `x` and gradients `g` are captured with the backend's own
-    autodiff in inference mode (`training=False`: no dropout or drop
-    path). The model's weights, optimizer and structure are not changed,
-    and no hook stays installed.
-
-    Solvers: `"dense"` forms every `S_i` (`units * (d+1)**2` floats) batch
-    by batch and calls a symmetric eigen-solver in float64;
-    `"matrix_free"` runs a batched Lanczos iteration over all neurons of a
-    layer with products `S_i v` as two matmuls over the captured inputs
-    (`tokens * (d+1 + units)` floats held per layer). The whole solve
-    runs where the model runs (JAX's default device, TensorFlow's
-    device), as one XLA program per layer shape, compiled at the first
-    analysis and reused at later ones of the same shapes. `"auto"` takes,
-    per layer, the one with fewer flops among those that fit
-    `memory_budget`.
-    Layers are processed in groups that fit the budget together; each
-    group costs one forward and backward pass over the batches.
-
-    Memory: dense keeps `units * (d+1)**2` float64 values per layer plus a
-    float32 copy of one batch's; for the reduced DeiT-S at 224 pixels the
-    48 layers' matrices are 5.3e9 values (21 GiB in float32), so dense is
-    only for small layers. Matrix-free keeps `X~` and `C`,
-    `tokens * (d+1 + units)` float32 values per layer (35 MiB per image
-    for all 48 layers of the reduced DeiT-S at 224 pixels, twice that
-    while the batches are joined) and, while one layer is solved, its
-    Lanczos basis. The input batches are read once into host memory, so
-    every pass sees the same samples.
+    `method="dense"` forms every `S_i` and solves it in float64 (small
+    layers); `"matrix_free"` runs a batched Lanczos iteration compiled by
+    XLA where the model runs (large layers); `"auto"` takes, per layer,
+    the one with fewer flops among those that fit `memory_budget`. Layers
+    are captured in groups that fit it, one forward and backward pass per
+    group.
 
     Args:
         model: A built Keras model with `GrowableDense` layers.
@@ -151,15 +114,14 @@ def splitting_eigenvalues(
         return_info: Also return per-layer solver information.
 
     Returns:
-        `{layer_name: values}` with `values` a float64 array `(units,)`, in
-        layer order. With `return_vectors=True` each entry is a tuple
-        `(values, vectors)` with `vectors` `(units, d+1)` (`(units, d)`
-        without bias): row `i` is a unit eigenvector of `S_i` for
-        `values[i]`, the bias component last. With `return_info=True` the
-        result is `(eigenvalues, info)`, `info[name]` a dict with
+        `{layer_name: values}`, float64 `(units,)` arrays in layer order.
+        With `return_vectors=True` each entry is `(values, vectors)`,
+        `vectors[i]` `(d+1,)` (`(d,)` without bias, the bias component
+        last) a unit eigenvector of `S_i` for `values[i]`. With
+        `return_info=True`: `(eigenvalues, info)`, `info[name]` a dict of
         `method`, `steps` (Lanczos steps per neuron, 0 for dense),
-        `converged` and `seconds` (solve time), plus `info["capture"]`
-        with the capture time and number of groups.
+        `converged` and `seconds`, and `info["capture"]` of the capture's
+        `seconds` and `groups`.
 
     Raises:
         ValueError: on a bad argument, empty data, a model without
@@ -183,29 +145,22 @@ def splitting_eigenvalues(
     method = choice("method", method, METHODS)
     tol = fraction("tol", tol)
     max_iter = positive_int("max_iter", max_iter)
-    memory_budget = positive_int("memory_budget", memory_budget)
+    budget = positive_int("memory_budget", memory_budget)
     chosen, batches = capture.analysis_inputs(
         model, data, loss, num_batches, layers
     )
     total = sum(batch.size for batch in batches)
     per_sample = capture.tokens_per_sample(model, chosen, batches[0])
     plans = [
-        _plan_layer(
-            key,
-            layer,
-            total * per_sample[key],
-            method,
-            max_iter,
-            memory_budget,
-        )
-        for key, layer in chosen.items()
+        _plan_layer(k, layer, total * per_sample[k], method, max_iter, budget)
+        for k, layer in chosen.items()
     ]
     results, info = {}, {}
     capture_seconds = 0.0
-    groups = _groups(plans, memory_budget)
+    groups = _groups(plans, budget)
     for group in groups:
         start = time.perf_counter()
-        stores = _capture_group(model, group, loss, batches, total)
+        stores = _capture_group(model, group, loss, batches)
         capture_seconds += time.perf_counter() - start
         for plan in group:
             name = plan.key
@@ -215,22 +170,16 @@ def splitting_eigenvalues(
             )
             info[name]["seconds"] = time.perf_counter() - start
             if verbose:
-                print(
-                    f"{name}: {plan.method}, "
-                    f"{int(info[name]['steps'].max())} steps, "
-                    f"{info[name]['seconds']:.2f}s"
-                )
+                seconds = info[name]["seconds"]
+                steps = int(info[name]["steps"].max())
+                print(f"{name}: {plan.method}, {steps} steps, {seconds:.2f}s")
     info["capture"] = {"seconds": capture_seconds, "groups": len(groups)}
     ordered = {key: results[key] for key in chosen}
     return (ordered, info) if return_info else ordered
 
 
-def _capture_group(model, group, loss, batches, total) -> dict:
-    """Captures the group's layers over all batches.
-
-    Dense layers keep only their running float64 sum of `S_i`; matrix-free
-    layers keep their concatenated `(X~, C)`.
-    """
+def _capture_group(model, group, loss, batches) -> dict:
+    """Dense layers' float64 sum of `S_i`, matrix-free layers' `(X~, C)`."""
     methods = {plan.key: plan.method for plan in group}
     dense = {id(plan.layer) for plan in group if plan.method == "dense"}
 
@@ -241,36 +190,29 @@ def _capture_group(model, group, loss, batches, total) -> dict:
         return x_tilde, c
 
     kind = ("splitting", tuple(sorted(methods.items())))
-    step = capture.make_step(
-        model, {plan.key: plan.layer for plan in group}, loss, transform, kind
-    )
+    layers = {plan.key: plan.layer for plan in group}
     stores = {name: None for name in methods}
     pieces = {name: [] for name in methods}
-    for index, batch in enumerate(batches):
-        terms = capture.run_step(
-            step, batch, index, batch.size / total, model
-        )
+    for terms in capture.batch_terms(
+        model, layers, loss, transform, kind, batches
+    ):
         for name, arrays in terms.items():
             if methods[name] == "dense":
                 matrices = ops.convert_to_numpy(arrays[0]).astype("float64")
                 if stores[name] is not None:
                     matrices += stores[name]
                 stores[name] = matrices
-            else:
-                # Kept as backend tensors, on the device: the solve runs
-                # there.
+            else:  # kept on the device, where the solve runs
                 pieces[name].append(arrays)
         del terms
     for name, parts in pieces.items():
         if parts:
             xs, cs = zip(*parts, strict=True)
             parts.clear()
-            stores[name] = (_joined(xs), _joined(cs))
+            stores[name] = tuple(
+                p[0] if len(p) == 1 else ops.concatenate(p) for p in (xs, cs)
+            )
     return stores
-
-
-def _joined(tensors):
-    return tensors[0] if len(tensors) == 1 else ops.concatenate(tensors)
 
 
 def _solve(plan, store, tol, max_iter, return_vectors):
@@ -281,12 +223,9 @@ def _solve(plan, store, tol, max_iter, return_vectors):
         steps = np.zeros(units, dtype="int64")
         converged = np.ones(units, dtype=bool)
     else:
-        x, c = store
         found = lanczos.lanczos_min_eigen(
-            x, c, tol=tol, max_iter=max_iter, return_vectors=return_vectors
+            *store, tol=tol, max_iter=max_iter, return_vectors=return_vectors
         )
-        # The results' only trip to the host: the solve ran on the
-        # device.
         values, vectors, steps, converged = (
             None if a is None else np.asarray(a) for a in found
         )

@@ -1,26 +1,10 @@
-"""The matrix-free splitting solver: batched Lanczos in `keras.ops`.
+"""The matrix-free solver: batched Lanczos in `keras.ops`, one program.
 
-A layer's matrices are `S_i = X~^T diag(C[:, i]) X~`, `X~` the `(N, D)`
-captured inputs and `C` the `(N, n)` per-token weights. Every neuron runs
-its own Lanczos recurrence, all in lockstep, so that one step is two
-matmuls over `X~` for the active neurons. The whole solve is one compiled
-program with fixed shapes (`capture.compile_solver`: `jax.jit` or an
-XLA-compiled `tf.function`, float64 enabled): it runs where the captures
-are, and nothing goes to the host but the results.
-
-A neuron keeps its position (its row of `C^T`, of the Krylov basis and of
-the tridiagonal coefficients) for the whole solve. Done neurons are
-masked instead of compacted; the positions of the active ones (`slots`)
-feed the products, which run on chunks of `CHUNK` active neurons, so the
-matmuls shrink with the active neurons without a new shape per width.
-Every per-neuron array has one more position and the basis one more
-step, kept at zero (the writes that land there are masked), so inactive
-slots read zeros. The tridiagonal work (`tridiagonal`) runs in float64.
-
-Two rules keep XLA from copying the large arrays at every step: the
-conditional of the checks only carries the small per-neuron arrays, and
-the row loops of the tridiagonal work carry their last row beside the
-arrays they write instead of reading them back.
+Every neuron runs its own recurrence (full re-orthogonalisation) in
+lockstep on `S_i = X~^T diag(C[:, i]) X~`, a step being two matmuls over
+`X~` for `CHUNK` active neurons at a time. Neurons keep their positions;
+done ones are masked, one extra position and step (zero sinks) taking the
+masked writes. The tridiagonal work runs in float64.
 """
 
 import functools
@@ -30,6 +14,7 @@ import numpy as np
 from keras import ops
 
 from keras_depthhet.splitting import capture, tridiagonal
+from keras_depthhet.splitting.tridiagonal import int32
 
 CHUNK = 64
 """Active neurons per product matmul."""
@@ -38,29 +23,14 @@ REORTH_BLOCK = 32
 """Krylov steps per block of the re-orthogonalisation."""
 
 CALL_FLOPS = 1e5
-"""Flops of matmul that a convergence check's fixed cost is counted as.
-
-A check after Lanczos step `k` is counted as `50 * k` such units (each a
-little dearer for wide layers: `1 + m / 1000` for `m` active neurons)
-and a step as `4 * N * D * m` flops plus 20 units. Checks are spaced so
-that their cost stays near that of the steps between them: every step
-for the layers of a DeiT, every few steps for a tiny model.
-"""
+"""Cost unit of the check spacing: a check after step `k` costs
+`50 * k * (1 + m / 1000)` units, a step `4 * N * D * m` flops + 20 units."""
 
 MAX_CHECK_INTERVAL = 4
 """Most Lanczos steps between two convergence checks."""
 
 _F32 = "float32"
 _F64 = "float64"
-
-
-def start_vectors(units: int, dim: int, seed: int) -> np.ndarray:
-    """The seeded random unit start vectors `(units, dim)` of Lanczos."""
-    start = np.random.default_rng(seed).standard_normal(
-        (units, dim), dtype="float32"
-    )
-    start /= np.linalg.norm(start, axis=1, keepdims=True)
-    return start
 
 
 def lanczos_min_eigen(
@@ -72,71 +42,26 @@ def lanczos_min_eigen(
     return_vectors: bool = False,
     seed: int = 0,
 ):
-    """`lambda_min(S_i)` for every neuron by batched Lanczos.
-
-    Each neuron runs its own Lanczos recurrence (with full
-    re-orthogonalisation, needed in float32) from a seeded random start.
-    After a step `k` the smallest Ritz value `theta` of a neuron (by
-    Laguerre's method on its tridiagonal matrix, `O(k)` per neuron) has
-    the error bound `r`, the residual norm of its Ritz vector (`beta_k`
-    times the vector's last coordinate); the neuron is done when
-    `r <= tol * max(|theta|, 1e-3 * ||T||)`, `||T||` a bound on the norm
-    of its tridiagonal matrix (the largest
-    `|alpha_j| + beta_{j-1} + beta_j`), so a neuron whose curvature is
-    negligible next to its own scale stops early; or when its Krylov
-    space is exhausted, or after `min(max_iter, D, N + 1)` steps (the
-    Krylov space of a rank-`N` matrix is exhausted after `N + 1` steps).
-    Done neurons leave the matmuls. One compiled program per shape and
-    setting; fetching the results is the only transfer to the host, and
-    the start vectors the only one from it.
-
-    Args:
-        x: `(N, D)` float32 `X~`, a backend tensor or NumPy array.
-        c: `(N, n)` float32 `C`, likewise.
-        tol: Relative accuracy of each `lambda_min`.
-        max_iter: Most Lanczos steps per neuron.
-        return_vectors: Whether to also return the Ritz vectors.
-        seed: Seed of the start vectors.
-
-    Returns:
-        `(values (n,) float64, vectors (n, D) float64 or None,
-        steps (n,) int32, converged (n,) bool)`, backend tensors.
-
-    Example:
-
-    >>> import numpy as np
-    >>> x = np.ones((4, 2), "float32")
-    >>> c = np.asarray([[1.0], [0.0], [0.0], [0.0]], "float32")
-    >>> values, _, steps, converged = lanczos_min_eigen(
-    ...     x, c, tol=1e-3, max_iter=10)
-    >>> values, steps, converged = (
-    ...     keras.ops.convert_to_numpy(a) for a in (values, steps, converged))
-    >>> round(float(values[0]), 6), int(steps[0]), bool(converged[0])
-    (0.0, 2, True)
-    """
+    """`(values, vectors or None, steps, converged)` of every neuron, as
+    backend tensors, from seeded random unit start vectors."""
     tokens, dim = x.shape
+    start = np.random.default_rng(seed).standard_normal(
+        (c.shape[1], dim), dtype="float32"
+    )
+    start /= np.linalg.norm(start, axis=1, keepdims=True)
     solve = _compiled(
         keras.backend.backend(),
         tol=float(tol),
         max_steps=min(int(max_iter), dim, tokens + 1),
         return_vectors=bool(return_vectors),
     )
-    return solve(x, c, start_vectors(c.shape[1], dim, seed))
+    return solve(x, c, start)
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled(backend, *, tol, max_steps, return_vectors):
-    """The compiled solve for one setting (traced once per shape)."""
+def _compiled(backend, **settings):
     del backend  # part of the cache key only
-    return capture.compile_solver(
-        functools.partial(
-            _solve, tol=tol, max_steps=max_steps, return_vectors=return_vectors
-        )
-    )
-
-
-def _int(value):
-    return ops.convert_to_tensor(value, "int32")
+    return capture.compile_solver(functools.partial(_solve, **settings))
 
 
 def _solve(x, c, start, *, tol, max_steps, return_vectors):
@@ -146,16 +71,13 @@ def _solve(x, c, start, *, tol, max_steps, return_vectors):
     positions = -(-units // CHUNK) * CHUNK + 1
     steps = max_steps + 1
     x = ops.cast(x, _F32)
-    rows = ops.pad(
-        ops.transpose(ops.cast(c, _F32)), [[0, positions - units], [0, 0]]
-    )
-    basis = ops.pad(
-        ops.cast(start, _F32)[:, None, :],
-        [[0, positions - units], [0, max_steps], [0, 0]],
-    )
+    extra = positions - units
+    rows = ops.pad(ops.transpose(ops.cast(c, _F32)), [[0, extra], [0, 0]])
+    start = ops.cast(start, _F32)[:, None, :]
+    basis = ops.pad(start, [[0, extra], [0, max_steps], [0, 0]])
     active = ops.arange(positions, dtype="int32") < units
     state = {
-        "k": _int(0),
+        "k": int32(0),
         # Flat rows `position * steps + step`: one gather per read.
         "basis": ops.reshape(basis, (positions * steps, dim)),
         # Step-major: a check reads one step of every neuron at a time.
@@ -164,20 +86,19 @@ def _solve(x, c, start, *, tol, max_steps, return_vectors):
         "anorm": ops.zeros((positions,), _F64),
         "active": active,
         "slots": _slots(active),
-        "count": _int(units),
+        "count": int32(units),
         "ritz": ops.full((positions,), float("nan"), _F64),
         "drop": ops.zeros((positions,), _F64),
         "pending": ops.convert_to_tensor(0.0, _F64),
-        "since": _int(0),
+        "since": int32(0),
         "values": ops.zeros((positions,), _F64),
         "steps": ops.zeros((positions,), "int32"),
         "converged": ops.zeros((positions,), "bool"),
     }
-    step = functools.partial(
-        _step, x=x, rows=rows, tol=tol, max_steps=max_steps
-    )
     state = ops.while_loop(
-        lambda s: (s["k"] < max_steps) & (s["count"] > 0), step, state
+        lambda s: (s["k"] < max_steps) & (s["count"] > 0),
+        functools.partial(_step, x=x, rows=rows, tol=tol, max_steps=max_steps),
+        state,
     )
     vectors = None
     if return_vectors:
@@ -187,21 +108,16 @@ def _solve(x, c, start, *, tol, max_steps, return_vectors):
             ops.maximum(state["steps"][:units], 1),
         )
         basis = ops.reshape(state["basis"], (positions, steps, dim))
-        vectors = ops.einsum(
-            "nk,nkd->nd",
-            ops.cast(coordinates, _F32),
-            basis[:units, :max_steps],
-        )
+        basis = basis[:units, :max_steps]
+        vectors = ops.einsum("nk,nkd->nd", ops.cast(coordinates, _F32), basis)
         vectors = ops.cast(vectors, _F64)
         vectors = vectors / ops.sqrt(
             ops.sum(ops.square(vectors), axis=1, keepdims=True)
         )
-    return (
-        state["values"][:units],
-        vectors,
-        state["steps"][:units],
-        state["converged"][:units],
+    values, steps, converged = (
+        state[name][:units] for name in ("values", "steps", "converged")
     )
+    return values, vectors, steps, converged
 
 
 def _slots(active):
@@ -219,16 +135,7 @@ def _step(state, *, x, rows, tol, max_steps):
     """One Lanczos step of every active neuron, then a check if due."""
     k, count = state["k"], state["count"]
     tokens, dim = x.shape
-    alphas, betas, basis = _products(
-        state["alphas"],
-        state["betas"],
-        state["basis"],
-        state["slots"],
-        k,
-        count,
-        x=x,
-        rows=rows,
-    )
+    alphas, betas, basis = _products(state, x=x, rows=rows)
     beta = betas[k]
     beta_prev = ops.where(k > 0, betas[ops.maximum(k - 1, 0)], 0.0)
     active = state["active"]
@@ -243,35 +150,25 @@ def _step(state, *, x, rows, tol, max_steps):
     since = state["since"] + 1
     check_cost = CALL_FLOPS * 50 * ops.cast(k + 1, _F64) * (1 + width / 1000)
     last = k + 1 == max_steps
-    due = (
-        (pending >= check_cost)
-        | (since == MAX_CHECK_INTERVAL)
-        | last
-        | ops.any(exhausted)
-    )
-    small = {
-        name: value
-        for name, value in state.items()
-        if name not in ("alphas", "betas", "basis")
-    }
-    small = dict(small, anorm=anorm, pending=pending, since=since)
+    due = (pending >= check_cost) | (since == MAX_CHECK_INTERVAL) | last
+    due = due | ops.any(exhausted)
+    big = {"alphas": alphas, "betas": betas, "basis": basis}
+    # The conditional carries only the small per-neuron arrays.
+    small = {n: v for n, v in state.items() if n not in big}
+    small.update(anorm=anorm, pending=pending, since=since)
     small = ops.cond(
         due,
         lambda: _check(small, alphas, betas, exhausted, tol=tol, last=last),
         lambda: small,
     )
-    return dict(small, k=k + 1, alphas=alphas, betas=betas, basis=basis)
+    return dict(small, k=k + 1, **big)
 
 
-def _products(alphas, betas, basis, slots, k, count, *, x, rows):
-    """Lanczos step `k` of the active neurons, `CHUNK` at a time.
-
-    Writes `alpha_k`, `beta_k` and the next basis vector (normalised) of
-    each active neuron; a neuron's basis past step `k` is still zero, so
-    the re-orthogonalisation blocks may run past it. The sinks take, as
-    zeros, the writes of the inactive slots and of the step past the
-    last.
-    """
+def _products(state, *, x, rows):
+    """`alpha_k`, `beta_k` and the next basis vector of the active neurons,
+    `CHUNK` at a time; the sinks take the masked writes, as zeros."""
+    alphas, betas, basis = (state[n] for n in ("alphas", "betas", "basis"))
+    k, count, slots = state["k"], state["count"], state["slots"]
     sink = rows.shape[0] - 1
     steps = basis.shape[0] // rows.shape[0]
     previous = ops.maximum(k - 1, 0)
@@ -299,7 +196,7 @@ def _products(alphas, betas, basis, slots, k, count, *, x, rows):
             overlap = ops.einsum("msd,md->ms", basis_block, w)
             return w - ops.einsum("ms,msd->md", overlap, basis_block)
 
-        w = ops.fori_loop(_int(0), k // REORTH_BLOCK + 1, orthogonalise, w)
+        w = ops.fori_loop(int32(0), k // REORTH_BLOCK + 1, orthogonalise, w)
         beta = ops.sqrt(ops.sum(ops.square(ops.cast(w, _F64)), axis=1))
         inverse = ops.where(beta > 0, 1.0 / ops.maximum(beta, 1e-30), 0.0)
         following = w * ops.cast(inverse, _F32)[:, None]
@@ -316,11 +213,12 @@ def _products(alphas, betas, basis, slots, k, count, *, x, rows):
         )
 
     chunks = (count + CHUNK - 1) // CHUNK
-    return ops.fori_loop(_int(0), chunks, one_chunk, (alphas, betas, basis))
+    return ops.fori_loop(int32(0), chunks, one_chunk, (alphas, betas, basis))
 
 
 def _check(state, alphas, betas, exhausted, *, tol, last):
-    """Convergence check of the active neurons, on every position."""
+    """Ends the neurons whose Ritz residual `r <= tol * max(|theta|,
+    1e-3 * ||T||)`, or whose Krylov space is exhausted, or at the last step."""
     k, active = state["k"], state["active"]
     size = k + 1
     anorm, ritz = state["anorm"], state["ritz"]

@@ -1,10 +1,5 @@
-"""The loss an analysis differentiates, as one backend-neutral function.
-
-`resolve_loss` turns a Keras loss, a loss name, a function, a list or
-dict of them (one per output), or `None` (the model's compiled loss and
-its `loss_weights`) into `loss_fn(y, y_pred, sample_weight)`, the batch
-mean as Keras trains it.
-"""
+"""The loss an analysis differentiates, as one backend-neutral function
+`loss_fn(y, y_pred, sample_weight)`: the batch mean, as Keras trains it."""
 
 from collections.abc import Callable
 
@@ -55,10 +50,10 @@ def _output_names(model) -> list[str]:
     return list(names)
 
 
-def per_output(model, value, names: list[str] | None = None) -> list:
+def per_output(model, value) -> list:
     """A per-output structure (list or dict by output name) as a list."""
     if isinstance(value, dict):
-        names = names or _output_names(model)
+        names = _output_names(model)
         unknown = sorted(set(value) - set(names))
         if unknown:
             raise ValueError(
@@ -81,13 +76,10 @@ def flat_outputs(model, tree) -> list:
 def resolve_loss(model, loss) -> Callable:
     """`loss_fn(y, y_pred, sample_weight)` returning the batch-mean loss.
 
-    `loss` may be a Keras `Loss` instance, a loss name or a function
-    `(y_true, y_pred) -> per-sample losses`; `None` means the model's
-    compiled loss, with its `loss_weights`. Functions are reduced as Keras
-    does by default (`"sum_over_batch_size"`: the weighted sum divided by
-    the number of values). A list or dict of losses (one per output of a
-    multi-output model, None for an output without loss) gives the
-    weighted sum of the outputs' losses, as Keras trains it.
+    `loss` is a Keras `Loss`, a loss name, a function `(y_true, y_pred)`
+    (reduced like Keras's `"sum_over_batch_size"`), a list or dict of them
+    per output (None for none: the weighted sum), or `None`: the model's
+    compiled loss with its `loss_weights`.
     """
     weights = None
     if loss is None:
@@ -105,13 +97,10 @@ def resolve_loss(model, loss) -> Callable:
         None if item is None else _single_loss(item)
         for item in per_output(model, loss)
     ]
-    if weights is None:
-        weights = [1.0] * len(losses)
-    else:
-        weights = [
-            1.0 if w is None else float(w)
-            for w in per_output(model, weights)
-        ]
+    weights = [None] * len(losses) if weights is None else weights
+    weights = [
+        1.0 if w is None else float(w) for w in per_output(model, weights)
+    ]
 
     def loss_fn(y, y_pred, sample_weight):
         ys, preds = flat_outputs(model, y), flat_outputs(model, y_pred)
@@ -139,8 +128,7 @@ def is_sparse_loss(loss) -> bool:
     """Whether `loss` takes integer class labels (sparse crossentropy)."""
     if isinstance(loss, keras.losses.SparseCategoricalCrossentropy):
         return True
-    if isinstance(loss, keras.losses.Loss):
-        # Keras wraps loss functions in a `Loss` that keeps them as `fn`.
+    if isinstance(loss, keras.losses.Loss):  # a wrapped function: `fn`
         loss = getattr(loss, "fn", None)
     name = loss if isinstance(loss, str) else getattr(loss, "__name__", "")
     return name.startswith("sparse_categorical")

@@ -6,20 +6,15 @@ from pathlib import Path
 import numpy as np
 
 Y_LABEL = "smallest eigenvalue\n(negative ones only)"
-"""The vertical axis: each neuron's smallest splitting eigenvalue, drawn
-only where it is negative (where the neuron may be chosen)."""
 
 
 def _as_layers(name: str, eigenvalues) -> dict[str, np.ndarray]:
     """`{layer: values}` from a dict (of values or pairs) or one array."""
-    if isinstance(eigenvalues, Mapping):
-        items = eigenvalues.items()
-    else:
-        items = [("eigenvalues", eigenvalues)]
+    if not isinstance(eigenvalues, Mapping):
+        eigenvalues = {"eigenvalues": eigenvalues}
     layers = {}
-    for layer, values in items:
-        if isinstance(values, tuple):
-            values = values[0]
+    for layer, values in eigenvalues.items():
+        values = values[0] if isinstance(values, tuple) else values
         array = np.asarray(values, dtype="float64")
         if array.ndim != 1 or array.size == 0:
             raise ValueError(
@@ -57,21 +52,8 @@ def _as_chosen(name: str, chosen, layers: dict) -> dict[str, np.ndarray]:
 
 
 def layer_type(name: str) -> str:
-    """The word after the last underscore of a layer name: `qkv`, `proj`,
-    `fc1`, `fc2` for the ViT's `block_{i}_attn_qkv` and so on."""
+    """The word after the last underscore of a layer name (`qkv`, `fc1`)."""
     return name.rsplit("_", 1)[-1]
-
-
-def _import_matplotlib():
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as error:
-        raise ImportError(
-            "`plot_negative_eigenvalues` needs matplotlib, an optional "
-            "dependency: `pip install matplotlib` (or keras-depthhet[plot])."
-        ) from error
-    return Figure, FigureCanvasAgg
 
 
 def negative_eigenvalues_figure(
@@ -84,9 +66,7 @@ def negative_eigenvalues_figure(
     chosen=None,
     other_chosen=None,
 ):
-    """The Figure-2 plot as a matplotlib `Figure` (see
-    `plot_negative_eigenvalues`, which saves it; the arguments are the
-    same)."""
+    """The `Figure` that `plot_negative_eigenvalues` saves (same arguments)."""
     moments = [_as_layers("eigenvalues", eigenvalues)]
     if other is not None:
         moments.append(_as_layers("other", other))
@@ -107,8 +87,14 @@ def negative_eigenvalues_figure(
     marks = [_as_chosen("chosen", chosen, moments[0])]
     if other is not None:
         marks.append(_as_chosen("other_chosen", other_chosen, moments[1]))
-    Figure, FigureCanvasAgg = _import_matplotlib()
-
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise ImportError(
+            "`plot_negative_eigenvalues` needs matplotlib, an optional "
+            "dependency: `pip install matplotlib` (or keras-depthhet[plot])."
+        ) from error
     columns_of = {}
     for name in names:
         columns_of.setdefault(layer_type(name), []).append(name)
@@ -127,21 +113,18 @@ def negative_eigenvalues_figure(
                 if row >= len(group):
                     ax.set_visible(False)
                     continue
-                _draw_layer(
-                    ax,
-                    group[row],
-                    moments[which][group[row]],
-                    marks[which].get(group[row], np.zeros(0, "int64")),
-                    None if len(moments) == 1 else labels[which],
-                )
+                name = group[row]
+                label = None if len(moments) == 1 else labels[which]
+                mark = marks[which].get(name, np.zeros(0, "int64"))
+                _draw_layer(ax, name, moments[which][name], mark, label)
                 ax.set_ylim(bottom, 0.0)
                 if column == 0 and which == 0:
                     ax.set_ylabel(Y_LABEL, fontsize=7)
     marked = any(mark.size for m in marks for mark in m.values())
     if marked:
-        figure.legend(
-            *_legend_entry(axes), loc="lower center", fontsize=8, frameon=False
-        )
+        entries = [ax.get_legend_handles_labels() for ax in axes.flat]
+        first = next(((h[:1], t[:1]) for h, t in entries if h), ([], []))
+        figure.legend(*first, loc="lower center", fontsize=8, frameon=False)
     if title:
         figure.suptitle(title)
     # Room at the bottom for the legend, below the axis labels.
@@ -155,15 +138,8 @@ def _draw_layer(ax, name, values, chosen, moment_label) -> None:
     colors[chosen] = "tab:red"
     ax.bar(np.arange(negative.size), negative, width=1.0, color=colors)
     if chosen.size:
-        ax.scatter(
-            chosen,
-            negative[chosen],
-            marker="v",
-            s=14,
-            color="tab:red",
-            zorder=3,
-            label="chosen for growth",
-        )
+        style = dict(marker="v", s=14, color="tab:red", zorder=3)
+        ax.scatter(chosen, negative[chosen], label="chosen for growth", **style)
     count = int(np.sum(negative < 0))
     heading = name if moment_label is None else f"{name}: {moment_label}"
     ax.set_title(
@@ -172,14 +148,6 @@ def _draw_layer(ax, name, values, chosen, moment_label) -> None:
     )
     ax.tick_params(labelsize=6)
     ax.set_xlabel("neuron index", fontsize=7)
-
-
-def _legend_entry(axes):
-    for ax in axes.flat:
-        handles, texts = ax.get_legend_handles_labels()
-        if handles:
-            return handles[:1], texts[:1]
-    return [], []
 
 
 def plot_negative_eigenvalues(
@@ -195,20 +163,16 @@ def plot_negative_eigenvalues(
 ) -> Path:
     """Saves a PNG of each neuron's negative splitting eigenvalue.
 
-    As in Figure 2 of Guna et al. (2024): one bar per neuron of a layer,
-    down to the neuron's smallest splitting eigenvalue where that is
-    negative (a neuron with no negative eigenvalue has no bar), so the
-    neurons that growth may choose stand out. Neurons in `chosen` are drawn
-    in red with a marker. Layers are arranged one column per layer type
-    (the word after the last underscore of the name: `qkv`, `proj`, `fc1`,
-    `fc2`), and the panels of one type share their vertical scale. With
-    `other` (the same layers at another moment, e.g. the last growth
-    event) the two moments are drawn side by side, on the same scale.
+    As in Figure 2 of Guna et al. (2024): one bar per neuron down to its
+    smallest splitting eigenvalue where negative; `chosen` neurons in red
+    with a marker. One column per layer type (the name's last word: `qkv`,
+    `proj`, `fc1`, `fc2`), sharing a vertical scale; with `other` (the
+    same layers at another moment) the two moments side by side.
 
     Args:
         eigenvalues: `{layer_name: (units,) array}` as returned by
-            `splitting_eigenvalues` (tuples `(values, vectors)` are
-            accepted), or one 1-D array.
+            `splitting_eigenvalues` (or `(values, vectors)` pairs), or one
+            1-D array.
         path: Where to write the PNG.
         layer: The layer to draw; None draws every layer.
         other: Optional second moment, same form as `eigenvalues`.
@@ -240,15 +204,7 @@ def plot_negative_eigenvalues(
     )
     ```
     """
-    figure = negative_eigenvalues_figure(
-        eigenvalues,
-        layer=layer,
-        other=other,
-        labels=labels,
-        title=title,
-        chosen=chosen,
-        other_chosen=other_chosen,
-    )
-    path = Path(path)
-    figure.savefig(path, format="png", dpi=100)
+    options = dict(locals())  # the arguments, passed on to the figure
+    path = Path(options.pop("path"))
+    negative_eigenvalues_figure(**options).savefig(path, format="png", dpi=100)
     return path

@@ -22,24 +22,13 @@ def gradient_proxy(
 ) -> dict[str, np.ndarray]:
     """Rank-1 stand-in for lambda_min used by the paper authors' code.
 
-    Their code scores neuron `i` from the gradient of the loss with
-    respect to the neuron's incoming weights only, its weight-gradient row
-    `v_i = dL/dW[:, i]` (`layer.weight.grad[i]` in PyTorch; the bias
-    gradient and the growth-branch weights are not used). It builds the
-    `d x d` matrix every row of which equals `v_i`, that is `1 v_i^T`,
-    whose eigenvalues are `sum(v_i)` (eigenvector `1`) and 0 (`d - 1`
-    times), and takes its minimum eigenvalue; the score is therefore
-    `min(0, sum(v_i))` (in exact arithmetic), and a neuron is eligible for
-    growth exactly when its weight-gradient row sums to a negative number.
-
-    `L` is the mean loss over the analysed samples, as in
-    `splitting_eigenvalues`, and the gradients are taken in inference mode
-    on the batches given (the authors take `v_i` from the last training
-    minibatch, in training mode).
-
-    `include_bias=True` is this library's variant, not the authors': it
-    adds `dL/db_i`, scoring `min(0, sum(v_i) + dL/db_i)`, the sum of the
-    gradient of neuron `i`'s weights and bias together.
+    Neuron `i` scores `min(0, sum(v_i))`, the smallest eigenvalue of the
+    rank-1 matrix `1 v_i^T` of their code, `v_i = dL/dW[:, i]` its
+    weight-gradient row (no bias, no growth-branch weights), for the mean
+    loss `L` over the analysed samples in inference mode, as in
+    `splitting_eigenvalues` (the authors take their last training
+    minibatch). `include_bias=True`, this library's variant, scores
+    `min(0, sum(v_i) + dL/db_i)`.
 
     Args:
         model: A built Keras model with `GrowableDense` layers.
@@ -48,9 +37,8 @@ def gradient_proxy(
             model's compiled loss.
         num_batches: Most batches to read from `data` (None: all).
         layers: Names of the growable layers to score (None: all).
-        include_bias: Whether to add the bias gradient `dL/db_i` to the
-            row sum (layers without a bias have none to add). Default
-            `False`, the authors' score.
+        include_bias: Whether to add the bias gradient `dL/db_i` (if the
+            layer has a bias) to the row sum.
 
     Returns:
         `{layer_name: float64 array (units,)}` of scores, in layer order.
@@ -82,16 +70,12 @@ def gradient_proxy(
     chosen, batches = capture.analysis_inputs(
         model, data, loss, num_batches, layers
     )
-    total = sum(batch.size for batch in batches)
     terms_fn = functools.partial(proxy_terms, include_bias=include_bias)
-    step = capture.make_step(
-        model, chosen, loss, terms_fn, ("proxy", include_bias)
-    )
+    kind = ("proxy", include_bias)
     sums = {key: np.zeros(layer.units) for key, layer in chosen.items()}
-    for index, batch in enumerate(batches):
-        terms = capture.run_step(
-            step, batch, index, batch.size / total, model
-        )
+    for terms in capture.batch_terms(
+        model, chosen, loss, terms_fn, kind, batches
+    ):
         for name, (row_sums,) in terms.items():
             sums[name] += ops.convert_to_numpy(row_sums)
     return {name: np.minimum(0.0, values) for name, values in sums.items()}
