@@ -60,8 +60,7 @@ class GrowthBackupAndRestore(keras.callbacks.BackupAndRestore):
         if not isinstance(growth, GrowthCallback):
             raise ValueError(
                 "Argument `growth` must be the `GrowthCallback` of the same "
-                "`fit`. Received: growth of type "
-                f"{type(growth).__name__}"
+                f"`fit`. Received: growth of type {type(growth).__name__}"
             )
         super().__init__(backup_dir, **kwargs)
         self.growth = growth
@@ -95,7 +94,11 @@ class GrowthBackupAndRestore(keras.callbacks.BackupAndRestore):
             return
         # First: a backup killed half-written then holds at most one event
         # too many, which `_restore_growth` leaves out by the backup's epoch.
-        self._save_growth_state()
+        os.makedirs(self.backup_dir, exist_ok=True)
+        temporary = self._state_path() + ".tmp"
+        with open(temporary, "w") as f:
+            json.dump(self.growth.get_state(), f)
+        os.replace(temporary, self._state_path())
         super().on_epoch_end(epoch, logs)
 
     def on_train_batch_end(self, batch, logs=None):
@@ -105,13 +108,6 @@ class GrowthBackupAndRestore(keras.callbacks.BackupAndRestore):
     def on_train_end(self, logs=None):
         if self._writes_files:
             super().on_train_end(logs)
-
-    def _save_growth_state(self) -> None:
-        os.makedirs(self.backup_dir, exist_ok=True)
-        temporary = self._state_path() + ".tmp"
-        with open(temporary, "w") as f:
-            json.dump(self.growth.get_state(), f)
-        os.replace(temporary, self._state_path())
 
     def _restore_growth(self) -> None:
         """Regrows the model by the events of the epochs the backup holds,

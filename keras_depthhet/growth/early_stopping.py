@@ -15,22 +15,18 @@ def grown_weights(
     in their first columns. `pairs`: `{id(layer): {suffix: variable}}` then.
     """
     index = {id(v): i for i, v in enumerate(before)}
+
+    def old(variable):
+        return np.asarray(values[index[id(variable)]])
+
     new = {}
     for layer in growable_layer_map(model).values():
         growth = layer._growth
         if not growth or all(id(v) in index for v in growth.values()):
             continue
-        saved = {
-            suffix: np.asarray(values[index[id(variable)]])
-            for suffix, variable in pairs.get(id(layer), {}).items()
-        }
-        bias = values[index[id(layer.bias)]] if layer.use_bias else None
-        widened = layer._growth_values(
-            saved,
-            np.asarray(values[index[id(layer.kernel)]]),
-            None if bias is None else np.asarray(bias),
-            scale,
-        )
+        saved = {s: old(v) for s, v in pairs.get(id(layer), {}).items()}
+        bias = old(layer.bias) if layer.use_bias else None
+        widened = layer._growth_values(saved, old(layer.kernel), bias, scale)
         for suffix, variable in growth.items():
             new[id(variable)] = widened[suffix]
     return [
@@ -56,15 +52,14 @@ class GrowthEarlyStopping(keras.callbacks.EarlyStopping):
     Example:
 
     ```python
-    model = vit(image_size=8, patch_size=4, num_channels=1, num_classes=10,
-                dim=16, depth=1, num_heads=2)
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(True))
-    grower = GrowthCallback(interval=1, warmup=1, param_budget=200,
+    model = keras.Sequential(
+        [keras.Input((4,)), GrowableDense(8), keras.layers.Dense(1)])
+    model.compile("adam", "mse")
+    grower = GrowthCallback(interval=1, warmup=1, param_budget=40,
                             layer_threshold=1)
     stopper = GrowthEarlyStopping(patience=3, restore_best_weights=True)
-    model.fit(np.random.rand(32, 8, 8, 1), np.random.randint(0, 10, 32),
-              epochs=3, validation_split=0.25, verbose=0,
-              callbacks=[grower, stopper])
+    model.fit(np.random.rand(32, 4), np.random.rand(32, 1), epochs=3,
+              validation_split=0.25, verbose=0, callbacks=[grower, stopper])
     # The grown model now computes the best epoch's function.
     ```
     """

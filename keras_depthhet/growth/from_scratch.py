@@ -122,13 +122,9 @@ def fresh_model(model_or_config, *, seed: int | None = None) -> keras.Model:
 
         def draw(initializer, variable, sizes=sizes):
             # Round by round: a fan-dependent initializer sees each round's.
-            return ops.concatenate(
-                [
-                    initializer((*variable.shape[:-1], k), dtype=variable.dtype)
-                    for k in sizes
-                ],
-                axis=-1,
-            )
+            shape, dtype = variable.shape[:-1], variable.dtype
+            parts = [initializer((*shape, k), dtype=dtype) for k in sizes]
+            return ops.concatenate(parts, axis=-1)
 
         for suffix in ("kernel_plus", "kernel_minus"):
             variable = variables[suffix]

@@ -88,17 +88,13 @@ def grown_config(config: dict, plan: Mapping[str, np.ndarray]) -> dict:
 def _carry_growth(layer, indices, scale: float, values: dict) -> None:
     """Sets `layer`'s old pairs (by path in `values`), then those of its
     new round at `indices`, as `GrowableDense.grow` would."""
-    saved = {
-        suffix: values[variable.path]
-        for suffix, variable in layer._growth.items()
-        if variable.path in values
-    }
+    growth = layer._growth.items()
+    saved = {s: values[v.path] for s, v in growth if v.path in values}
+    kernel = values[layer.kernel.path]
     bias = values[layer.bias.path] if layer.use_bias else None
     # Checks the new round as `grow` does (finite, not overflowing).
-    layer._pair_values(values[layer.kernel.path], bias, indices, scale)
-    layer._assign_growth(
-        layer._growth_values(saved, values[layer.kernel.path], bias, scale)
-    )
+    layer._pair_values(kernel, bias, indices, scale)
+    layer._assign_growth(layer._growth_values(saved, kernel, bias, scale))
 
 
 def rebuild_grown_model(
