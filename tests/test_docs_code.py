@@ -9,6 +9,7 @@ import doctest
 import importlib
 import os
 import re
+import textwrap
 
 import keras
 import numpy as np
@@ -134,7 +135,7 @@ def _docstring_examples() -> dict[str, str]:
             text = obj.docstring.value if obj.docstring else ""
             blocks = _FENCED_PYTHON.findall(text)
             if blocks:
-                examples[obj.path] = "\n".join(blocks)
+                examples[obj.path] = "\n".join(map(textwrap.dedent, blocks))
     return examples
 
 

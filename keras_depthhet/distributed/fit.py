@@ -218,23 +218,22 @@ def fit_with_growth(
     Returns:
         A `GrowthRun`.
 
-    Example:
+    Examples:
+        ```python
+        def build_model():
+            model = vit(image_size=8, patch_size=4, num_channels=1,
+                        num_classes=10, dim=16, depth=1, num_heads=2)
+            model.compile("adam", keras.losses.SparseCategoricalCrossentropy())
+            return model
 
-    ```python
-    def build_model():
-        model = vit(image_size=8, patch_size=4, num_channels=1,
-                    num_classes=10, dim=16, depth=1, num_heads=2)
-        model.compile("adam", keras.losses.SparseCategoricalCrossentropy())
-        return model
-
-    x, y = np.random.rand(32, 8, 8, 1), np.random.randint(0, 10, 32)
-    run = fit_with_growth(
-        build_model, (x, y), epochs=2, batch_size=16, verbose=0,
-        growth=dict(interval=1, warmup=1, param_budget=200,
-                    layer_threshold=0, analysis_data=(x, y), verbose=0),
-    )
-    print(run.model.count_params(), [e["epoch"] for e in run.events])
-    ```
+        x, y = np.random.rand(32, 8, 8, 1), np.random.randint(0, 10, 32)
+        run = fit_with_growth(
+            build_model, (x, y), epochs=2, batch_size=16, verbose=0,
+            growth=dict(interval=1, warmup=1, param_budget=200,
+                        layer_threshold=0, analysis_data=(x, y), verbose=0),
+        )
+        print(run.model.count_params(), [e["epoch"] for e in run.events])
+        ```
     """
     if isinstance(build_model, keras.Model) or not callable(build_model):
         raise ValueError(

@@ -41,19 +41,18 @@ class GrowthBackupAndRestore(keras.callbacks.BackupAndRestore):
     Raises:
         ValueError: if `growth` is not a `GrowthCallback`.
 
-    Example:
-
-    ```python
-    model = vit(image_size=8, patch_size=4, num_channels=1, num_classes=10,
-                dim=16, depth=1, num_heads=2)
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(True))
-    grower = GrowthCallback(interval=1, warmup=1, param_budget=200,
-                            layer_threshold=1)
-    backup = GrowthBackupAndRestore("backup", grower)
-    model.fit(np.random.rand(32, 8, 8, 1), np.random.randint(0, 10, 32),
-              epochs=2, verbose=0, callbacks=[grower, backup])
-    len(grower.history)  # 2: a killed run resumes from "backup"
-    ```
+    Examples:
+        ```python
+        model = vit(image_size=8, patch_size=4, num_channels=1, num_classes=10,
+                    dim=16, depth=1, num_heads=2)
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(True))
+        grower = GrowthCallback(interval=1, warmup=1, param_budget=200,
+                                layer_threshold=1)
+        backup = GrowthBackupAndRestore("backup", grower)
+        model.fit(np.random.rand(32, 8, 8, 1), np.random.randint(0, 10, 32),
+                  epochs=2, verbose=0, callbacks=[grower, backup])
+        len(grower.history)  # 2: a killed run resumes from "backup"
+        ```
     """
 
     def __init__(self, backup_dir, growth, **kwargs):

@@ -84,11 +84,10 @@ class GrowthCallback(keras.callbacks.Callback):
         log_path: Optional file path for JSON lines, one per event.
         verbose: 0 (silent) or 1 (one line per event).
 
-    Example:
-
-    ```python
-    model.fit(x, y, epochs=300, callbacks=[GrowthCallback(interval=30)])
-    ```
+    Examples:
+        ```python
+        model.fit(x, y, epochs=300, callbacks=[GrowthCallback(interval=30)])
+        ```
     """
 
     def __init__(
@@ -302,15 +301,14 @@ class GrowthCallback(keras.callbacks.Callback):
             per layer), `"criterion"` and, unless `criterion="random"`,
             `"scores"` (per layer: min, median, number negative, size).
 
-        Example:
-
-        ```python
-        grower.set_model(model)
-        grower.on_train_begin()
-        decision = grower.plan_growth(epoch=10)
-        if decision is not None:
-            grow_model(model, decision["plan"], scale=grower.scale)
-        ```
+        Examples:
+            ```python
+            grower.set_model(model)
+            grower.on_train_begin()
+            decision = grower.plan_growth(epoch=10)
+            if decision is not None:
+                grow_model(model, decision["plan"], scale=grower.scale)
+            ```
         """
         sync_trainer_state(self.model)
         layers = self._growable()

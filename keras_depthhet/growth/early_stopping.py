@@ -49,19 +49,18 @@ class GrowthEarlyStopping(keras.callbacks.EarlyStopping):
             best epoch (any scale restores the same function).
         **kwargs: The arguments of `keras.callbacks.EarlyStopping`.
 
-    Example:
-
-    ```python
-    model = keras.Sequential(
-        [keras.Input((4,)), GrowableDense(8), keras.layers.Dense(1)])
-    model.compile("adam", "mse")
-    grower = GrowthCallback(interval=1, warmup=1, param_budget=40,
-                            layer_threshold=1)
-    stopper = GrowthEarlyStopping(patience=3, restore_best_weights=True)
-    model.fit(np.random.rand(32, 4), np.random.rand(32, 1), epochs=3,
-              validation_split=0.25, verbose=0, callbacks=[grower, stopper])
-    # The grown model now computes the best epoch's function.
-    ```
+    Examples:
+        ```python
+        model = keras.Sequential(
+            [keras.Input((4,)), GrowableDense(8), keras.layers.Dense(1)])
+        model.compile("adam", "mse")
+        grower = GrowthCallback(interval=1, warmup=1, param_budget=40,
+                                layer_threshold=1)
+        stopper = GrowthEarlyStopping(patience=3, restore_best_weights=True)
+        model.fit(np.random.rand(32, 4), np.random.rand(32, 1), epochs=3,
+                  validation_split=0.25, verbose=0, callbacks=[grower, stopper])
+        # The grown model now computes the best epoch's function.
+        ```
     """
 
     def __init__(self, scale: float = 0.2, **kwargs):

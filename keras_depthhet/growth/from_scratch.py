@@ -90,15 +90,14 @@ def fresh_model(model_or_config, *, seed: int | None = None) -> keras.Model:
         ValueError: for an invalid `seed`, an argument that is not a model,
             a config or a `.keras` file, or a quantized model.
 
-    Example:
-
-    ```python
-    grown = vit(image_size=8, patch_size=4, num_channels=1, num_classes=10,
-                dim=16, depth=1, num_heads=2)
-    grow_model(grown, {"block_0_mlp_fc1": [0, 3]})
-    fresh = fresh_model(grown, seed=1)
-    fresh.count_params() == grown.count_params()  # True
-    ```
+    Examples:
+        ```python
+        grown = vit(image_size=8, patch_size=4, num_channels=1, num_classes=10,
+                    dim=16, depth=1, num_heads=2)
+        grow_model(grown, {"block_0_mlp_fc1": [0, 3]})
+        fresh = fresh_model(grown, seed=1)
+        fresh.count_params() == grown.count_params()  # True
+        ```
     """
     seed = int_at_least("seed", seed, 0, optional=True)
     if seed is not None:

@@ -180,12 +180,11 @@ def grow_model(
         ValueError: for an invalid plan, or an optimizer state that cannot
             be carried over, before anything changes.
 
-    Example:
-
-    >>> model = vit(image_size=8, patch_size=4, num_channels=1,
-    ...             num_classes=10, dim=16, depth=1, num_heads=2)
-    >>> grow_model(model, {"block_0_mlp_fc1": [0, 5]})  # 2 * 2 * (16 + 1)
-    68
+    Examples:
+        >>> model = vit(image_size=8, patch_size=4, num_channels=1,
+        ...             num_classes=10, dim=16, depth=1, num_heads=2)
+        >>> grow_model(model, {"block_0_mlp_fc1": [0, 5]})  # 2 * 2 * (16 + 1)
+        68
     """
     layers = growable_layer_map(model)
     plan = _check_plan(plan, layers)

@@ -122,12 +122,11 @@ def rebuild_grown_model(
     Raises:
         ValueError: for an invalid plan or `scale`, before anything is built.
 
-    Example:
-
-    ```python
-    grown = rebuild_grown_model(model, {"block_0_mlp_fc1": [0, 5]})
-    grown.count_params() - model.count_params()  # 2 * 2 * (dim + 1)
-    ```
+    Examples:
+        ```python
+        grown = rebuild_grown_model(model, {"block_0_mlp_fc1": [0, 5]})
+        grown.count_params() - model.count_params()  # 2 * 2 * (dim + 1)
+        ```
     """
     layers = growable_layer_map(model)
     plan = _check_plan(plan, layers)

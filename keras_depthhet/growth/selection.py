@@ -142,14 +142,13 @@ def select_neurons(
         ValueError: on an invalid argument, or with `"by_layer_type"` a
             layer name without a type suffix.
 
-    Example:
-
-    >>> scores = {"fc1": np.array([-3.0, 0.5, -1.0]),
-    ...           "fc2": np.array([-2.0, -0.1])}
-    >>> plan = select_neurons(scores, {"fc1": 10, "fc2": 10},
-    ...                       param_budget=30, layer_threshold=2)
-    >>> {name: idx.tolist() for name, idx in plan.items()}
-    {'fc1': [0, 2], 'fc2': [0]}
+    Examples:
+        >>> scores = {"fc1": np.array([-3.0, 0.5, -1.0]),
+        ...           "fc2": np.array([-2.0, -0.1])}
+        >>> plan = select_neurons(scores, {"fc1": 10, "fc2": 10},
+        ...                       param_budget=30, layer_threshold=2)
+        >>> {name: idx.tolist() for name, idx in plan.items()}
+        {'fc1': [0, 2], 'fc2': [0]}
     """
     criterion = choice("criterion", criterion, CRITERIA)
     budget_split = choice("budget_split", budget_split, BUDGET_SPLITS)

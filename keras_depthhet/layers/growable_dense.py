@@ -99,15 +99,14 @@ class GrowableDense(Int8BaseKernel, keras.layers.Dense):
     Output shape:
         N-D tensor `(..., units)`.
 
-    Example:
-
-    ```python
-    layer = GrowableDense(8, activation="gelu")
-    x = np.random.rand(4, 16).astype("float32")
-    before = layer(x)
-    layer.grow([0, 3, 5])  # 102 = 3 neurons * 2 * (16 + 1) parameters
-    np.allclose(before, layer(x), atol=1e-6)  # True: function preserved
-    ```
+    Examples:
+        ```python
+        layer = GrowableDense(8, activation="gelu")
+        x = np.random.rand(4, 16).astype("float32")
+        before = layer(x)
+        layer.grow([0, 3, 5])  # 102 = 3 neurons * 2 * (16 + 1) parameters
+        np.allclose(before, layer(x), atol=1e-6)  # True: function preserved
+        ```
     """
 
     def __init__(

@@ -20,16 +20,15 @@ def growable_layer_map(model: keras.layers.Layer) -> dict[str, GrowableDense]:
     Returns:
         `{key: layer}` in definition order.
 
-    Example:
-
-    ```python
-    model = vit(
-        image_size=8, patch_size=4, num_channels=1, num_classes=10,
-        dim=16, depth=1, num_heads=2)
-    list(growable_layer_map(model))
-    # ['block_0_attn_qkv', 'block_0_attn_proj', 'block_0_mlp_fc1',
-    #  'block_0_mlp_fc2']
-    ```
+    Examples:
+        ```python
+        model = vit(
+            image_size=8, patch_size=4, num_channels=1, num_classes=10,
+            dim=16, depth=1, num_heads=2)
+        list(growable_layer_map(model))
+        # ['block_0_attn_qkv', 'block_0_attn_proj', 'block_0_mlp_fc1',
+        #  'block_0_mlp_fc2']
+        ```
     """
     if isinstance(model, GrowableDense):
         return {model.name: model}

@@ -42,11 +42,10 @@ def count_flops(model: keras.Model) -> int:
     Raises:
         ValueError: if `model` is not a built functional model.
 
-    Example:
-
-    >>> model = deit_small(num_classes=1000)
-    >>> round(count_flops(model) / 1e9, 1)
-    4.6
+    Examples:
+        >>> model = deit_small(num_classes=1000)
+        >>> round(count_flops(model) / 1e9, 1)
+        4.6
     """
     if not isinstance(model, keras.Model) or not getattr(model, "inputs", None):
         raise ValueError(

@@ -70,14 +70,13 @@ def vit(
         ValueError: if an argument is invalid, `patch_size` does not divide
             `image_size` or `num_heads` does not divide `dim`.
 
-    Example:
-
-    ```python
-    model = vit(image_size=32, patch_size=8, num_classes=10, dim=64,
-                depth=2, num_heads=2, attention_width=0.5, mlp_width=0.5)
-    [layer.name for layer in growable_layers(model)][:2]
-    # ['block_0_attn_qkv', 'block_0_attn_proj']
-    ```
+    Examples:
+        ```python
+        model = vit(image_size=32, patch_size=8, num_classes=10, dim=64,
+                    depth=2, num_heads=2, attention_width=0.5, mlp_width=0.5)
+        [layer.name for layer in growable_layers(model)][:2]
+        # ['block_0_attn_qkv', 'block_0_attn_proj']
+        ```
     """
     image_size = positive_int("image_size", image_size)
     patch_size = positive_int("patch_size", patch_size)
@@ -154,12 +153,11 @@ def deit_small(**kwargs) -> keras.Model:
     and 11,071,204 with `attention_width=0.5, mlp_width=0.5` (the paper's
     reduced base).
 
-    Example:
-
-    ```python
-    base = deit_small(num_classes=100, attention_width=0.5, mlp_width=0.5)
-    base.count_params()  # 11071204
-    ```
+    Examples:
+        ```python
+        base = deit_small(num_classes=100, attention_width=0.5, mlp_width=0.5)
+        base.count_params()  # 11071204
+        ```
     """
     return _deit("deit_small", **kwargs)
 

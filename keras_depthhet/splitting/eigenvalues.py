@@ -129,18 +129,17 @@ def splitting_eigenvalues(
             fit `memory_budget`, or non-finite gradients (naming the layer
             and the batch).
 
-    Example:
-
-    ```python
-    model = vit(image_size=8, patch_size=4, num_channels=1, num_classes=10,
-                dim=16, depth=2, num_heads=2)
-    x = np.random.rand(16, 8, 8, 1).astype("float32")
-    y = np.random.randint(0, 10, 16)
-    values = splitting_eigenvalues(
-        model, [(x, y)],
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    values["block_0_mlp_fc1"].shape  # (32,)
-    ```
+    Examples:
+        ```python
+        model = vit(image_size=8, patch_size=4, num_channels=1, num_classes=10,
+                    dim=16, depth=2, num_heads=2)
+        x = np.random.rand(16, 8, 8, 1).astype("float32")
+        y = np.random.randint(0, 10, 16)
+        values = splitting_eigenvalues(
+            model, [(x, y)],
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        values["block_0_mlp_fc1"].shape  # (32,)
+        ```
     """
     method = choice("method", method, METHODS)
     tol = fraction("tol", tol)

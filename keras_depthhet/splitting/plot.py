@@ -190,19 +190,18 @@ def plot_negative_eigenvalues(
             indices in `chosen` that are not neurons of their layer.
         ImportError: when matplotlib is not installed.
 
-    Example:
+    Examples:
+        ```python
+        import numpy as np
 
-    ```python
-    import numpy as np
-
-    scores = {"block_0_attn_qkv": np.array([-0.3, 0.1, -0.05, 0.2])}
-    plot_negative_eigenvalues(
-        scores,
-        "event.png",
-        chosen={"block_0_attn_qkv": [0]},
-        title="my_run: growth event after epoch 8",
-    )
-    ```
+        scores = {"block_0_attn_qkv": np.array([-0.3, 0.1, -0.05, 0.2])}
+        plot_negative_eigenvalues(
+            scores,
+            "event.png",
+            chosen={"block_0_attn_qkv": [0]},
+            title="my_run: growth event after epoch 8",
+        )
+        ```
     """
     options = dict(locals())  # the arguments, passed on to the figure
     path = Path(options.pop("path"))

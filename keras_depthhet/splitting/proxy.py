@@ -47,20 +47,19 @@ def gradient_proxy(
         ValueError: on the same bad input as `splitting_eigenvalues`, or
             when `include_bias` is not a bool.
 
-    Example:
-
-    >>> import keras
-    >>> from keras_depthhet.layers import GrowableDense
-    >>> model = keras.Sequential([
-    ...     keras.Input((4,)),
-    ...     GrowableDense(3, activation="gelu", name="grow"),
-    ...     keras.layers.Dense(2),
-    ... ])
-    >>> x = np.ones((5, 4), dtype="float32")
-    >>> y = np.zeros((5, 2), dtype="float32")
-    >>> scores = gradient_proxy(model, [(x, y)], loss="mse")
-    >>> scores["grow"].shape, bool((scores["grow"] <= 0).all())
-    ((3,), True)
+    Examples:
+        >>> import keras
+        >>> from keras_depthhet.layers import GrowableDense
+        >>> model = keras.Sequential([
+        ...     keras.Input((4,)),
+        ...     GrowableDense(3, activation="gelu", name="grow"),
+        ...     keras.layers.Dense(2),
+        ... ])
+        >>> x = np.ones((5, 4), dtype="float32")
+        >>> y = np.zeros((5, 2), dtype="float32")
+        >>> scores = gradient_proxy(model, [(x, y)], loss="mse")
+        >>> scores["grow"].shape, bool((scores["grow"] <= 0).all())
+        ((3,), True)
     """
     if not isinstance(include_bias, bool):
         raise ValueError(

@@ -85,17 +85,16 @@ def enable_multi_worker_fit() -> None:
             differ from the ones the replacements were written for (Keras
             may have fixed `fit`; check keras-team/keras#20585).
 
-    Example:
+    Examples:
+        ```python
+        from keras_depthhet import distributed
 
-    ```python
-    from keras_depthhet import distributed
-
-    distributed.enable_multi_worker_fit()  # on every worker, first
-    runtime = distributed.resolve_distribution("multi_worker_mirrored")
-    with runtime.scope():
-        model = build_model()
-    model.fit(train_ds, epochs=40, callbacks=[growth])
-    ```
+        distributed.enable_multi_worker_fit()  # on every worker, first
+        runtime = distributed.resolve_distribution("multi_worker_mirrored")
+        with runtime.scope():
+            model = build_model()
+        model.fit(train_ds, epochs=40, callbacks=[growth])
+        ```
     """
     if keras.backend.backend() != "tensorflow":
         raise ValueError(
