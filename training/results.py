@@ -344,7 +344,7 @@ def plot_event_eigenvalues(
     Returns:
         `path`.
     """
-    from keras_depthhet.splitting.plot import plot_negative_eigenvalues
+    from training.eigenvalue_plot import plot_negative_eigenvalues
 
     return plot_negative_eigenvalues(
         {name: np.asarray(v) for name, v in scores.items()},

@@ -93,7 +93,7 @@ def negative_eigenvalues_figure(
     except ImportError as error:
         raise ImportError(
             "`plot_negative_eigenvalues` needs matplotlib, an optional "
-            "dependency: `pip install matplotlib` (or keras-depthhet[plot])."
+            "dependency: `pip install matplotlib` (or the `train` extra)."
         ) from error
     columns_of = {}
     for name in names:

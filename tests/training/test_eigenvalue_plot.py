@@ -5,11 +5,11 @@ import sys
 import numpy as np
 import pytest
 
-from keras_depthhet.splitting import plot_negative_eigenvalues
-from keras_depthhet.splitting.plot import (
+from training.eigenvalue_plot import (
     Y_LABEL,
     layer_type,
     negative_eigenvalues_figure,
+    plot_negative_eigenvalues,
 )
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
