@@ -184,52 +184,74 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def params_figure(rows: list[dict], events: list[dict]):
+def run_label(name: str, events: list[dict]) -> str:
+    """`name` and whether it grew: "tiny (grown, 3 events)", or uniform."""
+    if not events:
+        return f"{name} (uniform, no growth)"
+    count = len(events)
+    return f"{name} (grown, {count} event{'s' if count > 1 else ''})"
+
+
+def params_figure(rows: list[dict], events: list[dict], name: str = "run"):
     """Parameters per epoch, growth events marked by dashed lines."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
     epochs = [r["epoch"] for r in rows]
-    ax.plot(epochs, [r["num_params"] for r in rows], marker=".")
+    ax.plot(epochs, [r["num_params"] for r in rows], marker=".", label=name)
     for i, epoch in enumerate(event_epochs(events)):
-        label = "growth event" if i == 0 else None
+        label = "growth event (end of epoch)" if i == 0 else None
         ax.axvline(epoch, color="tab:red", linestyle="--", label=label)
     _whole_epochs(ax)
     ax.set_ylabel("parameters")
-    ax.set_title("Parameters during training")
-    if events:
-        ax.legend()
+    ax.set_title(f"Parameters during training: {run_label(name, events)}")
+    ax.legend()
     fig.tight_layout()
     return fig
 
 
-def plot_params(rows: list[dict], events: list[dict], path: Path) -> None:
+def plot_params(
+    rows: list[dict], events: list[dict], path: Path, name: str = "run"
+) -> None:
     """Saves `params_figure` as a PNG."""
-    _save(params_figure(rows, events), path)
+    _save(params_figure(rows, events, name), path)
 
 
-def curves_figure(rows: list[dict], events: list[dict]):
-    """Accuracy and loss per epoch (train and validation), events marked."""
+def curves_figure(rows: list[dict], events: list[dict], name: str = "run"):
+    """Accuracy and loss per epoch (train and test), events marked."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     epochs = [r["epoch"] for r in rows]
     for ax, metric in zip(axes, ("accuracy", "loss"), strict=True):
-        for key, label in ((metric, "train"), (f"val_{metric}", "test")):
+        for key, label in (
+            (metric, "training batches"),
+            (f"val_{metric}", "held-out test set"),
+        ):
             if key in rows[0]:
                 ax.plot(epochs, [r.get(key) for r in rows], label=label)
-        for epoch in event_epochs(events):
-            ax.axvline(epoch, color="tab:red", linestyle="--", alpha=0.5)
+        for i, epoch in enumerate(event_epochs(events)):
+            label = "growth event" if i == 0 else None
+            ax.axvline(
+                epoch, color="tab:red", linestyle="--", alpha=0.5, label=label
+            )
         _whole_epochs(ax)
         ax.set_ylabel(metric)
+        ax.set_title(metric.capitalize())
         ax.legend()
+    fig.suptitle(run_label(name, events))
     fig.tight_layout()
     return fig
 
 
-def plot_curves(rows: list[dict], events: list[dict], path: Path) -> None:
+def plot_curves(
+    rows: list[dict], events: list[dict], path: Path, name: str = "run"
+) -> None:
     """Saves `curves_figure` as a PNG."""
-    _save(curves_figure(rows, events), path)
+    _save(curves_figure(rows, events, name), path)
 
 
 def comparison_figure(runs: list[tuple[str, list[dict], list[dict]]]):
     """Test accuracy and parameters against epochs, runs on the same axes.
+
+    Each run's line is labelled with its name and whether it grew
+    (`run_label`); dashed lines of the run's colour mark its growth events.
 
     Args:
         runs: `(name, metrics rows, growth events)` per run.
@@ -241,33 +263,34 @@ def comparison_figure(runs: list[tuple[str, list[dict], list[dict]]]):
     for index, (name, rows, events) in enumerate(runs):
         color = f"C{index}"
         epochs = [r["epoch"] for r in rows]
+        label = run_label(name, events)
         accuracy.plot(
             epochs,
             [100 * r["val_accuracy"] for r in rows],
             color=color,
-            label=name,
+            label=label,
         )
         params.plot(
             epochs,
             [r["num_params"] for r in rows],
             color=color,
             marker=".",
-            label=name,
+            label=label,
         )
         for ax in (accuracy, params):
             for i, epoch in enumerate(event_epochs(events)):
-                label = f"{name}: growth event" if i == 0 else None
+                label = f"growth events of {name}" if i == 0 else None
                 ax.axvline(
                     epoch, color=color, linestyle="--", alpha=0.4, label=label
                 )
     accuracy.set_ylabel("test top-1 accuracy (%)")
-    accuracy.set_title("Test accuracy")
+    accuracy.set_title("Top-1 on the held-out test set")
     params.set_ylabel("parameters")
     params.set_title("Model size")
     for ax in (accuracy, params):
         _whole_epochs(ax)
         ax.legend(fontsize=8)
-    fig.suptitle("Growth against the uniform model, epoch by epoch")
+    fig.suptitle("The grown run against the uniform one, epoch by epoch")
     fig.tight_layout()
     return fig
 

@@ -760,8 +760,9 @@ class Experiment:
         _show_grown_sizes(recorder, events)
         results.write_json(self.workdir / "growth_events.json", events)
         plots = [self.workdir / "params.png", self.workdir / "curves.png"]
-        results.plot_params(recorder.rows, events, plots[0])
-        results.plot_curves(recorder.rows, events, plots[1])
+        name = self.config["name"]
+        results.plot_params(recorder.rows, events, plots[0], name)
+        results.plot_curves(recorder.rows, events, plots[1], name)
         plots += [
             path
             for path in (

@@ -54,8 +54,22 @@ def test_plots_are_pngs_with_whole_epoch_ticks(tmp_path):
     for name in ("p.png", "c.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
     # Four epochs: matplotlib's default ticks would be 1.0, 1.5, ..., 4.0.
-    figures = [results.params_figure(rows, events)]
-    figures.append(results.curves_figure(rows, events))
+    figures = [results.params_figure(rows, events, "tiny")]
+    figures.append(results.curves_figure(rows, events, "tiny"))
+    assert figures[0].axes[0].get_title() == (
+        "Parameters during training: tiny (grown, 1 event)"
+    )
+    assert figures[1]._suptitle.get_text() == "tiny (grown, 1 event)"
+    for ax in figures[1].axes:
+        labels = [line.get_label() for line in ax.get_lines()]
+        assert labels == [
+            "training batches",
+            "held-out test set",
+            "growth event",
+        ]
+    uniform = results.params_figure(rows, [], "tiny_uniform")
+    assert uniform.axes[0].get_title().endswith("(uniform, no growth)")
+    plt.close(uniform)
     for figure in figures:
         for ax in figure.axes:
             assert ax.get_xlabel() == "epoch"
@@ -75,13 +89,17 @@ def test_comparison_figure_puts_both_runs_on_the_same_axes(tmp_path):
     assert params.get_ylabel() == "parameters"
     for ax, key, scale in ((accuracy, "val_accuracy", 100), (params, "", 1)):
         lines = {line.get_label(): line for line in ax.get_lines()}
-        assert set(lines) >= {"tiny", "tiny_uniform"}
-        for name, rows in (("tiny", grown), ("tiny_uniform", uniform)):
+        names = {
+            "tiny (grown, 1 event)": grown,
+            "tiny_uniform (uniform, no growth)": uniform,
+        }
+        assert set(lines) >= set(names)
+        for name, rows in names.items():
             x, y = lines[name].get_data()
             assert list(x) == [r["epoch"] for r in rows]
             column = key or "num_params"
             np.testing.assert_allclose(y, [scale * r[column] for r in rows])
-        assert list(lines["tiny: growth event"].get_xdata()) == [2, 2]
+        assert list(lines["growth events of tiny"].get_xdata()) == [2, 2]
         _whole_epoch_ticks(ax)
     plt.close(figure)
     results.plot_comparison([("tiny", grown, events)], tmp_path / "c.png")
