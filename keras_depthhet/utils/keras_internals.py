@@ -1,9 +1,5 @@
-"""The one place where private Keras APIs are touched.
-
-Each accessor has a canary test (`tests/utils/test_keras_internals*.py`,
-`tests/distributed/test_keras_multi_worker_fixes.py`), so that a Keras
-upgrade breaks this single module.
-"""
+"""The one place where private Keras APIs are touched; each accessor has a
+canary test, so that a Keras upgrade breaks this module alone."""
 
 import contextlib
 import json
@@ -96,9 +92,8 @@ def sync_trainer_state(model: keras.Model) -> None:
 
 
 def reset_optimizer_state(optimizer) -> None:
-    """Drops `optimizer`'s slots (not its iterations and learning rate) so
-    that `build()` runs again; a `LossScaleOptimizer` also drops its
-    loss-scale variables and resets its inner optimizer."""
+    """Drops all but the iterations and learning rate of `optimizer` (and of
+    a `LossScaleOptimizer`'s inner one) so that `build()` runs again."""
     keep = {id(optimizer._iterations)}
     if isinstance(optimizer._learning_rate, keras.Variable):
         keep.add(id(optimizer._learning_rate))
@@ -196,11 +191,9 @@ def backup_epoch(backup: keras.callbacks.BackupAndRestore) -> int | None:
 
 def untracked_cache(model: keras.layers.Layer, name: str) -> dict:
     """A plain dict on `model` as attribute `name`, past Keras's tracker."""
-    cache = model.__dict__.get(name)
-    if cache is None:
-        cache = {}
-        object.__setattr__(model, name, cache)
-    return cache
+    if model.__dict__.get(name) is None:
+        object.__setattr__(model, name, {})
+    return model.__dict__[name]
 
 
 def _tensorflow_trainer():

@@ -1,14 +1,11 @@
 """Keras's TensorFlow `fit` fixed for multi-worker training.
 
-Keras 3.15's TensorFlow `model.fit` fails under a
-`tf.distribute.MultiWorkerMirroredStrategy` of two or more workers
-(keras-team/keras#20585, tensorflow/tensorflow#72388):
-`TensorFlowTrainer._maybe_symbolic_build` reduces the first batch, a tuple
-of `PerReplica` values, with one `strategy.reduce`, and
-`reduce_per_replica` reduces the scalar loss and metrics along axis 0.
-`enable_multi_worker_fit` replaces both, refusing sources other than the
-ones it was written for. `bound_tf_cluster_waits` makes a worker fail
-instead of hang when another does not join or stops answering.
+Under a `MultiWorkerMirroredStrategy` of two or more workers, Keras 3.15's
+`TensorFlowTrainer._maybe_symbolic_build` reduces the first batch (`PerReplica`
+values) with one `strategy.reduce`, and `reduce_per_replica` reduces scalars
+along axis 0 (keras-team/keras#20585, tensorflow/tensorflow#72388).
+`enable_multi_worker_fit` replaces both; `bound_tf_cluster_waits` makes a
+worker fail instead of hang when another does not join or stops answering.
 """
 
 import hashlib
@@ -29,7 +26,7 @@ _logger = logging.getLogger(__name__)
 _BUILD = "TensorFlowTrainer._maybe_symbolic_build"
 
 PATCHED_SOURCES = {
-    "TensorFlowTrainer._maybe_symbolic_build": "92a504f5eba9b29f",
+    _BUILD: "92a504f5eba9b29f",
     "reduce_per_replica": "2e7d54b1e6edc29a",
 }
 """SHA-256 prefixes of the sources of the Keras 3.15 functions replaced."""
@@ -76,8 +73,8 @@ def enable_multi_worker_fit() -> None:
     Replaces, process-wide, the two functions of Keras's TensorFlow trainer
     that fail there (see above); outside multi-worker mode both call
     Keras's own. Call it on every worker before `resolve_distribution`,
-    which refuses a multi-worker strategy while Keras is unfixed. The first
-    call logs a warning of what it replaced and why; later calls do nothing.
+    which refuses a multi-worker strategy until then. The first call logs
+    a warning; later calls do nothing.
 
     Raises:
         ValueError: if the backend is not TensorFlow.
@@ -145,26 +142,18 @@ def enable_multi_worker_fit() -> None:
     reduce_per_replica.__wrapped__ = keras_reduce
     replace_tensorflow_fit_functions(_maybe_symbolic_build, reduce_per_replica)
     _logger.warning(
-        "keras_depthhet.distributed.enable_multi_worker_fit() replaced "
-        "Keras's TensorFlowTrainer._maybe_symbolic_build and "
-        "keras.src.backend.tensorflow.trainer.reduce_per_replica in this "
-        "process, because Keras %s's model.fit fails under a "
-        "MultiWorkerMirroredStrategy of two or more workers "
-        "(keras-team/keras#20585, tensorflow/tensorflow#72388). Both "
-        "replacements call Keras's own functions unless the strategy runs "
-        "in multi-worker mode.",
+        "enable_multi_worker_fit() replaced, in this process, Keras %s's "
+        "TensorFlowTrainer._maybe_symbolic_build and reduce_per_replica, "
+        "which fail under a MultiWorkerMirroredStrategy of two or more "
+        "workers (keras-team/keras#20585, tensorflow/tensorflow#72388); "
+        "both call Keras's own unless the strategy runs in multi-worker mode.",
         keras.__version__,
     )
 
 
 def bound_tf_cluster_waits(timeout: int) -> None:
-    """Makes a TensorFlow worker wait at most `timeout` s for the others.
-
-    Configures, before `MultiWorkerMirroredStrategy` is created, the
-    coordination service it starts from `TF_CONFIG`, with `timeout` to
-    register every worker and to declare a silent one dead; does nothing
-    once the service is configured.
-    """
+    """Makes a TensorFlow worker wait at most `timeout` s for the others to
+    register or answer (call before `MultiWorkerMirroredStrategy` exists)."""
     from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
     from tensorflow.python.distribute import multi_worker_util
     from tensorflow.python.distribute.cluster_resolver import (

@@ -1,5 +1,5 @@
-"""The workers of a multi-worker run, and the collectives that make them agree
-on every growth decision (see `keras_depthhet.distributed.workers`)."""
+"""The workers of a multi-worker run and the collectives that make them agree
+on every growth decision."""
 
 import hashlib
 import json
@@ -49,12 +49,8 @@ class Workers:
             The chief's values as a float64 array.
         """
         array = np.ascontiguousarray(array, dtype="float64")
-        # Summing the chief's bits with zeros is exact in integers.
-        if self.is_chief:
-            bits = array.view("int32").reshape(-1)
-        else:
-            bits = np.zeros(array.size * 2, dtype="int32")
-        return self._sum_bits(bits, array.shape)
+        bits = array.view("int32").reshape(-1) * int(self.is_chief)
+        return self._sum_bits(bits, array.shape)  # Plus zeros: exact.
 
     def all_gather(self, array) -> np.ndarray:
         """Every worker's `array` (float64), stacked in rank order.
@@ -110,13 +106,10 @@ def workers_of(model: keras.Model) -> Workers | None:
     when it spans two or more. JAX: the processes of `jax.distributed`
     (e.g. `initialize_multi_host`) when there are two or more.
     """
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        strategy = getattr(model, "distribute_strategy", None)
-        if is_multi_worker(strategy):
-            return _TensorFlowWorkers(strategy)
-        return None
-    if backend == "jax":
+    strategy = getattr(model, "distribute_strategy", None)
+    if is_multi_worker(strategy):  # Only ever on TensorFlow.
+        return _TensorFlowWorkers(strategy)
+    if keras.backend.backend() == "jax":
         import jax
 
         return _JaxWorkers() if jax.process_count() > 1 else None
@@ -133,12 +126,8 @@ def check_same_settings(
     workers: Workers, settings: dict, failure: Exception | None = None
 ) -> None:
     """Raises on every worker unless all passed their checks and hold the
-    same `settings` (`{name: JSON-serialisable value}`).
-
-    One all-gather of a failure flag and a fingerprint per setting, so that
-    no worker is left waiting. `failure`, this worker's own exception, is
-    raised again once the others know; the others raise `ValueError`.
-    """
+    same `settings` (`{name: JSON value}`), in one all-gather so that none
+    waits: `failure` (this worker's own) again here, `ValueError` elsewhere."""
     names = sorted(settings)
     prints = workers.all_gather(
         [float(failure is not None)]
@@ -167,11 +156,8 @@ def check_same_settings(
 def chief_decides(
     workers: Workers, budget: float, scores: dict
 ) -> tuple[float, dict]:
-    """`(budget, scores)` of the chief, the same numbers on every worker.
-
-    `scores` is `{layer key: 1-D array}` with the same keys and lengths on
-    every worker; the others may pass placeholders.
-    """
+    """`(budget, scores)` of the chief on every worker; `scores` is `{layer
+    key: 1-D array}`, of the same keys and lengths on every worker."""
     names = list(scores)
     parts = [np.asarray(scores[n], "float64").ravel() for n in names]
     flat = workers.broadcast(np.concatenate([[budget], *parts]))
