@@ -11,9 +11,8 @@ from keras_depthhet.distributed.runtime import (
     check_model_placement,
     resolve_distribution,
 )
-from keras_depthhet.growth.callback import GrowthCallback
+from keras_depthhet.growth.callback import GrowthCallback, log_num_params
 from keras_depthhet.growth.rebuild import rebuild_grown_model
-from keras_depthhet.growth.report import log_num_params
 from keras_depthhet.layers.lookup import growable_layer_map
 from keras_depthhet.utils.validation import int_at_least
 

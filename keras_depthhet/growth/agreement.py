@@ -1,9 +1,6 @@
-"""How the workers of a multi-worker run agree on `GrowthCallback`'s events.
-
-At `on_train_begin` the workers compare their settings (`join_workers`);
-at an event the chief's budget and scores reach every worker bit for bit
-(`chief_decides`). The collectives are in `keras_depthhet.utils.workers`.
-"""
+"""How multi-worker runs agree on `GrowthCallback`'s events: settings are
+compared at `on_train_begin` (`join_workers`), the chief's budget and scores
+reach every worker bit for bit (`chief_decides`, in `utils.workers`)."""
 
 from keras_depthhet.layers.lookup import growable_layer_map
 from keras_depthhet.utils.workers import (

@@ -1,5 +1,6 @@
 """`GrowthCallback`: grow a model with depth heterogeneity inside `fit`."""
 
+import json
 import os
 
 import keras
@@ -7,19 +8,8 @@ import numpy as np
 
 from keras_depthhet import splitting
 from keras_depthhet.growth.agreement import chief_decides, join_workers
-from keras_depthhet.growth.budget import (
-    BUDGET_SCHEDULES,
-    event_budget,
-    learning_rate,
-)
 from keras_depthhet.growth.grow import _optimizer_state, grow_model
 from keras_depthhet.growth.recent_batches import RecentBatches
-from keras_depthhet.growth.report import (
-    append_event,
-    event_line,
-    log_num_params,
-    score_summary,
-)
 from keras_depthhet.growth.selection import (
     BUDGET_SPLITS,
     CRITERIA,
@@ -34,6 +24,62 @@ from keras_depthhet.utils.validation import (
 )
 
 __all__ = ["BUDGET_SCHEDULES", "GrowthCallback", "log_num_params"]
+
+BUDGET_SCHEDULES = ("constant", "lr")
+"""Accepted values of `budget_schedule`."""
+
+
+def _learning_rate(optimizer) -> float:
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+def _peak_learning_rate(optimizer, initial: float) -> float:
+    """The highest rate so far: a schedule's, sampled at up to 257 steps
+    from 0 to the current one; else the larger of `initial` and now's."""
+    current = _learning_rate(optimizer)
+    config = optimizer.get_config()["learning_rate"]
+    if not isinstance(config, dict):
+        return max(initial, current)
+    schedule = keras.optimizers.schedules.deserialize(config)
+    step = int(keras.ops.convert_to_numpy(optimizer.iterations))
+    steps = np.unique(np.linspace(0, step, num=min(step + 1, 257)).round())
+    rates = [float(keras.ops.convert_to_numpy(schedule(int(s)))) for s in steps]
+    return max(rates + [current])
+
+
+def _score_summary(values) -> dict:
+    values = np.asarray(values)
+    return {
+        "min": float(values.min()),
+        "median": float(np.median(values)),
+        "num_negative": int(np.sum(values < 0)),
+        "num_neurons": int(values.size),
+    }
+
+
+def _event_line(event: dict) -> str:
+    """The line `GrowthCallback(verbose=1)` prints for `event`."""
+    if not event["neurons"]:
+        return (
+            f"GrowthCallback: epoch {event['epoch']}: no neuron eligible "
+            f"within budget {event['budget']:,.0f}; no growth."
+        )
+    line = (
+        f"GrowthCallback: epoch {event['epoch']}: grew "
+        f"{sum(event['neurons'].values())} neurons in "
+        f"{len(event['neurons'])} layers, parameters "
+        f"{event['params_before']:,} -> {event['params_after']:,}"
+    )
+    if "scores" in event:
+        lowest = min(s["min"] for s in event["scores"].values())
+        line += f", lowest score {lowest:.3g}"
+    return line + "."
+
+
+def log_num_params(model: keras.Model, logs: dict | None) -> None:
+    """Sets `logs["num_params"]`, the model's size, for the epoch's logs."""
+    if logs is not None:
+        logs["num_params"] = int(model.count_params())
 
 
 class GrowthCallback(keras.callbacks.Callback):
@@ -182,7 +228,7 @@ class GrowthCallback(keras.callbacks.Callback):
             self, lambda: self._check_ready(list(layers.values()))
         )
         if self.budget_schedule == "lr" and self._initial_lr is None:
-            self._initial_lr = learning_rate(self.model.optimizer)
+            self._initial_lr = _learning_rate(self.model.optimizer)
         if self._recent is not None:
             self._recent.attach(self.model)
 
@@ -219,8 +265,8 @@ class GrowthCallback(keras.callbacks.Callback):
             )
 
     def get_state(self) -> dict:
-        """What a resumed run needs to continue: a JSON-serialisable dict
-        of `"history"` and `"initial_lr"` (the rate at the start)."""
+        """What a resumed run needs, JSON-serialisable: `"history"` and
+        `"initial_lr"` (the rate at the start)."""
         return {"history": list(self.history), "initial_lr": self._initial_lr}
 
     def set_state(self, state: dict) -> None:
@@ -273,17 +319,19 @@ class GrowthCallback(keras.callbacks.Callback):
         return [(b.x, b.y, b.sample_weight) for b in recent.batches()]
 
     def _budget(self, params: int) -> float:
-        if self.budget_schedule == "lr" and self._initial_lr is None:
-            # plan_growth called before any fit.
-            self._initial_lr = learning_rate(self.model.optimizer)
-        return event_budget(
-            self.param_budget,
-            schedule=self.budget_schedule,
-            optimizer=self.model.optimizer,
-            initial_lr=self._initial_lr,
-            params=params,
-            target_params=self.target_params,
-        )
+        """The most parameters the event may add: `param_budget` (under
+        `"lr"` times the current over the peak rate), capped at what is
+        missing to `target_params`; below one neuron's cost, none fits."""
+        budget = float(self.param_budget)
+        if self.budget_schedule == "lr":
+            optimizer = self.model.optimizer
+            if self._initial_lr is None:  # plan_growth called before fit.
+                self._initial_lr = _learning_rate(optimizer)
+            peak = _peak_learning_rate(optimizer, self._initial_lr)
+            budget *= _learning_rate(optimizer) / peak
+        if self.target_params is not None:
+            budget = min(budget, self.target_params - params)
+        return budget
 
     def plan_growth(self, epoch: int) -> dict | None:
         """Decides the growth event after epoch `epoch`, without growing.
@@ -340,7 +388,7 @@ class GrowthCallback(keras.callbacks.Callback):
         }
         if self.criterion != "random":
             decision["scores"] = {
-                name: score_summary(values) for name, values in scores.items()
+                name: _score_summary(values) for name, values in scores.items()
             }
         return decision
 
@@ -377,18 +425,18 @@ class GrowthCallback(keras.callbacks.Callback):
         if not self.writes_files:
             return
         if self.log_path is not None:
-            append_event(self.log_path, event)
+            with open(self.log_path, "a") as f:
+                f.write(json.dumps(event) + "\n")
         if self.verbose:
-            print(event_line(event))
+            print(_event_line(event))
 
     def on_epoch_end(self, epoch, logs=None):
         if self._recent is not None:
             self._recent.stop()
-        decision = None
         if self.is_event_epoch(epoch + 1):
             decision = self.plan_growth(epoch + 1)
-        if decision is not None:
-            plan = decision.pop("plan")
-            added = grow_model(self.model, plan, scale=self.scale)
-            self.report(self.event_record(decision, plan, added))
+            if decision is not None:
+                plan = decision.pop("plan")
+                added = grow_model(self.model, plan, scale=self.scale)
+                self.report(self.event_record(decision, plan, added))
         log_num_params(self.model, logs)

@@ -99,11 +99,8 @@ class GrowthEarlyStopping(keras.callbacks.EarlyStopping):
         now = list(map(id, self.model.weights))
         if now == list(map(id, self._best_variables)):
             return
+        before, pairs = self._best_variables, self._best_pairs
         self.best_weights = grown_weights(
-            self.model,
-            self._best_variables,
-            self._best_pairs,
-            self.best_weights,
-            self.scale,
+            self.model, before, pairs, self.best_weights, self.scale
         )
         self._remember_layout()

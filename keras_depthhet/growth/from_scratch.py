@@ -1,6 +1,5 @@
 """A grown architecture, freshly initialised (the paper's Table 2): is the
-shape that growth discovers good in itself, trained from scratch?
-"""
+shape that growth discovers good in itself, trained from scratch?"""
 
 import json
 import math

@@ -133,9 +133,8 @@ def rebuild_optimizer(
                 slot.assign(value)
                 continue
             fresh += 1
-            # Fresh values: the slot's as built (zeros for most optimizers,
-            # a constant for Adagrad), the weight itself for a moving
-            # average. A copy: on JAX the slot must not share a buffer.
+            # As built (zeros, or Adagrad's constant), or the weight for a
+            # moving average; a copy, as on JAX no slot may share a buffer.
             base = variable if name == EMA_SLOTS else slot
             start = np.array(keras.ops.convert_to_numpy(base))
             widened = value is not None and _widened(

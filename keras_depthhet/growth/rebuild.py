@@ -1,6 +1,5 @@
-"""Applying a growth plan functionally: a new model from the grown config,
-as distributed runtimes, which treat a model's variables as fixed, need.
-"""
+"""Growing functionally: a new model from the grown config, as distributed
+runtimes, which treat a model's variables as fixed, need."""
 
 import copy
 from collections.abc import Mapping

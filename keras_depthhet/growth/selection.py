@@ -185,6 +185,4 @@ def select_neurons(
 
 def plan_cost(plan: Mapping[str, np.ndarray], costs: Mapping[str, int]) -> int:
     """Parameters a plan adds: the sum over layers of neurons times cost."""
-    return int(
-        sum(len(indices) * costs[name] for name, indices in plan.items())
-    )
+    return int(sum(len(idx) * costs[name] for name, idx in plan.items()))
