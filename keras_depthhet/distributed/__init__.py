@@ -12,17 +12,15 @@ from keras_depthhet.distributed.cluster import (
     validate_tf_config,
 )
 from keras_depthhet.distributed.fit import GrowthRun, fit_with_growth
-from keras_depthhet.distributed.layouts import (
-    VIT_MODEL_PARALLEL_LAYOUT,
-    vit_layout_map,
-)
 from keras_depthhet.distributed.runtime import (
     DISTRIBUTIONS,
+    VIT_MODEL_PARALLEL_LAYOUT,
     Runtime,
     check_global_batch,
     check_model_placement,
     model_runtime,
     resolve_distribution,
+    vit_layout_map,
 )
 from keras_depthhet.distributed.workers import (
     ChiefBackupAndRestore,

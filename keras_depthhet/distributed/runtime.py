@@ -1,4 +1,5 @@
-"""Choosing, starting and checking the distributed runtime of a run."""
+"""Choosing, starting and checking the distributed runtime of a run, and the
+ViT's layout under `ModelParallel`."""
 
 import contextlib
 from dataclasses import dataclass
@@ -7,7 +8,6 @@ import keras
 import numpy as np
 
 from keras_depthhet.distributed.cluster import validate_tf_config
-from keras_depthhet.distributed.layouts import vit_layout_map
 from keras_depthhet.utils import multi_worker
 from keras_depthhet.utils.validation import positive_int
 
@@ -27,6 +27,44 @@ _BACKEND_OF = {
     "data_parallel": "jax",
     "model_parallel": "jax",
 }
+
+VIT_MODEL_PARALLEL_LAYOUT = {
+    r"_(qkv|fc1)/kernel$": (None, "model"),
+    r"_(qkv|fc1)/bias$": ("model",),
+    r"_(proj|fc2)/kernel$": ("model", None),
+}
+"""Layouts of the ViT's weights: variable-path pattern -> mesh axes.
+
+Megatron-style over a `"model"` axis (one all-reduce per block): `qkv`
+and `fc1` split by output neuron, `proj` and `fc2` by input neuron. All
+else, growth weights included, is replicated.
+"""
+
+
+def vit_layout_map(
+    mesh: keras.distribution.DeviceMesh,
+) -> keras.distribution.LayoutMap:
+    """A `LayoutMap` of `mesh` for `keras_depthhet.models.vit` models.
+
+    Args:
+        mesh: A `DeviceMesh` with a `"model"` axis (and a batch axis).
+
+    Returns:
+        A `keras.distribution.LayoutMap` holding `VIT_MODEL_PARALLEL_LAYOUT`,
+        for `keras.distribution.ModelParallel(layout_map=...)`.
+
+    Raises:
+        ValueError: if `mesh` has no `"model"` axis.
+    """
+    if "model" not in mesh.axis_names:
+        raise ValueError(
+            "Argument `mesh` must have a 'model' axis. "
+            f"Received: mesh with axes {mesh.axis_names}"
+        )
+    layout_map = keras.distribution.LayoutMap(mesh)
+    for pattern, axes in VIT_MODEL_PARALLEL_LAYOUT.items():
+        layout_map[pattern] = axes
+    return layout_map
 
 
 @dataclass
@@ -117,9 +155,8 @@ def resolve_distribution(
 ) -> Runtime:
     """The `Runtime` for `distribution` on the running backend.
 
-    It changes nothing in Keras. A TensorFlow strategy of two or more
-    workers needs `enable_multi_worker_fit()` called first; without it,
-    this raises before any worker waits for the others.
+    It changes nothing in Keras; without `enable_multi_worker_fit()`, a
+    multi-worker strategy raises here before any worker waits for others.
 
     Args:
         distribution: A name from `DISTRIBUTIONS`, a `tf.distribute.Strategy`
@@ -176,12 +213,12 @@ def resolve_distribution(
             f"Argument `distribution` must be one of {list(DISTRIBUTIONS)}. "
             f"Received: distribution={distribution!r}"
         )
+    parallel = "mirrored" if backend == "tensorflow" else "data_parallel"
     if distribution in _BACKEND_OF and _BACKEND_OF[distribution] != backend:
-        other = "mirrored" if backend == "tensorflow" else "data_parallel"
         raise ValueError(
             f'distribution="{distribution}" needs the '
             f"{_BACKEND_OF[distribution]} backend; on {backend} use "
-            f'"{other}" (or "auto"). Received: distribution={distribution!r}'
+            f'"{parallel}" (or "auto"). Received: distribution={distribution!r}'
         )
     if distribution == "multi_worker_mirrored":
         count = validate_tf_config(num_workers=num_workers)
@@ -206,19 +243,15 @@ def resolve_distribution(
 
         devices = tf.config.list_logical_devices("GPU")
         devices = devices or tf.config.list_logical_devices("CPU")
-        if distribution == "auto":
-            distribution = "mirrored" if len(devices) > 1 else "none"
-        if distribution == "none":
-            return Runtime("none")
-        strategy = tf.distribute.MirroredStrategy([d.name for d in devices])
-        return Runtime(distribution, strategy.num_replicas_in_sync, strategy)
-    if backend != "jax":
-        return Runtime("none")
-    devices = keras.distribution.list_devices()
+    else:
+        devices = keras.distribution.list_devices() if backend == "jax" else []
     if distribution == "auto":
-        distribution = "data_parallel" if len(devices) > 1 else "none"
+        distribution = parallel if len(devices) > 1 else "none"
     if distribution == "none":
         return Runtime("none")
+    if backend == "tensorflow":
+        strategy = tf.distribute.MirroredStrategy([d.name for d in devices])
+        return Runtime(distribution, strategy.num_replicas_in_sync, strategy)
     if distribution == "data_parallel":
         data_parallel = keras.distribution.DataParallel(devices=devices)
         return Runtime(distribution, len(devices), distribution=data_parallel)
@@ -237,10 +270,9 @@ def _first_leaf(structure):
 
 def _first_batch_size(data) -> int | None:
     """A batched `tf.data.Dataset`'s static batch size, else its first's."""
-    leaf = _first_leaf(data.element_spec)
-    if getattr(leaf, "shape", None) is not None and leaf.shape.rank:
-        if leaf.shape[0] is not None:
-            return int(leaf.shape[0])
+    shape = getattr(_first_leaf(data.element_spec), "shape", None)
+    if shape is not None and shape.rank and shape[0] is not None:
+        return int(shape[0])
     return int(_first_leaf(next(iter(data.take(1)))).shape[0])
 
 
