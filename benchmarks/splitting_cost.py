@@ -94,7 +94,7 @@ def _captures(model, data, loss, layers) -> dict:
     import keras
 
     from keras_depthhet.splitting import capture
-    from keras_depthhet.splitting.curvature import splitting_terms
+    from keras_depthhet.splitting.capture import splitting_terms
 
     step = capture.make_step(
         model,

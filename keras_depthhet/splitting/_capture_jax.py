@@ -59,12 +59,7 @@ def make_step(model, layers: dict, loss_fn: Callable, transform: Callable):
 
     @jax.jit
     def jitted(trainable, non_trainable, x, y, sample_weight, scale):
-        shapes = jax.eval_shape(
-            lambda t, n, xs: forward(t, n, {}, xs)[1],
-            trainable,
-            non_trainable,
-            x,
-        )
+        shapes = jax.eval_shape(forward, trainable, non_trainable, {}, x)[1]
         probes = {
             key: [jnp.zeros(z.shape, z.dtype) for _, z in calls]
             for key, calls in shapes.items()

@@ -40,8 +40,7 @@ def make_step(model, layers: dict, loss_fn: Callable, transform: Callable):
                 return outputs
 
             y_pred = trace(model, layers.values(), hook, x)
-            loss = tf.cast(loss_fn(y, y_pred, sample_weight), "float32")
-            loss = loss * scale
+            loss = tf.cast(loss_fn(y, y_pred, sample_weight), "float32") * scale
         captured = sites.records
         outputs = [[c[2] for c in captured[key]] for key in layers]
         grads = tape.gradient(

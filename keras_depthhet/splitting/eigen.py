@@ -1,8 +1,25 @@
-"""Dense splitting eigen-solves (float64 NumPy, the tests' reference too),
-and the costs that choose between them and the matrix-free `lanczos`."""
+"""`splitting_eigenvalues` and `gradient_proxy`; the dense float64 solve
+(the tests' reference too) and the costs that choose between it and the
+matrix-free `lanczos`."""
 
+import functools
+import time
+import warnings
+from collections import namedtuple
+from collections.abc import Sequence
+
+import keras
 import numpy as np
 from keras import ops
+
+from keras_depthhet.splitting import capture, lanczos
+from keras_depthhet.utils.validation import choice, fraction, positive_int
+
+METHODS = ("auto", "dense", "matrix_free")
+"""Accepted values of `method`."""
+
+DEFAULT_MEMORY_BUDGET = 4 * 2**30
+"""Bytes the analysis may hold at once for its matrices or captures."""
 
 FLOAT_BYTES = 4
 DENSE_CHUNK_BYTES = 2**28
@@ -10,6 +27,8 @@ DENSE_CHUNK_BYTES = 2**28
 
 EXPECTED_ITERATIONS = 30
 """Lanczos steps assumed when choosing a solver by cost (typical at 1e-3)."""
+
+_LayerPlan = namedtuple("_LayerPlan", "key layer method kept working")
 
 
 def dense_bytes(units: int, dim: int) -> tuple[int, int]:
@@ -73,3 +92,286 @@ def dense_min_eigen(matrices: np.ndarray, return_vectors: bool = False):
             w = np.linalg.eigvalsh(block)
         values[start : start + chunk] = w[:, 0]
     return (values, vectors) if return_vectors else values
+
+
+def _plan_layer(key, layer, tokens, method, max_iter, budget) -> _LayerPlan:
+    dim = layer.input_dim + int(layer.use_bias)
+    units = layer.units
+    sizes = {
+        "dense": dense_bytes(units, dim),
+        "matrix_free": matrix_free_bytes(tokens, units, dim, max_iter),
+    }
+    if method == "auto":
+        fits = [m for m in sizes if sum(sizes[m]) <= budget]
+        cost = {
+            "dense": dense_flops(tokens, units, dim),
+            "matrix_free": matrix_free_flops(tokens, units, dim),
+        }
+        method = min(fits or sizes, key=lambda m: (cost[m], m))
+    kept, working = sizes[method]
+    if kept + working > budget:
+        raise ValueError(
+            f"Layer {key!r} needs about "
+            f"{(kept + working) / 2**30:.2f} GiB with method={method!r} "
+            f"({tokens} tokens, {units} units, input size {dim}), more than "
+            f"`memory_budget` ({budget / 2**30:.2f} GiB). Analyse fewer "
+            "batches, choose another method or raise the budget. "
+            f"Received: memory_budget={budget}"
+        )
+    return _LayerPlan(key, layer, method, kept, working)
+
+
+def _groups(plans: list[_LayerPlan], budget: int) -> list[list[_LayerPlan]]:
+    """Consecutive plans in groups that fit (kept bytes + largest working)."""
+    groups, current = [], []
+    for plan in plans:
+        candidate = current + [plan]
+        kept = sum(p.kept for p in candidate)
+        need = kept + max(p.working for p in candidate)
+        if current and need > budget:
+            groups.append(current)
+            candidate = [plan]
+        current = candidate
+    groups.append(current)
+    return groups
+
+
+def splitting_eigenvalues(
+    model: keras.Model,
+    data,
+    *,
+    loss=None,
+    num_batches: int | None = None,
+    layers: Sequence[str] | None = None,
+    method: str = "auto",
+    tol: float = 1e-3,
+    max_iter: int = 300,
+    return_vectors: bool = False,
+    memory_budget: int = 4 * 2**30,
+    verbose: int = 0,
+    return_info: bool = False,
+):
+    """Smallest eigenvalue of every output neuron's splitting matrix.
+
+    For each output neuron `i` of the chosen `GrowableDense` layers, the
+    smallest eigenvalue of its splitting matrix
+    `S_i = sum_{b,t} g[b,t,i] sigma''(z'[b,t,i]) x~[b,t] x~[b,t]^T`
+    (defined on the docs' Method page) for the mean loss over all
+    analysed samples, in inference mode; the model is not changed.
+
+    `method="dense"` forms every `S_i` and solves it in float64 (small
+    layers), `"matrix_free"` runs a batched Lanczos compiled by XLA where
+    the model runs (large layers); `"auto"` takes per layer the one with
+    fewer flops among those that fit `memory_budget`. Layers are captured
+    in groups that fit it, one forward and backward pass per group.
+
+    Args:
+        model: A built Keras model with `GrowableDense` layers.
+        data: A `tf.data.Dataset`, a `keras.utils.PyDataset`, any
+            iterable of `(x, y)` or `(x, y, sample_weight)` batches
+            (NumPy arrays or tensors), or one such tuple of whole arrays,
+            cut into batches of 32 (like `model.fit`'s default).
+        loss: A Keras `Loss`, loss name or function `(y_true, y_pred)`;
+            `None` uses the model's compiled loss.
+        num_batches: Most batches to read from `data` (None: all).
+        layers: Names of the growable layers to analyse (None: all).
+        method: `"auto"`, `"dense"` or `"matrix_free"`.
+        tol: Relative accuracy of each `lambda_min` for `"matrix_free"`.
+        max_iter: Most Lanczos steps per neuron for `"matrix_free"`.
+        return_vectors: Also return the eigenvectors.
+        memory_budget: Bytes the analysis may hold at once (default 4 GiB).
+        verbose: 0 silent, 1 one line per layer.
+        return_info: Also return per-layer solver information.
+
+    Returns:
+        `{layer_name: values}`, float64 `(units,)` arrays in layer order.
+        With `return_vectors=True` each entry is `(values, vectors)`,
+        `vectors[i]` `(d+1,)` (`(d,)` without bias, the bias component
+        last) a unit eigenvector of `S_i` for `values[i]`. With
+        `return_info=True`: `(eigenvalues, info)`, `info[name]` a dict of
+        `method`, `steps` (Lanczos steps per neuron, 0 for dense),
+        `converged` and `seconds`, and `info["capture"]` of the capture's
+        `seconds` and `groups`.
+
+    Raises:
+        ValueError: on a bad argument, empty data, a model without
+            growable layers, unknown layer names, a layer that does not
+            fit `memory_budget`, or non-finite gradients (naming the layer
+            and the batch).
+
+    Examples:
+        ```python
+        model = vit(image_size=8, patch_size=4, num_channels=1, num_classes=10,
+                    dim=16, depth=2, num_heads=2)
+        x = np.random.rand(16, 8, 8, 1).astype("float32")
+        y = np.random.randint(0, 10, 16)
+        values = splitting_eigenvalues(
+            model, [(x, y)],
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        values["block_0_mlp_fc1"].shape  # (32,)
+        ```
+    """
+    method = choice("method", method, METHODS)
+    tol = fraction("tol", tol)
+    max_iter = positive_int("max_iter", max_iter)
+    budget = positive_int("memory_budget", memory_budget)
+    chosen, batches = capture.analysis_inputs(
+        model, data, loss, num_batches, layers
+    )
+    total = sum(batch.size for batch in batches)
+    per_sample = capture.tokens_per_sample(model, chosen, batches[0])
+    plans = [
+        _plan_layer(k, layer, total * per_sample[k], method, max_iter, budget)
+        for k, layer in chosen.items()
+    ]
+    results, info, capture_seconds = {}, {}, 0.0
+    groups = _groups(plans, budget)
+    for group in groups:
+        start = time.perf_counter()
+        stores = _capture_group(model, group, loss, batches)
+        capture_seconds += time.perf_counter() - start
+        for plan in group:
+            name = plan.key
+            start = time.perf_counter()
+            results[name], info[name] = _solve(
+                plan, stores.pop(name), tol, max_iter, return_vectors
+            )
+            seconds = info[name]["seconds"] = time.perf_counter() - start
+            if verbose:
+                steps = int(info[name]["steps"].max())
+                print(f"{name}: {plan.method}, {steps} steps, {seconds:.2f}s")
+    info["capture"] = {"seconds": capture_seconds, "groups": len(groups)}
+    ordered = {key: results[key] for key in chosen}
+    return (ordered, info) if return_info else ordered
+
+
+def _capture_group(model, group, loss, batches) -> dict:
+    """Dense layers' float64 sum of `S_i`, matrix-free layers' `(X~, C)`."""
+    methods = {plan.key: plan.method for plan in group}
+    dense = {id(plan.layer) for plan in group if plan.method == "dense"}
+
+    def transform(layer, x, z, g, derivative):
+        x_tilde, c = capture.splitting_terms(layer, x, z, g, derivative)
+        if id(layer) in dense:
+            return (batch_matrices(x_tilde, c),)
+        return x_tilde, c
+
+    kind = ("splitting", tuple(sorted(methods.items())))
+    layers = {plan.key: plan.layer for plan in group}
+    stores = {name: None for name in methods}
+    pieces = {name: [] for name in methods}
+    for terms in capture.batch_terms(
+        model, layers, loss, transform, kind, batches
+    ):
+        for name, arrays in terms.items():
+            if methods[name] == "dense":
+                matrices = ops.convert_to_numpy(arrays[0]).astype("float64")
+                if stores[name] is not None:
+                    matrices += stores[name]
+                stores[name] = matrices
+            else:  # kept on the device, where the solve runs
+                pieces[name].append(arrays)
+        del terms
+    for name, parts in pieces.items():
+        if parts:
+            xs, cs = zip(*parts, strict=True)
+            parts.clear()
+            stores[name] = tuple(
+                p[0] if len(p) == 1 else ops.concatenate(p) for p in (xs, cs)
+            )
+    return stores
+
+
+def _solve(plan, store, tol, max_iter, return_vectors):
+    units = plan.layer.units
+    if plan.method == "dense":
+        found = dense_min_eigen(store, return_vectors)
+        values, vectors = found if return_vectors else (found, None)
+        steps = np.zeros(units, dtype="int64")
+        converged = np.ones(units, dtype=bool)
+    else:
+        found = lanczos.lanczos_min_eigen(
+            *store, tol=tol, max_iter=max_iter, return_vectors=return_vectors
+        )
+        values, vectors, steps, converged = (
+            None if a is None else np.asarray(a) for a in found
+        )
+        steps = steps.astype("int64")
+        if not converged.all():
+            warnings.warn(
+                f"Layer {plan.key!r}: {int((~converged).sum())} of "
+                f"{units} neurons did not reach tol={tol} in "
+                f"max_iter={max_iter} Lanczos steps; their values are the "
+                "best estimates found.",
+                stacklevel=3,
+            )
+    info = {"method": plan.method, "steps": steps, "converged": converged}
+    return ((values, vectors) if return_vectors else values), info
+
+
+def gradient_proxy(
+    model: keras.Model,
+    data,
+    *,
+    loss=None,
+    num_batches: int | None = None,
+    layers: Sequence[str] | None = None,
+    include_bias: bool = False,
+) -> dict[str, np.ndarray]:
+    """Rank-1 stand-in for lambda_min used by the paper authors' code.
+
+    Neuron `i` scores `min(0, sum(v_i))`, the smallest eigenvalue of the
+    rank-1 matrix `1 v_i^T` of their code, `v_i = dL/dW[:, i]` its
+    weight-gradient row (no bias, no growth-branch weights), for the mean
+    loss `L` over the analysed samples in inference mode, as in
+    `splitting_eigenvalues` (the authors take their last training
+    minibatch). `include_bias=True`, this library's variant, scores
+    `min(0, sum(v_i) + dL/db_i)`.
+
+    Args:
+        model: A built Keras model with `GrowableDense` layers.
+        data: Batches as for `splitting_eigenvalues`.
+        loss: A Keras `Loss`, loss name or function; `None` uses the
+            model's compiled loss.
+        num_batches: Most batches to read from `data` (None: all).
+        layers: Names of the growable layers to score (None: all).
+        include_bias: Whether to add the bias gradient `dL/db_i` (if the
+            layer has a bias) to the row sum.
+
+    Returns:
+        `{layer_name: float64 array (units,)}` of scores, in layer order.
+
+    Raises:
+        ValueError: on the same bad input as `splitting_eigenvalues`, or
+            when `include_bias` is not a bool.
+
+    Examples:
+        >>> import keras
+        >>> from keras_depthhet.layers import GrowableDense
+        >>> model = keras.Sequential([
+        ...     keras.Input((4,)),
+        ...     GrowableDense(3, activation="gelu", name="grow"),
+        ...     keras.layers.Dense(2),
+        ... ])
+        >>> x = np.ones((5, 4), dtype="float32")
+        >>> y = np.zeros((5, 2), dtype="float32")
+        >>> scores = gradient_proxy(model, [(x, y)], loss="mse")
+        >>> scores["grow"].shape, bool((scores["grow"] <= 0).all())
+        ((3,), True)
+    """
+    if not isinstance(include_bias, bool):
+        raise ValueError(
+            "`include_bias` must be a bool. "
+            f"Received: include_bias={include_bias!r}"
+        )
+    chosen, batches = capture.analysis_inputs(
+        model, data, loss, num_batches, layers
+    )
+    terms_fn = functools.partial(capture.proxy_terms, include_bias=include_bias)
+    sums = {key: np.zeros(layer.units) for key, layer in chosen.items()}
+    for terms in capture.batch_terms(
+        model, chosen, loss, terms_fn, ("proxy", include_bias), batches
+    ):
+        for name, (row_sums,) in terms.items():
+            sums[name] += ops.convert_to_numpy(row_sums)
+    return {name: np.minimum(0.0, values) for name, values in sums.items()}

@@ -1,11 +1,7 @@
 """The matrix-free solver: batched Lanczos in `keras.ops`, one program.
-
-Every neuron runs its own recurrence (full re-orthogonalisation) in
-lockstep on `S_i = X~^T diag(C[:, i]) X~`, a step being two matmuls over
-`X~` for `CHUNK` active neurons at a time. Neurons keep their positions;
-done ones are masked, one extra position and step (zero sinks) taking the
-masked writes. The tridiagonal work runs in float64.
-"""
+Each neuron runs its own fully re-orthogonalised recurrence on
+`S_i = X~^T diag(C[:, i]) X~`, `CHUNK` active neurons per matmul; done ones
+are masked, an extra position and step (zero sinks) taking masked writes."""
 
 import functools
 

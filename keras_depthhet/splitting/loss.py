@@ -74,13 +74,8 @@ def flat_outputs(model, tree) -> list:
 
 
 def resolve_loss(model, loss) -> Callable:
-    """`loss_fn(y, y_pred, sample_weight)` returning the batch-mean loss.
-
-    `loss` is a Keras `Loss`, a loss name, a function `(y_true, y_pred)`
-    (reduced like Keras's `"sum_over_batch_size"`), a list or dict of them
-    per output (None for none: the weighted sum), or `None`: the model's
-    compiled loss with its `loss_weights`.
-    """
+    """`loss_fn(y, y_pred, sample_weight)`, the batch mean of `loss` (per
+    output: the weighted sum), or of the compiled loss when it is None."""
     weights = None
     if loss is None:
         loss = getattr(model, "loss", None)

@@ -1,7 +1,6 @@
-"""Float64 eigen-work on the tridiagonal matrices of Lanczos, one per neuron:
-Laguerre's method, the twisted factorisation and a batched `eigh`. `a`
-`(K, m)` diagonals and `b` `(K, m)` off-diagonals (`b[j]` couples rows `j`
-and `j + 1`) are read on their first `size` rows.
+"""Float64 eigen-work on Lanczos's tridiagonals, one per neuron (Laguerre,
+twisted factorisation, batched `eigh`): `a` diagonals and `b` off-diagonals
+(`b[j]` couples rows `j`, `j + 1`), `(K, m)`, read on their first `size` rows.
 """
 
 import numpy as np
@@ -14,9 +13,8 @@ _INF = float("inf")
 
 
 def smallest_ritz(alphas, betas, guess=None, max_iter: int = 50):
-    """`(theta, last)` of `(m, k)` diagonals and `(m, k - 1)` off-diagonals:
-    smallest eigenvalues and squared last eigenvector coordinates (`guess`:
-    optional starting points, used where left of the spectrum)."""
+    """`(theta, last)`, smallest eigenvalues and squared last eigenvector
+    coordinates, of `(m, k)` diagonals and `(m, k - 1)` off-diagonals."""
     a = ops.transpose(ops.cast(alphas, _F64))  # `(K, m)` columns
     b = ops.abs(ops.transpose(ops.cast(betas, _F64)))
     size = a.shape[0]
@@ -124,8 +122,7 @@ def _pivot(shifted, j, b_j, previous, total):
 
 
 def _logaddexp(u, v):
-    """`log(exp(u) + exp(v))` in float64 (`ops.logaddexp` gives float32
-    on JAX)."""
+    """`log(exp(u) + exp(v))` in float64 (`ops.logaddexp`: float32 on JAX)."""
     top = ops.maximum(u, v)
     spread = ops.log1p(ops.exp(-ops.abs(u - v)))
     # Both -inf (or both +inf): the sum, not NaN.
@@ -134,10 +131,9 @@ def _logaddexp(u, v):
 
 def last_coordinate(a, b, theta, size):
     """Squared last coordinate of the unit eigenvectors for `theta`, by the
-    twisted factorisation of `T - theta I` (Dhillon and Parlett), in logs:
-    pivots `D+` (top-down) and `D-` meet at the row `r` minimising
-    `|D+_r + D-_r - (a_r - theta)|`, where the eigenvector is 1; away from
-    `r` it is the product of the ratios `-b / D`."""
+    twisted factorisation of `T - theta I` in logs (Dhillon and Parlett):
+    pivots `D+` (down) and `D-` (up); the vector is 1 at the row minimising
+    `|D+_r + D-_r - (a_r - theta)|` and products of `-b / D` away from it."""
     shifted = a - theta
     zero = ops.zeros_like(theta)
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import keras
 import numpy as np
 
-from keras_depthhet.splitting import curvature
+from keras_depthhet.splitting import capture as curvature
 from keras_depthhet.splitting.capture import _backend_module
 from tests.splitting import helpers
 
