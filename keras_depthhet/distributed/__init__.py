@@ -1,10 +1,9 @@
 """Growth in distributed and multi-worker training.
 
-`GrowthCallback` grows inside `model.fit` under a TensorFlow
-`tf.distribute` strategy or a JAX `keras.distribution`, on one worker or
-many (the chief decides, every worker grows its choice, only the chief
-writes files); `fit_with_growth` grows by rebuilding the model between
-`fit` segments. `resolve_distribution` picks and checks the runtime.
+`GrowthCallback` grows inside `model.fit` under a `tf.distribute` strategy
+or a `keras.distribution` (JAX), on one worker or many (the chief decides
+and alone writes files); `fit_with_growth` grows by rebuilding the model
+between `fit` segments; `resolve_distribution` picks and checks the runtime.
 """
 
 from keras_depthhet.distributed.cluster import (

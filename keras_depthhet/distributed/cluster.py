@@ -95,11 +95,10 @@ def initialize_multi_host(
     """Checks and starts a JAX multi-process run (`keras.distribution`).
 
     Call it once in every process, before anything else uses JAX; then
-    `"data_parallel"` and `"model_parallel"` span the devices of all
-    processes. Arguments left `None` are read from
-    `KERAS_DISTRIBUTION_JOB_ADDRESSES`, `KERAS_DISTRIBUTION_NUM_PROCESSES`
-    and `KERAS_DISTRIBUTION_PROCESS_ID`. Every process gets the same Keras
-    seed unless one was set.
+    `"data_parallel"` and `"model_parallel"` span all processes' devices,
+    and all get the same Keras seed unless one was set. Arguments left
+    `None` are read from `KERAS_DISTRIBUTION_JOB_ADDRESSES`,
+    `KERAS_DISTRIBUTION_NUM_PROCESSES` and `KERAS_DISTRIBUTION_PROCESS_ID`.
 
     Args:
         job_addresses: Comma-separated `"host:port"` of the coordinator

@@ -37,12 +37,9 @@ class GrowthRun:
 
 
 class _Continuing(keras.callbacks.Callback):
-    """Forwards the callbacks of consecutive `fit` segments as one run.
-
-    `on_train_begin` reaches them once, `on_train_end` at `finish`; a
-    rebuilt model is handed over with the base `Callback.set_model` (which
-    opens no new TensorBoard writers); every epoch logs `num_params`.
-    """
+    """Shows `callbacks` the `fit` segments as one run: one `on_train_begin`,
+    `on_train_end` at `finish`, a rebuilt model through the base `set_model`
+    (no new TensorBoard writers), `num_params` in every epoch's logs."""
 
     def __init__(self, callbacks):
         super().__init__()
@@ -107,17 +104,15 @@ class _Continuing(keras.callbacks.Callback):
 def _growth_callback(growth) -> GrowthCallback | None:
     if isinstance(growth, dict):
         growth = GrowthCallback(**growth)
-    if growth is not None and not isinstance(growth, GrowthCallback):
+    if growth is None:
+        return None
+    if not isinstance(growth, GrowthCallback):
         raise ValueError(
             "Argument `growth` must be None, a dict of `GrowthCallback` "
             "arguments or a `GrowthCallback`. "
             f"Received: growth of type {type(growth).__name__}"
         )
-    if (
-        growth is not None
-        and growth.analysis_data is None
-        and growth.criterion != "random"
-    ):
+    if growth.analysis_data is None and growth.criterion != "random":
         raise ValueError(
             "`fit_with_growth` scores neurons on `analysis_data` (it keeps "
             "no training batches between its `fit` segments); pass it in "
@@ -144,21 +139,19 @@ def _check_callbacks(callbacks) -> list:
             )
         if isinstance(callback, keras.callbacks.BackupAndRestore):
             raise ValueError(
-                "`fit_with_growth` rebuilds the model at each event, which "
-                "`BackupAndRestore` does not follow; train with `model.fit` "
-                "and `GrowthCallback` to back up and resume. Received: "
-                f"callbacks containing {callback!r}"
+                "`BackupAndRestore` does not follow the model that "
+                "`fit_with_growth` rebuilds at each event; to back up and "
+                "resume, train with `model.fit` and `GrowthCallback`. "
+                f"Received: {callback!r}"
             )
         if isinstance(callback, keras.callbacks.EarlyStopping) and (
             callback.restore_best_weights
         ):
             raise ValueError(
-                "`fit_with_growth` rebuilds the model at each event, whose "
-                "new weights the best weights of `EarlyStopping(restore_"
-                "best_weights=True)` do not follow; train with `model.fit`, "
-                "`GrowthCallback` and `keras_depthhet.growth."
-                "GrowthEarlyStopping` to restore the best epoch. Received: "
-                f"callbacks containing {callback!r}"
+                "`EarlyStopping(restore_best_weights=True)` does not follow "
+                "the model that `fit_with_growth` rebuilds at each event; use "
+                "`model.fit`, `GrowthCallback` and `keras_depthhet.growth."
+                f"GrowthEarlyStopping` instead. Received: {callback!r}"
             )
     return callbacks
 
@@ -182,15 +175,11 @@ def fit_with_growth(
     """Trains a growing model, one device or many, rebuilding at events.
 
     `build_model()` is called in the chosen runtime's scope and must return
-    a compiled model with `GrowableDense` layers. Training runs in
-    `model.fit` segments ending at the growth events of `growth`; at each,
-    the `GrowthCallback` decides (`plan_growth`) and records the event and
-    the model is rebuilt (`rebuild_grown_model`) with its optimizer state.
-    The result equals in-place growth with `GrowthCallback` within float
-    tolerance. The callbacks see one run (one `on_train_begin`, true epoch
-    numbers, `logs["num_params"]`); a callback may stop it with
-    `model.stop_training`. Everything that can be checked is checked
-    before the first step.
+    a compiled model with `GrowableDense` layers. It trains in `model.fit`
+    segments up to each growth event, where the model is rebuilt with its
+    optimizer state (`rebuild_grown_model`; in-place growth within float
+    tolerance). The callbacks see one run (one `on_train_begin`, true epoch
+    numbers, `logs["num_params"]`). Arguments are checked before training.
 
     Args:
         build_model: Function of no arguments returning a compiled model.
@@ -272,26 +261,24 @@ def fit_with_growth(
         events = []
         inputs = {"x": train_data}
         if isinstance(train_data, tuple) and len(train_data) in (2, 3):
-            inputs = dict(
-                zip(("x", "y", "sample_weight"), train_data, strict=False)
-            )
+            keys = ("x", "y", "sample_weight")[: len(train_data)]
+            inputs = dict(zip(keys, train_data, strict=True))
         start, ends = initial_epoch, {epochs}
         if growth is not None:
             ends.update(filter(growth.is_event_epoch, range(start + 1, epochs)))
-        for end in sorted(ends):
-            if end > start:
-                model.fit(
-                    **inputs,
-                    validation_data=val_data,
-                    epochs=end,
-                    initial_epoch=start,
-                    batch_size=batch_size,
-                    steps_per_epoch=steps_per_epoch,
-                    validation_steps=validation_steps,
-                    shuffle=shuffle,
-                    callbacks=[run_callbacks],
-                    verbose=verbose,
-                )
+        for end in sorted(ends):  # All after `start`.
+            model.fit(
+                **inputs,
+                validation_data=val_data,
+                epochs=end,
+                initial_epoch=start,
+                batch_size=batch_size,
+                steps_per_epoch=steps_per_epoch,
+                validation_steps=validation_steps,
+                shuffle=shuffle,
+                callbacks=[run_callbacks],
+                verbose=verbose,
+            )
             stopped = model.stop_training
             if (
                 growth is not None

@@ -141,12 +141,6 @@ def _require_multi_worker_fit(distribution) -> None:
     )
 
 
-def _strategy_runtime(name: str, strategy) -> Runtime:
-    if multi_worker.is_multi_worker(strategy):
-        _require_multi_worker_fit(strategy)
-    return Runtime(name, strategy.num_replicas_in_sync, strategy)
-
-
 def resolve_distribution(
     distribution="auto",
     *,
@@ -202,7 +196,10 @@ def resolve_distribution(
             import tensorflow as tf
 
             if isinstance(distribution, tf.distribute.Strategy):
-                return _strategy_runtime("custom", distribution)
+                if multi_worker.is_multi_worker(distribution):
+                    _require_multi_worker_fit(distribution)
+                replicas = distribution.num_replicas_in_sync
+                return Runtime("custom", replicas, distribution)
         raise ValueError(
             f"Argument `distribution` must be one of {list(DISTRIBUTIONS)} "
             "or a strategy/distribution object of the running backend. "
@@ -237,7 +234,7 @@ def resolve_distribution(
                 "with the same cluster in TF_CONFIG. "
                 f"({error.message.splitlines()[0]})"
             ) from None
-        return _strategy_runtime(distribution, strategy)
+        return Runtime(distribution, strategy.num_replicas_in_sync, strategy)
     if backend == "tensorflow":
         import tensorflow as tf
 
@@ -302,9 +299,8 @@ def check_global_batch(data, batch_size, runtime: Runtime) -> None:
 def check_model_placement(model: keras.Model, runtime: Runtime) -> None:
     """Raises when `model`'s variables were not made for `runtime`.
 
-    TensorFlow: the model and every variable must have been created in
-    the strategy's scope. JAX: every variable must be laid out over the
-    distribution's devices (created while it was active).
+    TensorFlow: the model and its variables must have been created in the
+    strategy's scope; JAX: laid out over the distribution's devices.
     """
     if runtime.strategy is not None:
         strategy = runtime.strategy

@@ -1,12 +1,9 @@
 """The workers of a multi-worker run, as the distributed API names them.
 
-At each event the chief alone scores, one broadcast gives every worker its
-numbers bit for bit and every worker runs the same selection on them, so
-all grow the same neurons. Only the chief writes files
-(`ChiefBackupAndRestore` is `keras_depthhet.growth.GrowthBackupAndRestore`).
+At each event the chief alone scores and one broadcast gives every worker
+its numbers bit for bit, so that all select and grow the same neurons.
 """
 
-from keras_depthhet.growth.agreement import growth_settings, join_workers
 from keras_depthhet.growth.backup import GrowthBackupAndRestore
 from keras_depthhet.utils.workers import (
     Workers,
@@ -23,7 +20,5 @@ __all__ = [
     "Workers",
     "check_same_settings",
     "chief_decides",
-    "growth_settings",
-    "join_workers",
     "workers_of",
 ]

@@ -118,16 +118,14 @@ def optimizer_slots(optimizer) -> tuple[list, dict[str, list]]:
     (of its inner one for a `LossScaleOptimizer`), found by length."""
     optimizer = getattr(optimizer, "inner_optimizer", optimizer)
     variables = list(optimizer._trainable_variables)
-    slots = {}
-    for name, value in vars(optimizer).items():
-        if (
-            name != "_trainable_variables"
-            and isinstance(value, (list, tuple))
-            and len(value) == len(variables) > 0
-            and all(isinstance(v, (keras.Variable, type(None))) for v in value)
-        ):
-            slots[name] = list(value)
-    return variables, slots
+    return variables, {
+        name: list(value)
+        for name, value in vars(optimizer).items()
+        if name != "_trainable_variables"
+        and isinstance(value, (list, tuple))
+        and len(value) == len(variables) > 0
+        and all(isinstance(v, (keras.Variable, type(None))) for v in value)
+    }
 
 
 def skip_saved_state_of_other_shapes(optimizer) -> None:

@@ -70,11 +70,10 @@ def multi_worker_fit_enabled() -> bool:
 def enable_multi_worker_fit() -> None:
     """Makes Keras's TensorFlow `fit` work on a multi-worker strategy.
 
-    Replaces, process-wide, the two functions of Keras's TensorFlow trainer
-    that fail there (see above); outside multi-worker mode both call
-    Keras's own. Call it on every worker before `resolve_distribution`,
-    which refuses a multi-worker strategy until then. The first call logs
-    a warning; later calls do nothing.
+    Replaces, process-wide, the two trainer functions that fail there (see
+    above); outside multi-worker mode both call Keras's own. Call it on every
+    worker before `resolve_distribution`, which refuses a multi-worker
+    strategy until then; the first call logs a warning, later ones nothing.
 
     Raises:
         ValueError: if the backend is not TensorFlow.
@@ -110,9 +109,7 @@ def enable_multi_worker_fit() -> None:
             "supports MultiWorkerMirroredStrategy in `fit` "
             "(keras-team/keras#20585) before updating the fixes."
         )
-    functions = tensorflow_fit_functions()
-    keras_build = functions[_BUILD]
-    keras_reduce = functions["reduce_per_replica"]
+    keras_build, keras_reduce = tensorflow_fit_functions().values()
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         strategy = self.distribute_strategy

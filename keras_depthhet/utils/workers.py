@@ -102,9 +102,8 @@ class _JaxWorkers(Workers):
 def workers_of(model: keras.Model) -> Workers | None:
     """The `Workers` `model` trains with, or `None` in a one-worker run.
 
-    TensorFlow: the workers of the model's `MultiWorkerMirroredStrategy`
-    when it spans two or more. JAX: the processes of `jax.distributed`
-    (e.g. `initialize_multi_host`) when there are two or more.
+    TensorFlow: those of its `MultiWorkerMirroredStrategy`; JAX: the
+    processes of `jax.distributed` (e.g. `initialize_multi_host`).
     """
     strategy = getattr(model, "distribute_strategy", None)
     if is_multi_worker(strategy):  # Only ever on TensorFlow.
