@@ -6,7 +6,6 @@ be given depth. The ViT blocks use it for their linear layers `qkv`,
 layer round-trips through its config and `.keras` files, grown or not.
 """
 
-from keras_depthhet.layers.attention import Attention
 from keras_depthhet.layers.embedding import (
     ClassToken,
     ClassTokenPooling,
@@ -16,8 +15,11 @@ from keras_depthhet.layers.embedding import (
 from keras_depthhet.layers.growable_dense import GrowableDense
 from keras_depthhet.layers.growth_pairs import GROWTH_SCALE
 from keras_depthhet.layers.lookup import growable_layer_map, growable_layers
-from keras_depthhet.layers.mlp import Mlp
-from keras_depthhet.layers.transformer_block import TransformerBlock
+from keras_depthhet.layers.transformer_block import (
+    Attention,
+    Mlp,
+    TransformerBlock,
+)
 
 __all__ = [
     "GROWTH_SCALE",

@@ -12,8 +12,12 @@ from keras_depthhet.layers.growth_pairs import (
     ArrayInitializer,
     MirroredConstraint,
     PairSumRegularizer,
+    check_saved_base,
+    check_saved_rounds,
     concatenate_pairs,
     exact_gelu,
+    read_growth,
+    save_growth,
     widened_pairs,
     zero_sum_pairs,
 )
@@ -21,12 +25,6 @@ from keras_depthhet.layers.quantization import (
     Int8BaseKernel,
     float_kernel,
     int8_matmul,
-)
-from keras_depthhet.layers.saved_growth import (
-    check_saved_base,
-    check_saved_rounds,
-    read_growth,
-    save_growth,
 )
 from keras_depthhet.utils.keras_internals import (
     is_compiled_trace,
@@ -224,10 +222,9 @@ class GrowableDense(Int8BaseKernel, keras.layers.Dense):
 
     def _update_targets(self):
         """Caches the neuron fed by each of the K pairs, all rounds in order."""
-        rounds = self._rounds
-        self._targets = (
-            np.concatenate(rounds).astype("int32") if rounds else None
-        )
+        self._targets = None
+        if self._rounds:
+            self._targets = np.concatenate(self._rounds).astype("int32")
 
     @property
     def growth_rounds(self) -> list[np.ndarray]:
@@ -394,8 +391,7 @@ class GrowableDense(Int8BaseKernel, keras.layers.Dense):
         )
         check_saved_rounds(self.name, self._rounds, recorded, sizes)
         if int8_file and not quantized:
-            # A composite layer's config does not record that a child was
-            # quantized; the file does.
+            # A composite layer's config does not say that a child is; files do.
             self.quantize("int8", config=self.quantization_config)
         base = {str(i): store[str(i)] for i in range(num_base)}
         if self.lora_enabled:
@@ -409,10 +405,9 @@ class GrowableDense(Int8BaseKernel, keras.layers.Dense):
                 variable.assign(base[key])
         if self._growth:
             bias = ops.convert_to_numpy(self.bias) if self.use_bias else None
+            kernel = float_kernel(self)
             self._assign_growth(
-                self._growth_values(
-                    saved, float_kernel(self), bias, GROWTH_SCALE
-                )
+                self._growth_values(saved, kernel, bias, GROWTH_SCALE)
             )
 
     def get_config(self):

@@ -58,8 +58,7 @@ def count_flops(model: keras.Model) -> int:
             continue
         shape = layer.input.shape
         if isinstance(layer, PatchEmbedding):
-            height, width = shape[1], shape[2]
-            patches = (height // layer.patch_size) * (width // layer.patch_size)
+            patches = layer.output.shape[1]
             total += patches * layer.patch_size**2 * shape[-1] * layer.dim
             continue
         positions = math.prod(shape[1:-1]) if len(shape) > 2 else 1

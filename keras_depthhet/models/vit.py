@@ -8,10 +8,8 @@ from keras_depthhet.layers import (
     PatchEmbedding,
     PositionEmbedding,
     TransformerBlock,
-)
-from keras_depthhet.layers.lookup import (  # noqa: F401 (re-exported)
-    growable_layer_map,
-    growable_layers,
+    growable_layer_map,  # noqa: F401 (re-exported)
+    growable_layers,  # noqa: F401 (re-exported)
 )
 from keras_depthhet.utils.validation import positive_int, rate, width_ratio
 

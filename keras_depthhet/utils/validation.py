@@ -79,33 +79,23 @@ def choice(name: str, value, choices):
 def distinct_indices(name: str, value, size: int) -> np.ndarray:
     """`value` as a non-empty 1-D int64 array of distinct indices in
     `[0, size)`, in the order given (booleans are not integers)."""
+
+    def fail(must: str, received: str):
+        raise ValueError(f"Argument `{name}` must {must}. Received: {received}")
+
     array = np.asarray(value)
     if array.ndim != 1:
-        raise ValueError(
-            f"Argument `{name}` must be one-dimensional. "
-            f"Received: {name} with shape {array.shape}"
-        )
+        fail("be one-dimensional", f"{name} with shape {array.shape}")
     if array.size == 0:
-        raise ValueError(
-            f"Argument `{name}` must name at least one index. "
-            f"Received: {name}={value!r}"
-        )
+        fail("name at least one index", f"{name}={value!r}")
     if array.dtype == bool or not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(
-            f"Argument `{name}` must contain integers. "
-            f"Received: {name}={value!r} (dtype {array.dtype})"
-        )
+        fail("contain integers", f"{name}={value!r} (dtype {array.dtype})")
     array = array.astype(np.int64)
     bad = array[(array < 0) | (array >= size)]
     if bad.size:
-        raise ValueError(
-            f"Argument `{name}` must lie in [0, {size}). "
-            f"Received out-of-range values: {bad.tolist()}"
-        )
+        fail(f"lie in [0, {size})", f"out-of-range values: {bad.tolist()}")
     values, counts = np.unique(array, return_counts=True)
-    if np.any(counts > 1):
-        raise ValueError(
-            f"Argument `{name}` must not repeat an index. "
-            f"Received duplicates: {values[counts > 1].tolist()}"
-        )
+    repeated = values[counts > 1].tolist()
+    if repeated:
+        fail("not repeat an index", f"duplicates: {repeated}")
     return array
