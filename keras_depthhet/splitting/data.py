@@ -158,6 +158,21 @@ def read_batches(data, num_batches: int | None) -> list[Batch]:
                 f"{index} with y=None"
             )
         x, y, sample_weight = _to_numpy((x, y, sample_weight))
+        lengths = {
+            name: sorted({int(t.shape[0]) for t in keras.tree.flatten(part)})
+            for name, part in (
+                ("x", x),
+                ("y", y),
+                ("sample_weight", sample_weight),
+            )
+            if part is not None
+        }
+        if len({n for found in lengths.values() for n in found}) > 1:
+            raise ValueError(
+                "Argument `data` must give as many targets (and sample "
+                f"weights) as inputs in each batch. Received: batch {index} "
+                f"with lengths {lengths}"
+            )
         size = int(keras.tree.flatten(x)[0].shape[0])
         batches.append(Batch(x, y, sample_weight, size))
     if not batches:

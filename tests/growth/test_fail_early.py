@@ -57,6 +57,11 @@ BAD_DATA = {
         lambda x, y: (x, np.stack([y, y], axis=1)),
         "`analysis_data`",
     ),
+    "fewer targets than inputs": (
+        lambda x, y: (x, y[:20]),
+        r"`analysis_data` must give as many targets .* as inputs in each "
+        r"batch. Received: batch 0 with lengths \{'x': \[32\], 'y': \[20\]\}",
+    ),
 }
 
 
