@@ -109,18 +109,27 @@ ARRAY_BATCH_SIZE = 32
 """Batch size into which an `(x, y)` tuple of arrays is cut (Keras's)."""
 
 
+def _is_arrays(part) -> bool:
+    """An array of at least one dimension, or a dict of them (the targets
+    of a multi-output model)."""
+    if isinstance(part, dict):
+        return bool(part) and all(map(_is_arrays, part.values()))
+    return len(getattr(part, "shape", ())) >= 1
+
+
 def _iterate(data):
-    if (  # `(x, y)` or `(x, y, sample_weight)` of arrays
+    if (  # `(x, y)` or `(x, y, sample_weight)` of arrays (or dicts of them)
         isinstance(data, tuple)
         and len(data) in (2, 3)
-        and all(
-            len(getattr(p, "shape", ())) >= 1 for p in data if p is not None
-        )
+        and all(_is_arrays(p) for p in data if p is not None)
     ):
         parts, size = _to_numpy(data), ARRAY_BATCH_SIZE
+        count = len(keras.tree.flatten(parts[0])[0])
         return (
-            tuple(None if p is None else p[i : i + size] for p in parts)
-            for i in range(0, len(parts[0]), size)
+            keras.tree.map_structure(
+                lambda a, i=i: None if a is None else a[i : i + size], parts
+            )
+            for i in range(0, count, size)
         )
     if isinstance(data, keras.utils.PyDataset):
         return (data[i] for i in range(len(data)))

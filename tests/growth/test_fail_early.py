@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_depthhet import GrowthCallback, splitting
+from keras_depthhet import GrowableDense, GrowthCallback, splitting
 from keras_depthhet.models import growable_layer_map
 from tests.growth.helpers import compiled_tiny_vit, random_data
 
@@ -103,3 +103,42 @@ def test_plan_growth_outside_fit_without_analysis_data_says_what_to_do():
     grower.on_train_begin()
     with pytest.raises(ValueError, match="pass `analysis_data`"):
         grower.plan_growth(1)
+
+
+def test_multi_output_targets_as_a_dict_are_read_as_keras_reads_them():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 8)).astype("float32")
+    y = {"a": rng.integers(0, 3, 40), "b": rng.normal(size=(40, 1))}
+    batches = splitting.data.read_batches((x, y), None)
+    assert [b.size for b in batches] == [32, 8]
+    np.testing.assert_array_equal(batches[1].y["a"], y["a"][32:])
+    np.testing.assert_array_equal(batches[1].x, x[32:])
+
+    inputs = keras.Input((8,))
+    hidden = GrowableDense(16, activation="gelu", name="fc")(inputs)
+    model = keras.Model(
+        inputs,
+        {
+            "a": keras.layers.Dense(3, name="a")(hidden),
+            "b": keras.layers.Dense(1, name="b")(hidden),
+        },
+    )
+    model.compile(
+        "adam",
+        loss={
+            "a": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            "b": "mse",
+        },
+    )
+    grower = GrowthCallback(
+        warmup=1,
+        interval=1,
+        param_budget=100,
+        layer_threshold=1,
+        analysis_data=(x, y),
+        verbose=0,
+    )
+    model.fit(x, y, epochs=1, callbacks=[grower], verbose=0)
+    assert (
+        grower.history[0]["params_after"] > grower.history[0]["params_before"]
+    )
