@@ -142,3 +142,31 @@ def test_multi_output_targets_as_a_dict_are_read_as_keras_reads_them():
     assert (
         grower.history[0]["params_after"] > grower.history[0]["params_before"]
     )
+
+
+def test_bad_training_targets_are_named_as_training_data_not_data():
+    # Without `analysis_data` the event scores the training batches it
+    # kept: an error there must not name an argument the user never passed.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8)).astype("float32")
+    y = rng.normal(size=(64, 1)).astype("float32")
+    y[5] = np.nan
+    model = keras.Sequential(
+        [
+            keras.Input((8,)),
+            GrowableDense(16, activation="gelu"),
+            keras.layers.Dense(1),
+        ]
+    )
+    model.compile("sgd", "mse")
+    grower = GrowthCallback(
+        warmup=1, interval=1, param_budget=100, layer_threshold=1, verbose=0
+    )
+    with pytest.raises(ValueError) as caught:
+        model.fit(x, y, epochs=1, callbacks=[grower], verbose=0)
+    message = str(caught.value)
+    assert message.startswith(
+        "The training data scored at this event (no `analysis_data` given) "
+        "holds non-finite targets"
+    )
+    assert "`data`" not in message
