@@ -12,12 +12,8 @@ from keras_depthhet.layers.growth_pairs import (
     ArrayInitializer,
     MirroredConstraint,
     PairSumRegularizer,
-    check_saved_base,
-    check_saved_rounds,
     concatenate_pairs,
     exact_gelu,
-    read_growth,
-    save_growth,
     widened_pairs,
     zero_sum_pairs,
 )
@@ -25,6 +21,12 @@ from keras_depthhet.layers.quantization import (
     Int8BaseKernel,
     float_kernel,
     int8_matmul,
+)
+from keras_depthhet.layers.saved_growth import (
+    check_saved_base,
+    check_saved_rounds,
+    read_growth,
+    save_growth,
 )
 from keras_depthhet.utils.keras_internals import (
     is_compiled_trace,

@@ -9,9 +9,9 @@ draws the paper's Figure 2 from the scores).
 from keras_depthhet.splitting.eigen import (
     DEFAULT_MEMORY_BUDGET,
     METHODS,
-    gradient_proxy,
     splitting_eigenvalues,
 )
+from keras_depthhet.splitting.proxy import gradient_proxy
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
