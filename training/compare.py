@@ -28,7 +28,12 @@ import sys
 import time
 from pathlib import Path
 
-from training.config import ConfigError, apply_overrides, load_config
+from training.config import (
+    ConfigError,
+    apply_overrides,
+    config_help,
+    load_config,
+)
 from training.configs.common import uniform_counterpart
 from training.train import (
     DEFAULT_CONFIG,
@@ -135,7 +140,10 @@ def compare(experiments: list[Experiment], workdir: str | Path):
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(
-        prog="python -m training.compare", description=__doc__.split("\n")[0]
+        prog="python -m training.compare",
+        description=__doc__.split("\n")[0],
+        epilog=config_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--config",

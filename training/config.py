@@ -9,10 +9,12 @@ value before Keras or a backend is imported.
 
 import ast
 import copy
+import functools
 import importlib.util
 import math
 import numbers
 import re
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -26,20 +28,48 @@ class ConfigError(ValueError):
     """A config file, key or value is invalid."""
 
 
+def config_names() -> list[str]:
+    """The names of the experiment configs in `training/configs/`."""
+    return sorted(
+        p.stem
+        for p in CONFIG_DIR.glob("*.py")
+        if p.stem not in ("__init__", "common")
+    )
+
+
+def value_keys(config: dict, prefix: str = "") -> list[str]:
+    """The dotted keys of `config`'s values (what `--set` accepts)."""
+    keys = []
+    for key, value in config.items():
+        if isinstance(value, dict):
+            keys += value_keys(value, f"{prefix}{key}.")
+        else:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def config_help(default: str = "digits_tiny") -> str:
+    """The configs and the `--set` keys, for a command's `--help`."""
+    keys = value_keys(load_config(default))
+    wrap = functools.partial(
+        textwrap.fill, width=79, initial_indent="  ", subsequent_indent="  "
+    )
+    return (
+        f"configs (--config NAME):\n{wrap(', '.join(config_names()))}\n\n"
+        f"keys of --set KEY=VALUE (those of {default}; every config has "
+        f"them):\n{wrap(', '.join(keys))}"
+    )
+
+
 def resolve_config_path(config: str) -> Path:
     """`config` as given, or `training/configs/<config>.py` for a bare name."""
     path = Path(config)
     if path.suffix != ".py" and not path.exists():
         path = CONFIG_DIR / f"{config}.py"
     if not path.is_file():
-        names = sorted(
-            p.stem
-            for p in CONFIG_DIR.glob("*.py")
-            if p.stem not in ("__init__", "common")
-        )
         raise ConfigError(
             f"Config file {config!r} does not exist; give a path or one of: "
-            f"{', '.join(names)}"
+            f"{', '.join(config_names())}"
         )
     if path.suffix != ".py":
         raise ConfigError(
@@ -417,7 +447,16 @@ def apply_overrides(config: dict, overrides: list[str]) -> dict:
         for part in parents:
             node = node.get(part) if isinstance(node, dict) else None
         if not isinstance(node, dict) or leaf not in node:
-            raise ConfigError(f"Unknown config key {key!r} in --set {override}")
+            within = isinstance(node, dict) and bool(parents)
+            where = ".".join(parents)
+            known = (
+                value_keys(node, f"{where}.") if within else value_keys(config)
+            )
+            raise ConfigError(
+                f"Unknown config key {key!r} in --set {override}. The "
+                f"{f'keys of {where!r}' if within else 'config keys'} are: "
+                f"{', '.join(known)}"
+            )
         if isinstance(node[leaf], dict):
             raise ConfigError(f"Config key {key!r} is a section, not a value.")
         node[leaf] = _parse_value(text)

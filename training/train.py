@@ -66,6 +66,7 @@ from training.config import (
     ConfigError,
     apply_overrides,
     check_config,
+    config_help,
     load_config,
     vit_arguments,
 )
@@ -852,7 +853,10 @@ def fit_verbosity():
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(
-        prog="python -m training.train", description=__doc__.split("\n")[0]
+        prog="python -m training.train",
+        description=__doc__.split("\n")[0],
+        epilog=config_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--config",

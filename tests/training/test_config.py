@@ -15,6 +15,7 @@ from training.config import (
     check_config,
     load_config,
     resolve_config_path,
+    value_keys,
 )
 from training.configs.common import base_config, uniform_counterpart
 
@@ -145,6 +146,30 @@ def test_overrides_parse_literals_and_strings():
 def test_bad_overrides(override, message):
     with pytest.raises(ConfigError, match=message):
         apply_overrides(base_config(), [override])
+
+
+def test_unknown_keys_list_the_valid_ones():
+    with pytest.raises(ConfigError) as caught:
+        apply_overrides(base_config(), ["train.epoch=3"])
+    message = str(caught.value)
+    assert "The keys of 'train' are: train.epochs, train.batch_size" in message
+    assert "growth." not in message
+    with pytest.raises(ConfigError) as caught:
+        apply_overrides(base_config(), ["nope.x=1"])
+    assert "The config keys are: name, seed" in str(caught.value)
+    assert "growth.interval" in str(caught.value)
+
+
+def test_help_lists_the_configs_and_every_set_key(capsys):
+    from training import train
+
+    with pytest.raises(SystemExit):
+        train.parse_args(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    for name in CONFIGS:
+        assert name in shown
+    for key in value_keys(base_config()):
+        assert key in shown
 
 
 def test_missing_config_file_lists_known_names():
