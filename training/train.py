@@ -315,6 +315,28 @@ def backed_up_epochs(workdir: str | Path) -> int:
         return 0
 
 
+def resume_message(workdir: str | Path, epochs: int) -> str:
+    """What `--resume` continues: the epochs the backup holds and the
+    growth events its state replays."""
+    backup = Path(workdir) / "backup"
+    done = backed_up_epochs(workdir)
+    try:
+        state = json.loads((backup / "growth_state.json").read_text())
+        grown = [int(event["epoch"]) for event in state["history"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        grown = []
+    replay = (
+        f"replaying its {len(grown)} growth event(s) after epoch(s) "
+        f"{', '.join(map(str, grown))} first"
+        if grown
+        else "no growth event to replay"
+    )
+    return (
+        f"Resuming {workdir} after epoch {done} of {epochs} from its "
+        f"backup, {replay}."
+    )
+
+
 def remove_run(workdir: Path) -> None:
     """Deletes a run directory that `check_workdir` accepted for
     `--overwrite`: the run's own files, then the empty directory."""
@@ -705,6 +727,10 @@ class Experiment:
         start = time.perf_counter()
         metrics = self.workdir / "metrics.csv"
         if self.resume:
+            print(
+                resume_message(self.workdir, self.config["train"]["epochs"]),
+                flush=True,
+            )
             created = None
             kept = [
                 row

@@ -71,6 +71,10 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, capsys):
 
     assert train.main(["--workdir", str(workdir), "--resume"]) == 0
     out = capsys.readouterr().out
+    assert (
+        f"Resuming {workdir} after epoch 1 of 3 from its backup, replaying "
+        "its 1 growth event(s) after epoch(s) 1 first." in out
+    )
     assert "Epoch 2/3" in out and "Epoch 1/3" not in out
     assert ">>> growth after epoch 3" in out
     assert ">>> growth after epoch 1" not in out
@@ -98,3 +102,19 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, capsys):
     assert train.main(["--workdir", str(workdir), "--resume"]) == 0
     assert "finished run; nothing to resume" in capsys.readouterr().out
     assert (workdir / "metrics.csv").read_bytes() == before
+
+
+def test_resume_message_says_what_the_backup_holds(tmp_path):
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    assert train.resume_message(tmp_path, 9) == (
+        f"Resuming {tmp_path} after epoch 0 of 9 from its backup, no growth "
+        "event to replay."
+    )
+    (backup / "training_metadata.json").write_text('{"epoch": 5}')
+    state = {"history": [{"epoch": 2}, {"epoch": 4}], "initial_lr": None}
+    (backup / "growth_state.json").write_text(json.dumps(state))
+    assert train.resume_message(tmp_path, 9) == (
+        f"Resuming {tmp_path} after epoch 5 of 9 from its backup, replaying "
+        "its 2 growth event(s) after epoch(s) 2, 4 first."
+    )
