@@ -93,6 +93,13 @@ RUN_FILES = (
 )
 """Every file a run of `training.train` writes in its work directory."""
 
+BACKUP_FILES = (
+    "training_metadata.json",
+    "latest.weights.h5",
+    "growth_state.json",
+)
+"""Every file the run's backup (`GrowthBackupAndRestore`) writes."""
+
 
 class WorkdirError(ValueError):
     """A work directory cannot be created, replaced or used."""
@@ -156,7 +163,14 @@ def _is_run_entry(entry: Path, program: str) -> bool:
     name = entry.name.removesuffix(".tmp")
     if program == PROGRAM:
         return (name in RUN_FILES and entry.is_file()) or (
-            name == "backup" and entry.is_dir()
+            name == "backup"
+            and entry.is_dir()
+            and all(
+                child.is_file()
+                and not child.is_symlink()
+                and child.name.removesuffix(".tmp") in BACKUP_FILES
+                for child in entry.iterdir()
+            )
         )
     if name in (RUN_FILE, "comparison.md", "comparison.png"):
         return entry.is_file()
@@ -345,8 +359,10 @@ def remove_run(workdir: Path) -> None:
             entry.unlink()
         elif read_run_file(entry) is not None:
             remove_run(entry)
-        else:
-            shutil.rmtree(entry)
+        else:  # `backup/`, holding only the backup's own files
+            for child in entry.iterdir():
+                child.unlink()
+            entry.rmdir()
     workdir.rmdir()
 
 

@@ -391,6 +391,12 @@ def test_overwrite_refuses_a_run_directory_with_foreign_files(tmp_path, capsys):
     _fails(capsys, argv, "did not write: ['notes.txt']")
     assert (run / "notes.txt").exists() and (run / "run.json").exists()
     (run / "notes.txt").unlink()
+    # Inside `backup/` too: only the backup's own files are replaced.
+    (run / "backup" / "latest.weights.h5").write_text("")
+    (run / "backup" / "mine.txt").write_text("keep")
+    _fails(capsys, argv, "did not write: ['backup']")
+    assert (run / "backup" / "mine.txt").read_text() == "keep"
+    (run / "backup" / "mine.txt").unlink()
     compare_run = tmp_path / "cmp"
     compare_run.mkdir()
     train.write_run_file(compare_run, "training.compare", "finished")
