@@ -130,6 +130,12 @@ class GrowthCallback(keras.callbacks.Callback):
         log_path: Optional file path for JSON lines, one per event.
         verbose: 0 (silent) or 1 (one line per event).
 
+    Raises:
+        ValueError: at construction, for an argument out of its range; at
+            `on_train_begin`, for a model without `GrowableDense` layers,
+            an optimizer, loss, `scale` or `analysis_data` the first event
+            could not use (the error names the argument).
+
     Examples:
         ```python
         model.fit(x, y, epochs=300, callbacks=[GrowthCallback(interval=30)])
