@@ -300,27 +300,20 @@ class GrowthCallback(keras.callbacks.Callback):
             return {key: np.zeros(layer.units) for key, layer in layers.items()}
         args = (self.model, self._analysis_batches())
         kwargs = {"num_batches": self.analysis_batches, "layers": names}
-        try:
+        # Errors name what the user passed, not the scoring's own `data`.
+        source = (
+            "Argument `analysis_data`"
+            if self.analysis_data is not None
+            else "The training data scored at this event (no "
+            "`analysis_data` given)"
+        )
+        with splitting.data.naming(source):
             if self.criterion == "splitting":
                 scores = splitting.splitting_eigenvalues(
                     *args, verbose=0, **kwargs
                 )
             else:
                 scores = splitting.gradient_proxy(*args, **kwargs)
-        except ValueError as error:
-            # Name what the user passed, not the scoring function's `data`.
-            source = (
-                "Argument `analysis_data`"
-                if self.analysis_data is not None
-                else "The training data scored at this event (no "
-                "`analysis_data` given)"
-            )
-            message = str(error)
-            if not message.startswith("Argument `data`"):
-                raise
-            raise ValueError(
-                message.replace("Argument `data`", source, 1)
-            ) from error
         return {name: np.asarray(scores[name]) for name in names}
 
     def _analysis_batches(self):

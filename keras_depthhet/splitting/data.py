@@ -1,6 +1,7 @@
 """The batches an analysis reads (once, into NumPy), and the checks of
 data against the model."""
 
+import contextlib
 from dataclasses import dataclass
 
 import keras
@@ -32,6 +33,7 @@ def check_labels(model, loss, batches, argument: str = "data") -> None:
     loss = getattr(model, "loss", None) if loss is None else loss
     multiple = isinstance(loss, (dict, list, tuple))
     losses = per_output(model, loss) if multiple else None
+    outputs = keras.tree.flatten(getattr(model, "outputs", None) or [])
     for index, batch in enumerate(batches):
         for k, y in enumerate(flat_outputs(model, batch.y)):
             y = np.asarray(y)
@@ -43,7 +45,6 @@ def check_labels(model, loss, batches, argument: str = "data") -> None:
             this = loss if losses is None else losses[k]
             if this is None or not is_sparse_loss(this):
                 continue
-            outputs = keras.tree.flatten(getattr(model, "outputs", None) or [])
             classes = outputs[k].shape[-1] if k < len(outputs) else None
             classes = None if classes is None else int(classes)
             bad = (y != np.round(y)) | (y < 0)
@@ -58,18 +59,27 @@ def check_labels(model, loss, batches, argument: str = "data") -> None:
                 )
 
 
+@contextlib.contextmanager
+def naming(source: str):
+    """Re-raises a `ValueError` about "Argument `data`" as one about
+    `source` (what the caller's user passed)."""
+    try:
+        yield
+    except ValueError as error:
+        message = str(error)
+        if "Argument `data`" not in message:
+            raise
+        raise ValueError(message.replace("Argument `data`", source)) from None
+
+
 def check_analysis_data(
     model, data, argument: str, num_batches: int | None = None
 ) -> None:
     """Checks that `data` fits `model` and its loss, naming `argument`:
     reads its batches, runs the model and the loss on two samples."""
     loss_fn = resolve_loss(model, None)
-    try:
+    with naming(f"Argument `{argument}`"):
         batches = read_batches(data, num_batches)
-    except ValueError as error:
-        raise ValueError(
-            str(error).replace("Argument `data`", f"Argument `{argument}`")
-        ) from None
     check_labels(model, None, batches, argument)
     first = batches[0]
     x, y, sw = keras.tree.map_structure(
@@ -182,8 +192,7 @@ def read_batches(data, num_batches: int | None) -> list[Batch]:
                 f"weights) as inputs in each batch. Received: batch {index} "
                 f"with lengths {lengths}"
             )
-        size = int(keras.tree.flatten(x)[0].shape[0])
-        batches.append(Batch(x, y, sample_weight, size))
+        batches.append(Batch(x, y, sample_weight, lengths["x"][0]))
     if not batches:
         raise ValueError(
             "Argument `data` must contain at least one batch. "
