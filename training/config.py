@@ -37,27 +37,15 @@ def config_names() -> list[str]:
     )
 
 
-def value_keys(config: dict, prefix: str = "") -> list[str]:
-    """The dotted keys of `config`'s values (what `--set` accepts)."""
-    keys = []
-    for key, value in config.items():
-        if isinstance(value, dict):
-            keys += value_keys(value, f"{prefix}{key}.")
-        else:
-            keys.append(f"{prefix}{key}")
-    return keys
-
-
-def config_help(default: str = "digits_tiny") -> str:
-    """The configs and the `--set` keys, for a command's `--help`."""
-    keys = value_keys(load_config(default))
+def config_help() -> str:
+    """The configs and the `--set` keys (`RULES`), for a command's `--help`."""
     wrap = functools.partial(
         textwrap.fill, width=79, initial_indent="  ", subsequent_indent="  "
     )
     return (
         f"configs (--config NAME):\n{wrap(', '.join(config_names()))}\n\n"
-        f"keys of --set KEY=VALUE (those of {default}; every config has "
-        f"them):\n{wrap(', '.join(keys))}"
+        "keys of --set KEY=VALUE (every config has them):\n"
+        f"{wrap(', '.join(RULES))}"
     )
 
 
@@ -449,9 +437,9 @@ def apply_overrides(config: dict, overrides: list[str]) -> dict:
         if not isinstance(node, dict) or leaf not in node:
             within = isinstance(node, dict) and bool(parents)
             where = ".".join(parents)
-            known = (
-                value_keys(node, f"{where}.") if within else value_keys(config)
-            )
+            known = [
+                k for k in RULES if not within or k.startswith(f"{where}.")
+            ]
             raise ConfigError(
                 f"Unknown config key {key!r} in --set {override}. The "
                 f"{f'keys of {where!r}' if within else 'config keys'} are: "

@@ -93,11 +93,9 @@ RUN_FILES = (
 )
 """Every file a run of `training.train` writes in its work directory."""
 
-BACKUP_FILES = (
-    "training_metadata.json",
-    "latest.weights.h5",
-    "growth_state.json",
-)
+METADATA_FILE = "training_metadata.json"  # written by BackupAndRestore
+GROWTH_STATE_FILE = "growth_state.json"  # by GrowthBackupAndRestore
+BACKUP_FILES = (METADATA_FILE, "latest.weights.h5", GROWTH_STATE_FILE)
 """Every file the run's backup (`GrowthBackupAndRestore`) writes."""
 
 
@@ -322,7 +320,7 @@ def check_resumable(workdir: str | Path) -> dict | None:
 def backed_up_epochs(workdir: str | Path) -> int:
     """Epochs held by the run's backup (`BackupAndRestore` writes the
     count in `backup/training_metadata.json`); 0 without one."""
-    path = Path(workdir) / "backup" / "training_metadata.json"
+    path = Path(workdir) / "backup" / METADATA_FILE
     try:
         return int(json.loads(path.read_text())["epoch"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -335,7 +333,7 @@ def resume_message(workdir: str | Path, epochs: int) -> str:
     backup = Path(workdir) / "backup"
     done = backed_up_epochs(workdir)
     try:
-        state = json.loads((backup / "growth_state.json").read_text())
+        state = json.loads((backup / GROWTH_STATE_FILE).read_text())
         grown = [int(event["epoch"]) for event in state["history"]]
     except (OSError, ValueError, KeyError, TypeError):
         grown = []

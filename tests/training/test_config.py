@@ -15,7 +15,6 @@ from training.config import (
     check_config,
     load_config,
     resolve_config_path,
-    value_keys,
 )
 from training.configs.common import base_config, uniform_counterpart
 
@@ -168,7 +167,7 @@ def test_help_lists_the_configs_and_every_set_key(capsys):
     shown = " ".join(capsys.readouterr().out.split())
     for name in CONFIGS:
         assert name in shown
-    for key in value_keys(base_config()):
+    for key in _leaves(base_config()):
         assert key in shown
 
 

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_depthhet.growth import backup
 from tests.subprocess_utils import REPO_ROOT, run_python
 from training import train
 
@@ -392,6 +393,7 @@ def test_overwrite_refuses_a_run_directory_with_foreign_files(tmp_path, capsys):
     assert (run / "notes.txt").exists() and (run / "run.json").exists()
     (run / "notes.txt").unlink()
     # Inside `backup/` too: only the backup's own files are replaced.
+    assert train.GROWTH_STATE_FILE == backup.GROWTH_STATE_FILE
     (run / "backup" / "latest.weights.h5").write_text("")
     (run / "backup" / "mine.txt").write_text("keep")
     _fails(capsys, argv, "did not write: ['backup']")
