@@ -14,6 +14,7 @@ from keras_depthhet.distributed.runtime import (
 from keras_depthhet.growth.callback import GrowthCallback, log_num_params
 from keras_depthhet.growth.rebuild import rebuild_grown_model
 from keras_depthhet.layers.lookup import growable_layer_map
+from keras_depthhet.utils.keras_internals import quiet_trainer_retracing
 from keras_depthhet.utils.validation import int_at_least
 
 
@@ -266,32 +267,35 @@ def fit_with_growth(
         start, ends = initial_epoch, {epochs}
         if growth is not None:
             ends.update(filter(growth.is_event_epoch, range(start + 1, epochs)))
-        for end in sorted(ends):  # All after `start`.
-            model.fit(
-                **inputs,
-                validation_data=val_data,
-                epochs=end,
-                initial_epoch=start,
-                batch_size=batch_size,
-                steps_per_epoch=steps_per_epoch,
-                validation_steps=validation_steps,
-                shuffle=shuffle,
-                callbacks=[run_callbacks],
-                verbose=verbose,
-            )
-            stopped = model.stop_training
-            if (
-                growth is not None
-                and run_callbacks.last_epoch == end
-                and growth.is_event_epoch(end)
-            ):
-                model, event = _grow_event(model, growth, end)
-                if event is not None:
-                    events.append(event)
-                    run_callbacks.set_model(model)
-            start = end
-            if stopped:
-                break
+        try:
+            for end in sorted(ends):  # All after `start`.
+                model.fit(
+                    **inputs,
+                    validation_data=val_data,
+                    epochs=end,
+                    initial_epoch=start,
+                    batch_size=batch_size,
+                    steps_per_epoch=steps_per_epoch,
+                    validation_steps=validation_steps,
+                    shuffle=shuffle,
+                    callbacks=[run_callbacks],
+                    verbose=verbose,
+                )
+                stopped = model.stop_training
+                if (
+                    growth is not None
+                    and run_callbacks.last_epoch == end
+                    and growth.is_event_epoch(end)
+                ):
+                    model, event = _grow_event(model, growth, end)
+                    if event is not None:
+                        events.append(event)
+                        run_callbacks.set_model(model)
+                start = end
+                if stopped:
+                    break
+        finally:
+            quiet_trainer_retracing(False)  # Added by on_train_begin.
         run_callbacks.finish({k: v[-1] for k, v in history.history.items()})
     history.set_model(model)
     model.history = history

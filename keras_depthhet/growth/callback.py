@@ -2,6 +2,7 @@
 
 import json
 import os
+import weakref
 
 import keras
 import numpy as np
@@ -16,7 +17,10 @@ from keras_depthhet.growth.selection import (
     select_neurons,
 )
 from keras_depthhet.layers.lookup import growable_layer_map
-from keras_depthhet.utils.keras_internals import sync_trainer_state
+from keras_depthhet.utils.keras_internals import (
+    quiet_trainer_retracing,
+    sync_trainer_state,
+)
 from keras_depthhet.utils.validation import (
     choice,
     int_at_least,
@@ -102,6 +106,10 @@ class GrowthCallback(keras.callbacks.Callback):
     `log_path` as a JSON line. For backups and early stopping use
     `GrowthBackupAndRestore` (listed after this callback) and
     `GrowthEarlyStopping`, which follow growth.
+
+    The callback follows one model: used in the `fit` of another model,
+    it starts afresh (empty `history`, learning rate read anew), as a new
+    callback would; `set_state` before a `fit` carries a state over.
 
     Args:
         interval: Positive integer, epochs between events.
@@ -201,6 +209,7 @@ class GrowthCallback(keras.callbacks.Callback):
         self.train_begins = 0
         self._initial_lr = None
         self._workers = None
+        self._follows = None  # A weak reference to the model it grew.
 
     def is_event_epoch(self, epoch: int) -> bool:
         """Whether an event is scheduled after epoch `epoch` (from 1)."""
@@ -229,6 +238,7 @@ class GrowthCallback(keras.callbacks.Callback):
                 "(e.g. built with `keras_depthhet.models.vit`). Received: "
                 f"model {self.model.name!r} without any."
             )
+        self._start_following(self.model)
         self.train_begins += 1
         self._workers = join_workers(
             self, lambda: self._check_ready(list(layers.values()))
@@ -237,12 +247,28 @@ class GrowthCallback(keras.callbacks.Callback):
             self._initial_lr = _learning_rate(self.model.optimizer)
         if self._recent is not None:
             self._recent.attach(self.model)
+        quiet_trainer_retracing(True)  # Each event retraces them once.
+
+    def _start_following(self, model) -> None:
+        """Forgets the history of another model before following `model`."""
+        if self._follows is not None and self._follows() is not model:
+            if self.verbose and self.history:
+                print(
+                    f"GrowthCallback: a new model ({model.name!r}); the "
+                    f"{len(self.history)} events of the previous one are "
+                    "left out of `history`."
+                )
+            self.history = []
+            self._initial_lr = None
+        self._follows = weakref.ref(model)
 
     def on_epoch_begin(self, epoch, logs=None):
+        self._follows = weakref.ref(self.model)  # Also after `set_state`.
         if self._recent is not None and self.is_event_epoch(epoch + 1):
             self._recent.start()
 
     def on_train_end(self, logs=None):
+        quiet_trainer_retracing(False)
         if self._recent is not None:
             self._recent.detach()
 
@@ -279,6 +305,7 @@ class GrowthCallback(keras.callbacks.Callback):
         """Continues from `state`, as `get_state` returned it."""
         self.history = list(state["history"])
         self._initial_lr = state.get("initial_lr")
+        self._follows = None  # The state is the next model's.
 
     @property
     def writes_files(self) -> bool:
@@ -438,6 +465,7 @@ class GrowthCallback(keras.callbacks.Callback):
         """Adds `event` (`event_record`'s) to `history`; the chief also
         appends it to `log_path` and, with `verbose=1`, prints a line."""
         self.history.append(event)
+        self._follows = weakref.ref(self.model)  # Rebuilt by fit_with_growth.
         if not self.writes_files:
             return
         if self.log_path is not None:

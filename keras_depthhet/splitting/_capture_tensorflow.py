@@ -1,6 +1,7 @@
 """TensorFlow capture: the hook has the `tf.GradientTape` watch every call's
 output; one `tf.function` per step (XLA when the model's `jit_compile` is)."""
 
+import functools
 from collections.abc import Callable
 
 import tensorflow as tf
@@ -28,8 +29,6 @@ def trace(model, layers, hook, x):
 def make_step(model, layers: dict, loss_fn: Callable, transform: Callable):
     """`step(x, y, sample_weight, scale)`: `layer_terms` of the scaled loss."""
 
-    # XLA as `model.jit_compile` resolves it (off for "auto" on a CPU).
-    @tf.function(jit_compile=bool(getattr(model, "jit_compile", False)))
     def traced(x, y, sample_weight, scale):
         sites = CallSites(layers)
         with tf.GradientTape(watch_accessed_variables=False) as tape:
@@ -48,6 +47,14 @@ def make_step(model, layers: dict, loss_fn: Callable, transform: Callable):
         )
         grads = dict(zip(layers, grads, strict=True))
         return layer_terms(layers, captured, grads, transform, derivative)
+
+    # XLA as `model.jit_compile` resolves it (off for "auto" on a CPU). The
+    # partial is TF's key for counting traces: each step's own (a growth
+    # event makes a new step, traced once, not a retrace of the last).
+    traced = tf.function(
+        functools.partial(traced),
+        jit_compile=bool(getattr(model, "jit_compile", False)),
+    )
 
     def step(x, y, sample_weight, scale):
         return traced(x, y, sample_weight, tf.constant(scale, "float32"))

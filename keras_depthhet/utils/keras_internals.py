@@ -3,6 +3,7 @@ canary test, so that a Keras upgrade breaks this module alone."""
 
 import contextlib
 import json
+import logging
 import os
 import warnings
 from collections.abc import Callable, Iterator
@@ -166,6 +167,34 @@ def reset_compiled_functions(model: keras.Model) -> None:
     model.train_function = model.test_function = model.predict_function = None
     if had_train_function:
         model.make_train_function(force=True)
+
+
+class _TrainerRetracingFilter(logging.Filter):
+    """Drops TensorFlow's "frequent retracing" warning about the functions
+    of Keras's TensorFlow trainer (all models share its key), which every
+    growth event retraces once since the variables changed shape."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (
+            "triggered tf.function retracing" in message
+            and TRAINER_FUNCTIONS in message
+        )
+
+
+TRAINER_FUNCTIONS = "TensorFlowTrainer._make_function.<locals>."
+"""How TensorFlow names the train, test and predict functions of Keras."""
+_RETRACING_FILTER = _TrainerRetracingFilter()
+
+
+def quiet_trainer_retracing(quiet: bool) -> None:
+    """Adds (`quiet=True`) or removes the filter of TensorFlow's logger that
+    drops its retracing warning about Keras's trainer functions."""
+    logger = logging.getLogger("tensorflow")
+    if quiet:
+        logger.addFilter(_RETRACING_FILTER)
+    else:
+        logger.removeFilter(_RETRACING_FILTER)
 
 
 def compile_arguments(model: keras.Model) -> dict:

@@ -281,3 +281,90 @@ def test_bad_model_raises_before_any_step(make_model, kwargs, match):
     with pytest.raises(ValueError, match=match):
         model.fit(x, y, epochs=1, callbacks=[grower], verbose=0)
     assert int(model.optimizer.iterations) == 0
+
+
+def test_a_callback_reused_on_another_model_starts_afresh(capsys):
+    x, y = random_data()
+    grower = GrowthCallback(
+        warmup=1,
+        interval=1,
+        param_budget=300,
+        layer_threshold=0,
+        criterion="random",
+        seed=0,
+    )
+    first = compiled_tiny_mlp()
+    first.fit(x, y, batch_size=16, epochs=2, callbacks=[grower], verbose=0)
+    assert [e["epoch"] for e in grower.history] == [1, 2]
+    # The same model trained on keeps its history.
+    first.fit(
+        x, y, batch_size=16, initial_epoch=2, epochs=3, callbacks=[grower],
+        verbose=0,
+    )
+    assert [e["epoch"] for e in grower.history] == [1, 2, 3]
+    capsys.readouterr()
+    second = compiled_tiny_mlp()
+    params = second.count_params()
+    second.fit(x, y, batch_size=16, epochs=1, callbacks=[grower], verbose=0)
+    assert "the 3 events of the previous one" in capsys.readouterr().out
+    assert [e["epoch"] for e in grower.history] == [1]
+    assert grower.history[0]["params_before"] == params
+    assert grower.history[0]["params_after"] == second.count_params()
+    # A state set before a fit is the next model's.
+    third = compiled_tiny_mlp()
+    grower.set_state({"history": [{"epoch": 7}], "initial_lr": None})
+    third.fit(x, y, batch_size=16, epochs=1, callbacks=[grower], verbose=0)
+    assert [e["epoch"] for e in grower.history] == [7, 1]
+
+
+@pytest.mark.slow
+def test_no_retracing_warning_at_events_and_the_filter_is_removed():
+    """Each event below outgrows the layers' capacity, so TensorFlow traces
+    the capture step and Keras's train and test functions anew (2 steps an
+    epoch: 5 traces in 10 calls is TensorFlow's warning threshold)."""
+    import logging
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("tensorflow")
+    logger.addHandler(handler)
+    x, y = random_data(32)
+    model = compiled_tiny_mlp()
+    shapes = []
+    grower = GrowthCallback(
+        warmup=1,
+        interval=1,
+        param_budget=5000,
+        layer_threshold=0,
+        analysis_data=(x[:16], y[:16]),
+        verbose=0,
+    )
+    record_shapes = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: shapes.append(
+            [tuple(w.shape) for w in model.weights]
+        )
+    )
+    try:
+        model.fit(
+            x,
+            y,
+            batch_size=16,
+            epochs=7,
+            validation_data=(x[:16], y[:16]),
+            callbacks=[grower, record_shapes],
+            verbose=0,
+        )
+        assert len(grower.history) == 7
+        assert all(a != b for a, b in zip(shapes, shapes[1:], strict=False))
+        assert not [r.getMessage() for r in records]
+        # Other retracing warnings pass, and this one once `fit` is over.
+        for name in ("make_step.<locals>.traced", "TensorFlowTrainer."
+                     "_make_function.<locals>.multi_step_on_iterator"):
+            logger.warning(
+                f"5 out of the last 5 calls to <function {name}> triggered "
+                "tf.function retracing."
+            )
+        assert len(records) == 2
+    finally:
+        logger.removeHandler(handler)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from keras_depthhet.utils.keras_internals import (
+    TRAINER_FUNCTIONS,
     backup_epoch,
     coordination_service_config,
     in_multi_worker_mode,
@@ -147,6 +148,18 @@ def test_tensorflow_fit_functions_are_keras_trainer_functions():
         assert function.__module__ == "keras.src.backend.tensorflow.trainer"
     reduce = inspect.signature(functions["reduce_per_replica"])
     assert list(reduce.parameters) == ["values", "strategy", "reduction"]
+
+
+def test_trainer_functions_name_the_functions_keras_traces():
+    """The retracing warnings `quiet_trainer_retracing` drops name these
+    functions (the growth tests see the warnings go under TensorFlow)."""
+    from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+
+    make = TensorFlowTrainer._make_function
+    assert f"{make.__qualname__}.<locals>." == TRAINER_FUNCTIONS
+    source = inspect.getsource(make)
+    for name in ("one_step_on_data", "multi_step_on_iterator"):
+        assert f"def {name}(" in source
 
 
 def test_replaced_tensorflow_fit_functions_are_the_ones_keras_calls():
