@@ -25,6 +25,11 @@ when:
 - a formula is drawn in a fallback font: none of the math fonts the
   stylesheet names for `math` is available to the browser.
 
+Then the home page and the GrowthCallback guide are opened from disk
+(`file://`): each must show the note that search needs the site served,
+and every link of theirs to a page of the site must open that page (not a
+folder listing).
+
 A full-page screenshot of every page, 1280 px wide, goes to the folder
 printed at the start (`--out`, by default a new temporary folder).
 
@@ -210,6 +215,43 @@ def check_page(page, url: str, shot: Path) -> tuple[int, list[str]]:
     return found["formulas"], problems
 
 
+# Runs in a page opened from disk: its note, and its links into the site.
+INSPECT_FILE_PAGE = """() => ({
+  notice: !!document.querySelector(".file-pages-notice"),
+  links: [...document.querySelectorAll("a[href]")]
+    .map((link) => link.href)
+    .filter((href) => href.startsWith("file:"))
+    .map((href) => href.split("#")[0]),
+})"""
+
+
+def check_from_disk(page, site: Path) -> list[str]:
+    """Opens `REQUIRED_PAGES` from disk; returns the problems found."""
+    problems = []
+    targets = set()
+    for name in REQUIRED_PAGES:
+        page.goto((site / name).resolve().as_uri())
+        found = page.evaluate(INSPECT_FILE_PAGE)
+        if not found["notice"]:
+            problems.append(f"{name}: no note that search needs a server")
+        targets.update(found["links"])
+    for url in sorted(targets):
+        if not url.endswith(".html"):
+            problems.append(f"link opens a folder, not a page: {url}")
+            continue
+        page.goto(url)
+        if page.evaluate("() => !document.querySelector('article h1')"):
+            problems.append(f"link opens no page: {url}")
+    print(
+        f"{'FAIL' if problems else 'ok':4}  from disk: "
+        f"{len(REQUIRED_PAGES)} pages, {len(targets)} links into the site",
+        flush=True,
+    )
+    for problem in problems:
+        print(f"      {problem}")
+    return problems
+
+
 def run_checks(site: Path, out: Path, chromium: str) -> int:
     from playwright.sync_api import sync_playwright
 
@@ -226,6 +268,9 @@ def run_checks(site: Path, out: Path, chromium: str) -> int:
 
     def route(route):
         url = route.request.url
+        if url.startswith("file:"):  # The pages opened from disk.
+            route.continue_()
+            return
         requests.append((current["page"], url))
         if urlsplit(url).hostname == "127.0.0.1":
             route.continue_()
@@ -278,6 +323,8 @@ def run_checks(site: Path, out: Path, chromium: str) -> int:
                 for problem in problems:
                     print(f"      {problem}")
                 failures += bool(problems)
+            current["page"] = "file://"
+            failures += bool(check_from_disk(browser_page, site))
             context.close()
     server.shutdown()
     local = sum(urlsplit(url).hostname == "127.0.0.1" for _, url in requests)
