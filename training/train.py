@@ -686,6 +686,29 @@ class Experiment:
                 ],
             )
 
+    def start_line(self) -> str:
+        """What the run trains, printed before its first epoch: the data,
+        the model, the growth events, and what Keras's `val_*` are."""
+        epochs = self.config["train"]["epochs"]
+        events = []
+        if self.growth is not None:
+            events = [
+                e for e in range(1, epochs + 1) if self.growth.is_event_epoch(e)
+            ]
+        grows = (
+            f", growth events after epoch{'s' * (len(events) > 1)} "
+            f"{', '.join(map(str, events))}"
+            if events
+            else ", not growing"
+        )
+        return (
+            f"{self.config['name']}: {self.model.count_params():,} "
+            f"parameters{grows}; {epochs} epochs on "
+            f"{self.splits.num_train:,} training images. Keras's val_* "
+            f"metrics are on the {self.splits.num_test:,} test images (the "
+            "table's Top-1 and Top-5)."
+        )
+
     @property
     def distributed(self) -> bool:
         """Whether training goes through `fit_with_growth` (a runtime
@@ -764,6 +787,7 @@ class Experiment:
             created = create_workdir(self.workdir)
             kept = []
         recorder = results.MetricsRecorder(metrics, kept)
+        print(self.start_line(), flush=True)
         try:
             if created:
                 results.write_json(self.workdir / "config.json", self.config)

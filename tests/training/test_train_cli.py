@@ -31,6 +31,7 @@ def test_short_run_writes_the_run_directory(tmp_path, capsys):
     assert train.main(["--workdir", str(workdir), *SHORT]) == 0
     out = capsys.readouterr().out
     assert "| digits_tiny |" in out and str(workdir / "params.png") in out
+    assert "digits_tiny: 20,474 parameters, not growing; 2 epochs" in out
     config = json.loads((workdir / "config.json").read_text())
     assert config["train"]["epochs"] == 2
     with (workdir / "metrics.csv").open() as file:
@@ -107,6 +108,11 @@ def test_single_device_run_grows_in_place(tmp_path, capsys):
     # Output to a pipe: one line per epoch, the event set apart after its
     # epoch's line.
     lines = capsys.readouterr().out.splitlines()
+    assert lines[lines.index("Epoch 1/3") - 1] == (
+        "digits_tiny: 7,578 parameters, growth events after epoch 2; 3 "
+        "epochs on 1,437 training images. Keras's val_* metrics are on the "
+        "360 test images (the table's Top-1 and Top-5)."
+    )
     epoch_2 = lines.index("Epoch 2/3")
     assert lines[epoch_2 + 1].startswith("2/2 - ")
     assert lines[epoch_2 + 2] == ""
