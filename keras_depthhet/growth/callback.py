@@ -280,6 +280,8 @@ class GrowthCallback(keras.callbacks.Callback):
             _optimizer_state(optimizer)
         for layer in layers:
             layer._check_growable()
+            if not layer.built:  # A model without `keras.Input`: at `fit`.
+                continue
             kernel = keras.ops.convert_to_numpy(layer.kernel)
             bias = layer.bias if layer.use_bias else None
             bias = None if bias is None else keras.ops.convert_to_numpy(bias)

@@ -1,6 +1,7 @@
 """JAX capture: `dL/d(output)` is `jax.grad` with respect to zero "probes"
 that the hook adds to every call's output; one `jax.jit` per step."""
 
+import inspect
 from collections.abc import Callable
 
 import jax
@@ -19,10 +20,11 @@ def derivative(fn: Callable, z, order: int):
 
 def _hooked_forward(model, layers, hook, trainable, non_trainable, x):
     """`model`'s float32 inference output with `hook` on `layers`."""
+    # As Keras's trainer: `training` only where `call` takes it.
+    parameters = inspect.signature(model.call).parameters
+    kwargs = {"training": False} if "training" in parameters else {}
     with hooked(layers, hook), float32_compute(model):
-        return model.stateless_call(
-            trainable, non_trainable, x, training=False
-        )[0]
+        return model.stateless_call(trainable, non_trainable, x, **kwargs)[0]
 
 
 def _values(model):

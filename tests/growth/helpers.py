@@ -88,3 +88,21 @@ def layer_costs(model) -> dict:
     return {
         layer.name: layer.growth_cost(1) for layer in growable_layers(model)
     }
+
+
+def function_probes(model: keras.Model, x):
+    """`(before, after, changes)`: callbacks to list first and last in
+    `fit`; at each epoch's end, `changes` gets the largest change of
+    `model(x)` across the callbacks between them (growth events)."""
+    outputs, changes = [], []
+
+    def record(epoch, logs):
+        outputs.append(keras.ops.convert_to_numpy(model(x)))
+
+    def compare(epoch, logs):
+        record(epoch, logs)
+        changes.append(float(np.max(np.abs(outputs[-1] - outputs[-2]))))
+
+    before = keras.callbacks.LambdaCallback(on_epoch_end=record)
+    after = keras.callbacks.LambdaCallback(on_epoch_end=compare)
+    return before, after, changes

@@ -1,0 +1,66 @@
+"""Growth inside `fit` on models as Keras users write them."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_depthhet import GrowableDense, GrowthCallback
+from tests.growth.helpers import function_probes
+
+
+def _data(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 16)).astype("float32"), rng.integers(0, 4, n)
+
+
+class NoTrainingArgument(keras.Model):
+    """A subclassed model whose `call` has no `training` argument."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = GrowableDense(8, activation="gelu")
+        self.head = keras.layers.Dense(4)
+
+    def call(self, x):
+        return self.head(self.hidden(x))
+
+
+def _sequential_without_input():
+    return keras.Sequential(
+        [GrowableDense(8, activation="gelu"), keras.layers.Dense(4)]
+    )
+
+
+@pytest.mark.parametrize(
+    "build", [_sequential_without_input, NoTrainingArgument]
+)
+@pytest.mark.parametrize("analysis", ["recent", "given"])
+def test_unbuilt_and_training_free_models_grow_inside_fit(build, analysis):
+    x, y = _data()
+    model = build()
+    model.compile(
+        "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    grower = GrowthCallback(
+        warmup=1,
+        interval=1,
+        param_budget=100,
+        layer_threshold=0,
+        analysis_data=(x[:32], y[:32]) if analysis == "given" else None,
+        verbose=0,
+    )
+    before, after, changes = function_probes(model, x[:8])
+    model.fit(
+        x,
+        y,
+        epochs=2,
+        batch_size=16,
+        callbacks=[before, grower, after],
+        verbose=0,
+    )
+    assert [e["epoch"] for e in grower.history] == [1, 2]
+    assert model.count_params() == grower.history[-1]["params_after"]
+    assert (
+        grower.history[0]["params_after"] > grower.history[0]["params_before"]
+    )
+    assert len(changes) == 2 and max(changes) <= 1e-5
