@@ -10,7 +10,7 @@ import inspect
 import re
 
 import pytest
-import yaml
+from mkdocs.utils import yaml_load
 
 from tests.docs_blocks import (
     DIRECTIVE,
@@ -53,7 +53,8 @@ def _resolve(path: str):
 
 
 def _docstring_options() -> dict:
-    config = yaml.safe_load((REPO_ROOT / "mkdocs.yml").read_text())
+    # mkdocs's loader: it knows the `!ENV` tag of `repo_url`.
+    config = yaml_load((REPO_ROOT / "mkdocs.yml").read_text())
     for plugin in config["plugins"]:
         if isinstance(plugin, dict) and "mkdocstrings" in plugin:
             options = plugin["mkdocstrings"]["handlers"]["python"]["options"]
