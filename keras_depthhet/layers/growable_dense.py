@@ -190,6 +190,12 @@ class GrowableDense(Int8BaseKernel, keras.layers.Dense):
                     minus.constraint = MirroredConstraint(constraint)
         return created
 
+    def _flat_weights(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The float kernel `(input_dim, units)` (dequantized if quantized)
+        and the bias `(units,)`, or None without bias, as NumPy arrays."""
+        bias = ops.convert_to_numpy(self.bias) if self.use_bias else None
+        return float_kernel(self), bias
+
     def _growth_values(self, saved, kernel, bias, scale) -> dict:
         """Packed values: `saved` first rounds, then zero-sum pairs."""
         args = (kernel, bias, scale, self.variable_dtype)
