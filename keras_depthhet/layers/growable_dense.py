@@ -40,8 +40,253 @@ from keras_depthhet.utils.validation import (
 )
 
 
+class GrowablePairs:
+    """The +/- neuron pairs of a growable layer, shared by `GrowableDense`
+    and `GrowableEinsumDense`.
+
+    The host layer is a Dense on flat views: it sets `units`, `input_dim`
+    (in `build`) and `use_bias`, and gives its float kernel
+    `(input_dim, units)` and bias `(units,)` by `_flat_weights()`. The
+    pairs of all rounds are packed into `growth_kernel_plus`,
+    `growth_kernel_minus` `(input_dim, K)` and `growth_bias_plus`,
+    `growth_bias_minus` `(K,)`; `_growth_branch` adds them to the flat
+    pre-activation with one matmul. The host calls `_init_growth` in its
+    constructor, `_build_growth` at the end of `build` and `_note_trace`
+    in `call`.
+    """
+
+    def _init_growth(self, growth_rounds, units: int) -> None:
+        """Checks and keeps the config's rounds (before any variable)."""
+        self._rounds = [
+            distinct_indices("growth_rounds", r, units)
+            for r in (growth_rounds or [])
+        ]
+        self._growth = {}
+        self._targets = None
+        self._analysis_hook = None
+        self._traced = False
+
+    def _build_growth(self) -> None:
+        """Creates the config's pairs (at zero until loaded)."""
+        if self._rounds:
+            self._growth = self._add_growth_variables(self.num_grown, None)
+        self._update_targets()
+
+    def _flat_weights(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The float kernel `(input_dim, units)` and the bias `(units,)`,
+        or None without bias, as NumPy arrays."""
+        raise NotImplementedError
+
+    def _flat_view(self, kernel, bias) -> tuple:
+        """The flat kernel `(input_dim, units)` and bias `(units,)` (or
+        None) of arrays shaped as the layer's `kernel` and `bias`."""
+        return np.asarray(kernel), None if bias is None else np.asarray(bias)
+
+    def _check_growable(self) -> None:
+        """Raises if the layer cannot grow now (the host's own reasons)."""
+
+    def _add_growth_variables(self, k: int, values) -> dict:
+        """Creates the packed variables of `k` pairs; `values` None: zeros."""
+        created = {}
+        with unlocked_state(self):  # `Dense.build` locks it after LoRA.
+            for part in ("kernel", "bias")[: 1 + self.use_bias]:
+                shape = (self.input_dim, k) if part == "kernel" else (k,)
+                for suffix in (f"{part}_plus", f"{part}_minus"):
+                    created[suffix] = self.add_weight(
+                        name=f"growth_{suffix}",
+                        shape=shape,
+                        initializer="zeros"
+                        if values is None
+                        else ArrayInitializer(values[suffix]),
+                    )
+                plus, minus = created[f"{part}_plus"], created[f"{part}_minus"]
+                regularizer = getattr(self, f"{part}_regularizer")
+                constraint = getattr(self, f"{part}_constraint")
+                if regularizer is not None:
+                    plus.regularizer = PairSumRegularizer(regularizer, minus)
+                if constraint is not None:
+                    plus.constraint = constraint
+                    minus.constraint = MirroredConstraint(constraint)
+        return created
+
+    def _growth_values(self, saved, kernel, bias, scale) -> dict:
+        """Packed values: `saved` first rounds, then zero-sum pairs."""
+        args = (kernel, bias, scale, self.variable_dtype)
+        return widened_pairs(self.name, saved, self._rounds, *args)
+
+    def _assign_growth(self, values: dict) -> None:
+        for suffix, variable in self._growth.items():
+            variable.assign(values[suffix])
+
+    def _round_columns(self, r: int) -> slice:
+        """The columns of round `r`'s pairs in the packed variables."""
+        start = sum(len(indices) for indices in self._rounds[:r])
+        return slice(start, start + len(self._rounds[r]))
+
+    def _pair_values(self, kernel, bias, indices, scale) -> dict:
+        """A new round's values (`zero_sum_pairs`) from the flat `kernel`
+        and `bias`, if the layer can grow."""
+        self._check_growable()
+        return zero_sum_pairs(
+            self.name, kernel, bias, indices, scale, self.variable_dtype
+        )
+
+    def _update_targets(self):
+        """Caches the neuron fed by each of the K pairs, all rounds in order."""
+        self._targets = None
+        if self._rounds:
+            self._targets = np.concatenate(self._rounds).astype("int32")
+
+    @property
+    def growth_rounds(self) -> list[np.ndarray]:
+        """The rounds grown so far, each an int64 array of neuron indices."""
+        return [r.copy() for r in self._rounds]
+
+    @property
+    def num_grown(self) -> int:
+        """Total number of +/- pairs added over all rounds."""
+        return int(sum(len(r) for r in self._rounds))
+
+    def growth_cost(self, num_neurons: int = 1) -> int:
+        """Parameters added by growing `num_neurons` neurons (one round)."""
+        if not self.built:
+            raise ValueError(
+                f"Layer '{self.name}' is not built yet; its input size, and so "
+                "the cost of growth, is unknown. Call it on an input first."
+            )
+        return 2 * (self.input_dim + int(self.use_bias)) * int(num_neurons)
+
+    def grow(self, indices, scale: float = 0.2) -> int:
+        """Adds one growth round at the output neurons `indices`.
+
+        Each chosen neuron `i` gets a pair `w+ = scale * W[:, i]`,
+        `b+ = scale * b[i]`, `w- = -w+`, `b- = -b+`; the function is
+        unchanged.
+
+        Args:
+            indices: Distinct integer indices in `[0, units)`, at least one.
+            scale: Positive, finite scale factor of the new pair.
+
+        Returns:
+            The number of parameters added: `2 * (input_dim + 1) * k` for
+            `k` neurons (`2 * input_dim * k` without bias).
+
+        Raises:
+            ValueError: if the layer is unbuilt, quantized or LoRA-enabled,
+                an argument is invalid, or a compiled function (`fit`,
+                `predict`, `jax.jit`, ...) has traced the layer (grow it
+                with `keras_depthhet.growth.grow_model`). The layer is then
+                unchanged.
+        """
+        self._check_growable()
+        if self._traced:
+            raise ValueError(
+                f"Layer {self.name!r} has been traced into a compiled "
+                "function (by `fit`, `predict`, `evaluate`, a `jax.jit` or a "
+                "`tf.function`), which would ignore the new neurons. Grow "
+                "it through its model instead: `keras_depthhet.growth."
+                f"grow_model(model, {{{self.name!r}: indices}})`, which also "
+                "remakes the compiled functions and optimizer state. "
+                f"Received: layer.grow({indices!r}) on a traced layer"
+            )
+        return self._grow(indices, scale)
+
+    def _grow(self, indices, scale: float = GROWTH_SCALE) -> int:
+        """`grow` without the traced-layer check (for `grow_model`)."""
+        self._check_growable()
+        if not self.built:
+            raise ValueError(
+                f"Layer '{self.name}' must be built before `grow()` is "
+                "called (call it on an input, or build the model). "
+                f"Received: layer.built={self.built}"
+            )
+        indices = distinct_indices("indices", indices, self.units)
+        scale = float(positive_number("scale", scale))
+        new = self._pair_values(*self._flat_weights(), indices, scale)
+        old = self._growth
+        values = concatenate_pairs(
+            {s: ops.convert_to_numpy(v) for s, v in old.items()}, new
+        )
+        before = list(self.weights)
+        try:
+            created = self._add_growth_variables(
+                self.num_grown + len(indices), values
+            )
+        except Exception:
+            for variable in self.weights:
+                if not any(variable is v for v in before):
+                    untrack_variable(self, variable)
+            raise
+        with unlocked_state(self):
+            for variable in old.values():
+                untrack_variable(self, variable)
+        self._growth = created
+        self._rounds.append(indices)
+        self._update_targets()
+        return self.growth_cost(len(indices))
+
+    def _growth_branch(self, inputs):
+        """Sum of GELU(a+ + a-) + (a+ + a-) per neuron of the flat inputs
+        `(..., input_dim)`, as `(..., units)`: one matmul, then one segment
+        sum onto the neurons (no dense units-by-K projection)."""
+        growth = self._growth
+        kernel = growth["kernel_plus"] + growth["kernel_minus"]
+        pair_sum = ops.matmul(inputs, ops.cast(kernel, inputs.dtype))
+        if self.use_bias:
+            bias = growth["bias_plus"] + growth["bias_minus"]
+            pair_sum = pair_sum + ops.cast(bias, inputs.dtype)
+        branch = exact_gelu(pair_sum) + pair_sum
+        per_neuron = ops.segment_sum(
+            ops.moveaxis(branch, -1, 0), self._targets, num_segments=self.units
+        )
+        return ops.moveaxis(per_neuron, 0, -1)
+
+    def _note_trace(self, inputs) -> None:
+        """Marks the layer traced when a compiled function (not the
+        splitting analysis) calls it: `grow` then refuses."""
+        if self._analysis_hook is None and is_compiled_trace(inputs):
+            self._traced = True
+
+    def set_analysis_hook(self, hook: Callable | None) -> None:
+        """Installs `hook(layer, inputs, preactivation, outputs) -> outputs`,
+        which must return a tensor equal to `outputs` (for the splitting
+        module's analysis); `None` removes it. The tensors are the flat
+        views: `(..., input_dim)` and `(..., units)`."""
+        self._analysis_hook = hook
+
+    def _save_pairs(self, store, first_key: int) -> None:
+        """Writes the packed pairs from numbered key `first_key` on, then
+        each round's neuron indices."""
+        pairs = [self._growth[s] for s in PAIR_SUFFIXES if s in self._growth]
+        save_growth(store, first_key, pairs, self._rounds)
+
+    def _read_pairs(self, store, num_base: int) -> dict:
+        """The saved pairs packed (raises unless the saved rounds are this
+        layer's first rounds)."""
+        saved, recorded, sizes = read_growth(
+            self.name, store, num_base, self.use_bias
+        )
+        check_saved_rounds(self.name, self._rounds, recorded, sizes)
+        return saved
+
+    def _load_pairs(self, saved: dict) -> None:
+        """Assigns `saved` pairs, the later rounds as zero-sum pairs of the
+        loaded weights."""
+        if self._growth:
+            kernel, bias = self._flat_weights()
+            self._assign_growth(
+                self._growth_values(saved, kernel, bias, GROWTH_SCALE)
+            )
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "growth_rounds": [r.tolist() for r in self._rounds],
+        }
+
+
 @keras.saving.register_keras_serializable(package="keras_depthhet")
-class GrowableDense(Int8BaseKernel, keras.layers.Dense):
+class GrowableDense(Int8BaseKernel, GrowablePairs, keras.layers.Dense):
     """Densely-connected layer whose output neurons can be given extra depth.
 
     A `keras.layers.Dense` subclass with the same weights and output until
@@ -128,10 +373,7 @@ class GrowableDense(Int8BaseKernel, keras.layers.Dense):
         **kwargs,
     ):
         units = positive_int("units", units)
-        rounds = [
-            distinct_indices("growth_rounds", r, units)
-            for r in (growth_rounds or [])
-        ]
+        self._init_growth(growth_rounds, units)
         super().__init__(
             units,
             activation=activation,
@@ -148,11 +390,6 @@ class GrowableDense(Int8BaseKernel, keras.layers.Dense):
             quantization_config=quantization_config,
             **kwargs,
         )
-        self._rounds = rounds
-        self._growth = {}
-        self._targets = None
-        self._analysis_hook = None
-        self._traced = False
 
     def build(self, input_shape):
         if input_shape[-1] is None:
@@ -162,60 +399,13 @@ class GrowableDense(Int8BaseKernel, keras.layers.Dense):
             )
         self.input_dim = int(input_shape[-1])
         super().build(input_shape)
-        if self._rounds:
-            self._growth = self._add_growth_variables(self.num_grown, None)
-        self._update_targets()
-
-    def _add_growth_variables(self, k: int, values) -> dict:
-        """Creates the packed variables of `k` pairs; `values` None: zeros."""
-        created = {}
-        with unlocked_state(self):  # `Dense.build` locks it after LoRA.
-            for part in ("kernel", "bias")[: 1 + self.use_bias]:
-                shape = (self.input_dim, k) if part == "kernel" else (k,)
-                for suffix in (f"{part}_plus", f"{part}_minus"):
-                    created[suffix] = self.add_weight(
-                        name=f"growth_{suffix}",
-                        shape=shape,
-                        initializer="zeros"
-                        if values is None
-                        else ArrayInitializer(values[suffix]),
-                    )
-                plus, minus = created[f"{part}_plus"], created[f"{part}_minus"]
-                regularizer = getattr(self, f"{part}_regularizer")
-                constraint = getattr(self, f"{part}_constraint")
-                if regularizer is not None:
-                    plus.regularizer = PairSumRegularizer(regularizer, minus)
-                if constraint is not None:
-                    plus.constraint = constraint
-                    minus.constraint = MirroredConstraint(constraint)
-        return created
+        self._build_growth()
 
     def _flat_weights(self) -> tuple[np.ndarray, np.ndarray | None]:
         """The float kernel `(input_dim, units)` (dequantized if quantized)
         and the bias `(units,)`, or None without bias, as NumPy arrays."""
         bias = ops.convert_to_numpy(self.bias) if self.use_bias else None
         return float_kernel(self), bias
-
-    def _growth_values(self, saved, kernel, bias, scale) -> dict:
-        """Packed values: `saved` first rounds, then zero-sum pairs."""
-        args = (kernel, bias, scale, self.variable_dtype)
-        return widened_pairs(self.name, saved, self._rounds, *args)
-
-    def _assign_growth(self, values: dict) -> None:
-        for suffix, variable in self._growth.items():
-            variable.assign(values[suffix])
-
-    def _round_columns(self, r: int) -> slice:
-        """The columns of round `r`'s pairs in the packed variables."""
-        start = sum(len(indices) for indices in self._rounds[:r])
-        return slice(start, start + len(self._rounds[r]))
-
-    def _pair_values(self, kernel, bias, indices, scale) -> dict:
-        """A new round's values (`zero_sum_pairs`), if the layer can grow."""
-        self._check_growable()
-        return zero_sum_pairs(
-            self.name, kernel, bias, indices, scale, self.variable_dtype
-        )
 
     def _check_growable(self) -> None:
         """Raises if the layer is quantized or LoRA-enabled: grow first."""
@@ -227,120 +417,6 @@ class GrowableDense(Int8BaseKernel, keras.layers.Dense):
                 "Grow the model, then enable LoRA. Received: a growth round "
                 f"for the LoRA-enabled layer {self.name!r}"
             )
-
-    def _update_targets(self):
-        """Caches the neuron fed by each of the K pairs, all rounds in order."""
-        self._targets = None
-        if self._rounds:
-            self._targets = np.concatenate(self._rounds).astype("int32")
-
-    @property
-    def growth_rounds(self) -> list[np.ndarray]:
-        """The rounds grown so far, each an int64 array of neuron indices."""
-        return [r.copy() for r in self._rounds]
-
-    @property
-    def num_grown(self) -> int:
-        """Total number of +/- pairs added over all rounds."""
-        return int(sum(len(r) for r in self._rounds))
-
-    def growth_cost(self, num_neurons: int = 1) -> int:
-        """Parameters added by growing `num_neurons` neurons (one round)."""
-        if not self.built:
-            raise ValueError(
-                f"Layer '{self.name}' is not built yet; its input size, and so "
-                "the cost of growth, is unknown. Call it on an input first."
-            )
-        return 2 * (self.input_dim + int(self.use_bias)) * int(num_neurons)
-
-    def grow(self, indices, scale: float = 0.2) -> int:
-        """Adds one growth round at the output neurons `indices`.
-
-        Each chosen neuron `i` gets a pair `w+ = scale * W[:, i]`,
-        `b+ = scale * b[i]`, `w- = -w+`, `b- = -b+`; the function is
-        unchanged.
-
-        Args:
-            indices: Distinct integer indices in `[0, units)`, at least one.
-            scale: Positive, finite scale factor of the new pair.
-
-        Returns:
-            The number of parameters added: `2 * (input_dim + 1) * k` for
-            `k` neurons (`2 * input_dim * k` without bias).
-
-        Raises:
-            ValueError: if the layer is unbuilt, quantized or LoRA-enabled,
-                an argument is invalid, or a compiled function (`fit`,
-                `predict`, `jax.jit`, ...) has traced the layer (grow it
-                with `keras_depthhet.growth.grow_model`). The layer is then
-                unchanged.
-        """
-        self._check_growable()
-        if self._traced:
-            raise ValueError(
-                f"Layer {self.name!r} has been traced into a compiled "
-                "function (by `fit`, `predict`, `evaluate`, a `jax.jit` or a "
-                "`tf.function`), which would ignore the new neurons. Grow "
-                "it through its model instead: `keras_depthhet.growth."
-                f"grow_model(model, {{{self.name!r}: indices}})`, which also "
-                "remakes the compiled functions and optimizer state. "
-                f"Received: layer.grow({indices!r}) on a traced layer"
-            )
-        return self._grow(indices, scale)
-
-    def _grow(self, indices, scale: float = GROWTH_SCALE) -> int:
-        """`grow` without the traced-layer check (for `grow_model`)."""
-        self._check_growable()
-        if not self.built:
-            raise ValueError(
-                f"Layer '{self.name}' must be built before `grow()` is "
-                "called (call it on an input, or build the model). "
-                f"Received: layer.built={self.built}"
-            )
-        indices = distinct_indices("indices", indices, self.units)
-        scale = float(positive_number("scale", scale))
-        new = self._pair_values(
-            ops.convert_to_numpy(self.kernel),
-            ops.convert_to_numpy(self.bias) if self.use_bias else None,
-            indices,
-            scale,
-        )
-        old = self._growth
-        values = concatenate_pairs(
-            {s: ops.convert_to_numpy(v) for s, v in old.items()}, new
-        )
-        before = list(self.weights)
-        try:
-            created = self._add_growth_variables(
-                self.num_grown + len(indices), values
-            )
-        except Exception:
-            for variable in self.weights:
-                if not any(variable is v for v in before):
-                    untrack_variable(self, variable)
-            raise
-        with unlocked_state(self):
-            for variable in old.values():
-                untrack_variable(self, variable)
-        self._growth = created
-        self._rounds.append(indices)
-        self._update_targets()
-        return self.growth_cost(len(indices))
-
-    def _growth_branch(self, inputs):
-        """Sum of GELU(a+ + a-) + (a+ + a-) per neuron: one matmul, then one
-        segment sum onto the neurons (no dense units-by-K projection)."""
-        growth = self._growth
-        kernel = growth["kernel_plus"] + growth["kernel_minus"]
-        pair_sum = ops.matmul(inputs, ops.cast(kernel, inputs.dtype))
-        if self.use_bias:
-            bias = growth["bias_plus"] + growth["bias_minus"]
-            pair_sum = pair_sum + ops.cast(bias, inputs.dtype)
-        branch = exact_gelu(pair_sum) + pair_sum
-        per_neuron = ops.segment_sum(
-            ops.moveaxis(branch, -1, 0), self._targets, num_segments=self.units
-        )
-        return ops.moveaxis(per_neuron, 0, -1)
 
     def preactivation(self, inputs):
         """The grown pre-activation `z'` (before the layer's activation)."""
@@ -357,8 +433,7 @@ class GrowableDense(Int8BaseKernel, keras.layers.Dense):
         return z
 
     def call(self, inputs):
-        if self._analysis_hook is None and is_compiled_trace(inputs):
-            self._traced = True
+        self._note_trace(inputs)
         z = self.preactivation(inputs)
         if self.activation is keras.activations.gelu:
             outputs = exact_gelu(z)  # The same function, faster on JAX.
@@ -368,19 +443,12 @@ class GrowableDense(Int8BaseKernel, keras.layers.Dense):
             outputs = self._analysis_hook(self, inputs, z, outputs)
         return outputs
 
-    def set_analysis_hook(self, hook: Callable | None) -> None:
-        """Installs `hook(layer, inputs, preactivation, outputs) -> outputs`,
-        which must return a tensor equal to `outputs` (for the splitting
-        module's analysis); `None` removes it."""
-        self._analysis_hook = hook
-
     def save_own_variables(self, store):
         """Saves the variables as `Dense` does (LoRA delta merged), then the
         packed pairs and each round's neuron indices."""
         super().save_own_variables(store)
-        pairs = [self._growth[s] for s in PAIR_SUFFIXES if s in self._growth]
         first = 1 + int(self.use_bias) + int(self.quantization_mode is not None)
-        save_growth(store, first, pairs, self._rounds)
+        self._save_pairs(store, first)
 
     def load_own_variables(self, store):
         """Loads saved variables, also of the older per-round layout.
@@ -394,10 +462,7 @@ class GrowableDense(Int8BaseKernel, keras.layers.Dense):
         num_base, int8_file = check_saved_base(
             self.name, store, self.kernel.shape, self.use_bias, quantized
         )
-        saved, recorded, sizes = read_growth(
-            self.name, store, num_base, self.use_bias
-        )
-        check_saved_rounds(self.name, self._rounds, recorded, sizes)
+        saved = self._read_pairs(store, num_base)
         if int8_file and not quantized:
             # A composite layer's config does not say that a child is; files do.
             self.quantize("int8", config=self.quantization_config)
@@ -411,15 +476,4 @@ class GrowableDense(Int8BaseKernel, keras.layers.Dense):
                 variables.append(self.kernel_scale)
             for key, variable in zip(base, variables, strict=True):
                 variable.assign(base[key])
-        if self._growth:
-            bias = ops.convert_to_numpy(self.bias) if self.use_bias else None
-            kernel = float_kernel(self)
-            self._assign_growth(
-                self._growth_values(saved, kernel, bias, GROWTH_SCALE)
-            )
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "growth_rounds": [r.tolist() for r in self._rounds],
-        }
+        self._load_pairs(saved)
