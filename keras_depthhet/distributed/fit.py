@@ -253,7 +253,8 @@ def fit_with_growth(
             if not growable_layer_map(model):
                 raise ValueError(
                     "`fit_with_growth` with `growth` needs a model with "
-                    f"GrowableDense layers. Received: model {model.name!r}"
+                    "growable layers (see `keras_depthhet.make_growable`). "
+                    f"Received: model {model.name!r}"
                 )
             growth.set_model(model)
             growth.on_train_begin()  # Checks, and agrees between workers.

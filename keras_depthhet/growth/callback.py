@@ -234,8 +234,10 @@ class GrowthCallback(keras.callbacks.Callback):
         layers = self._growable()
         if not layers:
             raise ValueError(
-                "`GrowthCallback` needs a model with GrowableDense layers "
-                "(e.g. built with `keras_depthhet.models.vit`). Received: "
+                "`GrowthCallback` needs a model with growable layers. Convert "
+                "a Keras model with `keras_depthhet.make_growable(model)` "
+                "(its Dense layers become `GrowableDense`), or build one with "
+                "`GrowableDense` or `keras_depthhet.models.vit`. Received: "
                 f"model {self.model.name!r} without any."
             )
         self._start_following(self.model)

@@ -18,6 +18,7 @@ from keras_depthhet.layers import (
     growable_layer_map,
     growable_layers,
 )
+from keras_depthhet.models.convert import make_growable
 from keras_depthhet.models.flops import count_flops
 from keras_depthhet.models.vit import (
     DEIT_PRESETS,
@@ -42,5 +43,6 @@ __all__ = [
     "deit_tiny",
     "growable_layer_map",
     "growable_layers",
+    "make_growable",
     "vit",
 ]

@@ -91,8 +91,9 @@ def analysis_inputs(
     available = growable_layer_map(model)
     if not available:
         raise ValueError(
-            "Argument `model` must contain at least one `GrowableDense` "
-            f"layer. Received: model={model.name!r} without any"
+            "Argument `model` must contain at least one growable layer "
+            "(see `keras_depthhet.make_growable`). Received: "
+            f"model={model.name!r} without any"
         )
     unbuilt = [key for key, layer in available.items() if not layer.built]
     if unbuilt:

@@ -197,6 +197,14 @@ def quiet_trainer_retracing(quiet: bool) -> None:
         logger.removeFilter(_RETRACING_FILTER)
 
 
+def is_functional(model: keras.Model) -> bool:
+    """Whether `model` is a functional model (or a subclass of one, as
+    KerasHub's backbones): Keras can rebuild its graph of layers."""
+    from keras.src.models.functional import Functional
+
+    return isinstance(model, Functional)
+
+
 def compile_arguments(model: keras.Model) -> dict:
     """The arguments `model.compile` was last called with, as objects."""
     if not getattr(model, "compiled", False):

@@ -29,7 +29,7 @@ def test_empty_data(model, analyse):
 
 def test_model_without_growable_layers(data):
     plain = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten()])
-    with pytest.raises(ValueError, match="at least one `GrowableDense`"):
+    with pytest.raises(ValueError, match="growable layer.*make_growable"):
         splitting_eigenvalues(plain, data, loss=LOSS)
 
 
