@@ -14,10 +14,13 @@ from keras_depthhet.growth.recent_batches import RecentBatches
 from keras_depthhet.growth.selection import (
     BUDGET_SPLITS,
     CRITERIA,
+    default_layer_types,
     select_neurons,
+    type_groups,
 )
 from keras_depthhet.layers.lookup import growable_layer_map
 from keras_depthhet.utils.keras_internals import (
+    iter_layers,
     quiet_trainer_retracing,
     sync_trainer_state,
 )
@@ -131,7 +134,15 @@ class GrowthCallback(keras.callbacks.Callback):
             `select_neurons`).
         budget_schedule: `"constant"` or `"lr"` (the budget scaled by the
             current over the highest learning rate so far).
-        budget_split: `"global"` or `"by_layer_type"`.
+        budget_split: `"global"` or `"by_layer_type"` (the budget split
+            equally among layer types, see `layer_types`).
+        layer_types: For `"by_layer_type"`: `None`, a mapping from layer
+            name to type, or a function of a layer returning its type (or
+            `None`). By default a layer held as `qkv`, `proj`, `fc1` or
+            `fc2` by the ViT blocks, as query, key or value (`"qkv"`) or
+            output (`"proj"`) projection by `keras.layers.MultiHeadAttention`,
+            or as KerasHub's transformer MLP (`"fc1"`, `"fc2"`) has that
+            type; given types override it.
         layers: Optional list of names of the `GrowableDense` layers that
             may grow; `None` means all.
         seed: Seed of `criterion="random"`; event `k` uses `seed + k`.
@@ -163,6 +174,7 @@ class GrowthCallback(keras.callbacks.Callback):
         criterion: str = "splitting",
         budget_schedule: str = "constant",
         budget_split: str = "global",
+        layer_types=None,
         layers: list[str] | None = None,
         seed: int | None = None,
         log_path: str | os.PathLike | None = None,
@@ -191,6 +203,18 @@ class GrowthCallback(keras.callbacks.Callback):
             "budget_schedule", budget_schedule, BUDGET_SCHEDULES
         )
         self.budget_split = choice("budget_split", budget_split, BUDGET_SPLITS)
+        if not (
+            layer_types is None
+            or callable(layer_types)
+            or isinstance(layer_types, dict)
+            and all(isinstance(v, str) for v in layer_types.values())
+        ):
+            raise ValueError(
+                "Argument `layer_types` must be None, a dict from layer name "
+                "to type (a string) or a function of a layer. Received: "
+                f"layer_types={layer_types!r}"
+            )
+        self.layer_types = layer_types
         if layers is not None and (
             isinstance(layers, str)
             or not all(isinstance(name, str) for name in layers)
@@ -229,6 +253,28 @@ class GrowthCallback(keras.callbacks.Callback):
                 )
             layers = {k: v for k, v in layers.items() if k in self.layers}
         return layers
+
+    def _layer_types(self) -> dict[str, str]:
+        """`{key: type}` of the growable layers (see `layer_types`)."""
+        layers = self._growable()
+        parents = [self.model, *iter_layers(self.model)]
+        types = default_layer_types(parents, layers)
+        given = self.layer_types
+        if callable(given):
+            for key, layer in layers.items():
+                kind = given(layer)
+                if kind is not None:
+                    types[key] = str(kind)
+        elif given is not None:
+            unknown = [key for key in given if key not in layers]
+            if unknown:
+                raise ValueError(
+                    "Argument `layer_types` names layers that are not "
+                    f"growable layers of the model: {unknown}. Known: "
+                    f"{sorted(layers)}"
+                )
+            types.update(given)
+        return types
 
     def on_train_begin(self, logs=None):
         layers = self._growable()
@@ -284,10 +330,10 @@ class GrowthCallback(keras.callbacks.Callback):
             layer._check_growable()
             if not layer.built:  # A model without `keras.Input`: at `fit`.
                 continue
-            kernel = keras.ops.convert_to_numpy(layer.kernel)
-            bias = layer.bias if layer.use_bias else None
-            bias = None if bias is None else keras.ops.convert_to_numpy(bias)
+            kernel, bias = layer._flat_weights()
             layer._pair_values(kernel, bias, np.arange(layer.units), self.scale)
+        if self.budget_split == "by_layer_type":
+            type_groups(dict.fromkeys(self._growable()), self._layer_types())
         if self.criterion == "random":
             return
         if self.analysis_data is None:
@@ -423,6 +469,9 @@ class GrowthCallback(keras.callbacks.Callback):
                 layer_threshold=self.layer_threshold,
                 criterion=self.criterion,
                 budget_split=self.budget_split,
+                layer_types=self._layer_types()
+                if self.budget_split == "by_layer_type"
+                else None,
                 seed=seed,
             )
         decision = {

@@ -22,13 +22,58 @@ BUDGET_SPLITS = ("global", "by_layer_type")
 """Accepted values of `budget_split`."""
 
 LAYER_TYPES = ("qkv", "proj", "fc1", "fc2")
-"""Layer types of `budget_split="by_layer_type"`, from name suffixes."""
+"""The layer types of a transformer, in the order `budget_split=
+"by_layer_type"` takes them (other types follow in order of appearance)."""
+
+TYPE_OF_ATTRIBUTE = {
+    # keras_depthhet's `Attention` and `Mlp`.
+    "qkv": "qkv",
+    "proj": "proj",
+    "fc1": "fc1",
+    "fc2": "fc2",
+    # `keras.layers.MultiHeadAttention`.
+    "_query_dense": "qkv",
+    "_key_dense": "qkv",
+    "_value_dense": "qkv",
+    "_output_dense": "proj",
+    # KerasHub's `TransformerEncoder`.
+    "_feedforward_intermediate_dense": "fc1",
+    "_feedforward_output_dense": "fc2",
+}
+"""The type of a growable layer that its parent layer holds under one of
+these attributes: the default types of `budget_split="by_layer_type"`."""
 
 
-def layer_type(name: str) -> str | None:
-    """The suffix after a layer name's last `_` if in `LAYER_TYPES`."""
-    suffix = name.rsplit("_", 1)[-1]
-    return suffix if suffix in LAYER_TYPES else None
+def default_layer_types(parents, layers: Mapping) -> dict[str, str]:
+    """`{key: type}` of the `layers` (`{key: layer}`) that one of `parents`
+    holds under an attribute of `TYPE_OF_ATTRIBUTE`."""
+    keys = {id(layer): key for key, layer in layers.items()}
+    types = {}
+    for parent in parents:
+        for attribute, value in vars(parent).items():
+            kind = TYPE_OF_ATTRIBUTE.get(attribute)
+            if kind is not None and id(value) in keys:
+                types[keys[id(value)]] = kind
+    return types
+
+
+def type_groups(scores: Mapping, layer_types: Mapping | None) -> list[dict]:
+    """The scores grouped by layer type, `LAYER_TYPES` first."""
+    layer_types = layer_types or {}
+    missing = [name for name in scores if layer_types.get(name) is None]
+    if missing:
+        raise ValueError(
+            'With `budget_split="by_layer_type"` every growable layer needs '
+            f"a type; layers {missing} have none. Pass `layer_types`, a "
+            'mapping such as {"dense": "fc1"} or a function of the layer. '
+            f"Received: layer_types={dict(layer_types)!r}"
+        )
+    groups = {}
+    for name, values in scores.items():
+        groups.setdefault(layer_types[name], {})[name] = values
+    order = [k for k in LAYER_TYPES if k in groups]
+    order += [k for k in groups if k not in LAYER_TYPES]
+    return [groups[kind] for kind in order]
 
 
 def _check_inputs(scores, costs, param_budget, layer_threshold):
@@ -106,6 +151,7 @@ def select_neurons(
     layer_threshold: int = 0,
     criterion: str = "splitting",
     budget_split: str = "global",
+    layer_types: Mapping[str, str] | None = None,
     seed: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Chooses the neurons to grow at one growth event.
@@ -119,7 +165,8 @@ def select_neurons(
     `"random"` (the ablation) takes neurons of all layers in a random order
     seeded by `seed`, within the budget. `budget_split="by_layer_type"`
     (the authors' code) splits the budget equally among the layer types
-    present (`qkv`, `proj`, `fc1`, `fc2`) and runs the rule within each.
+    present (`layer_types`: for a transformer `qkv`, `proj`, `fc1`, `fc2`)
+    and runs the rule within each.
 
     Args:
         scores: `{layer_name: 1-D array}` of finite per-neuron scores, in
@@ -131,6 +178,8 @@ def select_neurons(
             layer needs to take part.
         criterion: `"splitting"`, `"gradient_proxy"` or `"random"`.
         budget_split: `"global"` or `"by_layer_type"`.
+        layer_types: `{layer_name: type}` of every layer in `scores`, for
+            `budget_split="by_layer_type"` (e.g. `"qkv"`, `"fc1"`).
         seed: Seed of `criterion="random"`.
 
     Returns:
@@ -140,7 +189,7 @@ def select_neurons(
 
     Raises:
         ValueError: on an invalid argument, or with `"by_layer_type"` a
-            layer name without a type suffix.
+            layer without a type in `layer_types`.
 
     Examples:
         >>> scores = {"fc1": np.array([-3.0, 0.5, -1.0]),
@@ -156,17 +205,7 @@ def select_neurons(
     if budget_split == "global":
         groups = [scores]
     else:
-        by_type = {}
-        for name, values in scores.items():
-            kind = layer_type(name)
-            if kind is None:
-                raise ValueError(
-                    'With `budget_split="by_layer_type"` every layer name '
-                    f"must end in one of {list(LAYER_TYPES)}. "
-                    f"Received: layer name {name!r}"
-                )
-            by_type.setdefault(kind, {})[name] = values
-        groups = [by_type[kind] for kind in LAYER_TYPES if kind in by_type]
+        groups = type_groups(scores, layer_types)
     rng = np.random.default_rng(seed)
     budget = float(param_budget) / len(groups)
     chosen = {}

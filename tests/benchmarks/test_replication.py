@@ -123,9 +123,13 @@ def test_arms_g_and_h_split_the_budget_by_layer_type(full):
 
 
 def test_by_layer_type_reads_every_growable_layer_of_the_tiny_vits(tmp_path):
-    from keras_depthhet.growth.selection import select_neurons
+    from keras_depthhet.growth.selection import (
+        default_layer_types,
+        select_neurons,
+    )
     from keras_depthhet.models import vit
     from keras_depthhet.models.vit import growable_layers
+    from keras_depthhet.utils.keras_internals import iter_layers
     from training.config import vit_arguments
 
     for mnist in (None, str(tmp_path)):
@@ -135,6 +139,11 @@ def test_by_layer_type_reads_every_growable_layer_of_the_tiny_vits(tmp_path):
         layers = growable_layers(model)
         kinds = [layer.name.rsplit("_", 1)[-1] for layer in layers]
         assert sorted(set(kinds)) == sorted(replication.LAYER_TYPES)
+        # The default types come from the blocks' attributes, not names.
+        types = default_layer_types(
+            [model, *iter_layers(model)], {x.name: x for x in layers}
+        )
+        assert types == {x.name: x.name.rsplit("_", 1)[-1] for x in layers}
         scores = {layer.name: -np.ones(layer.units) for layer in layers}
         costs = {layer.name: layer.growth_cost(1) for layer in layers}
         growth = config["growth"]
@@ -145,6 +154,7 @@ def test_by_layer_type_reads_every_growable_layer_of_the_tiny_vits(tmp_path):
             layer_threshold=growth["layer_threshold"],
             criterion=growth["criterion"],
             budget_split=growth["budget_split"],
+            layer_types=types,
         )
         spent = dict.fromkeys(replication.LAYER_TYPES, 0)
         for name, indices in plan.items():

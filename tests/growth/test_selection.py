@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from keras_depthhet.growth.selection import (
-    layer_type,
     plan_cost,
     select_neurons,
 )
@@ -141,8 +140,13 @@ def test_by_layer_type_gives_each_type_an_equal_share():
         "block_0_mlp_fc2": -np.arange(1.0, 11.0) * 100,
     }
     costs = dict.fromkeys(scores, 5)
+    types = {name: name.rsplit("_", 1)[-1] for name in scores}
     plan = select_neurons(
-        scores, costs, param_budget=80, budget_split="by_layer_type"
+        scores,
+        costs,
+        param_budget=80,
+        budget_split="by_layer_type",
+        layer_types=types,
     )
     # 20 per type = 4 neurons each, the 4 most negative (indices 6..9),
     # although fc2's scores would take the whole budget globally.
@@ -151,20 +155,27 @@ def test_by_layer_type_gives_each_type_an_equal_share():
     assert len(global_plan["block_0_mlp_fc2"]) == 10
 
 
-def test_by_layer_type_needs_typed_names():
-    with pytest.raises(ValueError, match="block_0_norm"):
+def test_by_layer_type_needs_a_type_for_every_layer():
+    with pytest.raises(ValueError, match=r"layers \['b'\] have none"):
         select_neurons(
-            {"block_0_norm": np.array([-1.0])},
-            {"block_0_norm": 1},
+            {"a": np.array([-1.0]), "b": np.array([-1.0])},
+            {"a": 1, "b": 1},
             param_budget=10,
             budget_split="by_layer_type",
+            layer_types={"a": "fc1"},
         )
 
 
-def test_layer_type_from_suffix():
-    assert layer_type("block_11_attn_qkv") == "qkv"
-    assert layer_type("block_0_mlp_fc2") == "fc2"
-    assert layer_type("head") is None
+def test_by_layer_type_takes_any_type_names():
+    scores = {"x": -np.arange(1.0, 5.0), "y": -np.arange(1.0, 5.0) * 10}
+    plan = select_neurons(
+        scores,
+        dict.fromkeys(scores, 1),
+        param_budget=4,
+        budget_split="by_layer_type",
+        layer_types={"x": "encoder", "y": "decoder"},
+    )
+    assert _as_lists(plan) == {"x": [2, 3], "y": [2, 3]}
 
 
 def test_does_not_modify_inputs():

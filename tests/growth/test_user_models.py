@@ -64,3 +64,62 @@ def test_unbuilt_and_training_free_models_grow_inside_fit(build, analysis):
         grower.history[0]["params_after"] > grower.history[0]["params_before"]
     )
     assert len(changes) == 2 and max(changes) <= 1e-5
+
+
+def _two_hidden_layers():
+    model = keras.Sequential(
+        [
+            keras.Input((16,)),
+            GrowableDense(8, activation="gelu", name="first"),
+            GrowableDense(8, activation="gelu", name="second"),
+            keras.layers.Dense(4),
+        ]
+    )
+    model.compile(
+        "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    return model
+
+
+def test_by_layer_type_takes_the_users_types():
+    x, y = _data()
+    # Without types the callback says what to pass, before training.
+    untyped = GrowthCallback(budget_split="by_layer_type", verbose=0)
+    with pytest.raises(ValueError, match=r"\['first', 'second'\].*layer_types"):
+        _two_hidden_layers().fit(x, y, epochs=1, callbacks=[untyped], verbose=0)
+    with pytest.raises(ValueError, match="must be None, a dict"):
+        GrowthCallback(layer_types=["fc1"])
+    for types in (
+        {"first": "early", "second": "late"},
+        lambda layer: {"first": "early", "second": "late"}[layer.name],
+    ):
+        grower = GrowthCallback(
+            warmup=1,
+            interval=1,
+            # 68 per type: 2 neurons of `first` (34 each: 2 * (16 + 1)),
+            # 3 of `second` (18 each: 2 * (8 + 1)).
+            param_budget=136,
+            layer_threshold=0,
+            criterion="random",
+            budget_split="by_layer_type",
+            layer_types=types,
+            seed=0,
+            verbose=0,
+        )
+        _two_hidden_layers().fit(
+            x, y, epochs=1, batch_size=16, callbacks=[grower], verbose=0
+        )
+        neurons = grower.history[0]["neurons"]
+        assert neurons == {"first": 2, "second": 3}
+    with pytest.raises(ValueError, match=r"not growable layers.*\['third'\]"):
+        _two_hidden_layers().fit(
+            x,
+            y,
+            epochs=1,
+            callbacks=[
+                GrowthCallback(
+                    budget_split="by_layer_type", layer_types={"third": "x"}
+                )
+            ],
+            verbose=0,
+        )
