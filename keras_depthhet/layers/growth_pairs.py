@@ -1,5 +1,6 @@
-"""The +/- neuron pairs of `GrowableDense`: values, constraint, regularizer
-(`saved_growth` writes and reads them)."""
+"""The +/- neuron pairs of the growable layers (`GrowableDense`,
+`GrowableEinsumDense`): values, constraint, regularizer (`saved_growth`
+writes and reads them)."""
 
 import keras
 import numpy as np

@@ -1,18 +1,27 @@
-"""Finding the `GrowableDense` layers of a model: `growable_layer_map`."""
+"""Finding the growable layers of a model (`GrowableDense`,
+`GrowableEinsumDense`): `growable_layer_map`."""
 
 import keras
 
 from keras_depthhet.layers.growable_dense import GrowableDense
+from keras_depthhet.layers.growable_einsum_dense import GrowableEinsumDense
 from keras_depthhet.utils.keras_internals import iter_layer_paths
 
+GROWABLE_LAYERS = (GrowableDense, GrowableEinsumDense)
+"""The layer classes whose units can grow."""
 
-def growable_layer_map(model: keras.layers.Layer) -> dict[str, GrowableDense]:
-    """The `GrowableDense` layers of `model` by the key that names them.
+GrowableLayer = GrowableDense | GrowableEinsumDense
 
-    Growth plans, scores and events name a layer by this key: its `name`,
-    or, where several layers of the model share that name (equal names in
-    nested models), its path of container names, e.g. `"branch_a/dense"`.
-    A layer used at several places in the model appears once.
+
+def growable_layer_map(model: keras.layers.Layer) -> dict[str, GrowableLayer]:
+    """The growable layers of `model` by the key that names them.
+
+    The growable layers are the `GrowableDense` and `GrowableEinsumDense`
+    layers. Growth plans, scores and events name a layer by this key: its
+    `name`, or, where several layers of the model share that name (equal
+    names in nested models), its path of container names, e.g.
+    `"branch_a/dense"`. A layer used at several places in the model appears
+    once.
 
     Args:
         model: Any Keras model or layer.
@@ -30,12 +39,12 @@ def growable_layer_map(model: keras.layers.Layer) -> dict[str, GrowableDense]:
         #  'block_0_mlp_fc2']
         ```
     """
-    if isinstance(model, GrowableDense):
+    if isinstance(model, GROWABLE_LAYERS):
         return {model.name: model}
     found = [
         (path, layer)
         for path, layer in iter_layer_paths(model)
-        if isinstance(layer, GrowableDense)
+        if isinstance(layer, GROWABLE_LAYERS)
     ]
     names = [layer.name for _, layer in found]
     return {
@@ -44,8 +53,9 @@ def growable_layer_map(model: keras.layers.Layer) -> dict[str, GrowableDense]:
     }
 
 
-def growable_layers(model: keras.layers.Layer) -> list[GrowableDense]:
-    """All `GrowableDense` layers of `model`, nested ones included, in order.
+def growable_layers(model: keras.layers.Layer) -> list[GrowableLayer]:
+    """All growable layers of `model` (`GrowableDense`,
+    `GrowableEinsumDense`), nested ones included, in order.
 
     Args:
         model: Any Keras model or layer.

@@ -1,6 +1,7 @@
-"""How `GrowableDense` saves its pairs. After `Dense`'s variables come the
-packed pairs, each round's indices and the marker `growth_packed`; older
-files, without it, hold each round's pair variables in turn.
+"""How the growable layers save their pairs. After the variables of the
+base layer (`Dense`, `EinsumDense`) come the packed pairs, each round's
+indices and the marker `growth_packed`; older files of `GrowableDense`,
+without it, hold each round's pair variables in turn.
 """
 
 import numpy as np

@@ -4,7 +4,12 @@ import math
 
 import keras
 
-from keras_depthhet.layers import Attention, GrowableDense, PatchEmbedding
+from keras_depthhet.layers import (
+    Attention,
+    GrowableDense,
+    GrowableEinsumDense,
+    PatchEmbedding,
+)
 from keras_depthhet.utils.keras_internals import iter_layers
 
 
@@ -12,7 +17,8 @@ def _nested_flops(layer: keras.layers.Layer, positions: int) -> int:
     """FLOPs of `layer` and its sub-layers, all applied at `positions`."""
     total = 0
     for sub in [layer, *iter_layers(layer)]:
-        if isinstance(sub, GrowableDense):  # Pairs: one summed column each.
+        if isinstance(sub, (GrowableDense, GrowableEinsumDense)):
+            # The flat views; the pairs: one summed column each.
             total += positions * sub.input_dim * (sub.units + sub.num_grown)
         elif isinstance(sub, keras.layers.Dense):
             total += positions * sub.kernel.shape[0] * sub.units
@@ -27,10 +33,11 @@ def count_flops(model: keras.Model) -> int:
 
     As in the DeiT paper, one multiply-add is one FLOP and only matrix
     products count: the patch embedding, every dense layer and the
-    attention products `Q K^T` and `A V`. A grown `GrowableDense` adds
-    `input_dim * num_grown` per token (its pairs run as one matmul of their
-    summed kernels). DeiT-S at 224 pixels counts about 4.6 GFLOPs, the
-    paper's reduced base (halved attention and MLP widths) about 2.3.
+    attention products `Q K^T` and `A V`. A grown `GrowableDense` or
+    `GrowableEinsumDense` adds `input_dim * num_grown` per token (its pairs
+    run as one matmul of their summed kernels). DeiT-S at 224 pixels counts
+    about 4.6 GFLOPs, the paper's reduced base (halved attention and MLP
+    widths) about 2.3.
 
     Args:
         model: A built functional model, such as one from `vit`, whose
@@ -61,6 +68,10 @@ def count_flops(model: keras.Model) -> int:
             patches = layer.output.shape[1]
             total += patches * layer.patch_size**2 * shape[-1] * layer.dim
             continue
-        positions = math.prod(shape[1:-1]) if len(shape) > 2 else 1
+        # A `GrowableEinsumDense` may contract several last axes.
+        features = 1
+        if isinstance(layer, GrowableEinsumDense):
+            features = layer._contracted
+        positions = math.prod(shape[1 : len(shape) - features])
         total += _nested_flops(layer, positions)
     return int(total)
