@@ -25,8 +25,10 @@ def grown_weights(
         if not growth or all(id(v) in index for v in growth.values()):
             continue
         saved = {s: old(v) for s, v in pairs.get(id(layer), {}).items()}
-        bias = old(layer.bias) if layer.use_bias else None
-        widened = layer._growth_values(saved, old(layer.kernel), bias, scale)
+        kernel, bias = layer._flat_view(
+            old(layer.kernel), old(layer.bias) if layer.use_bias else None
+        )
+        widened = layer._growth_values(saved, kernel, bias, scale)
         for suffix, variable in growth.items():
             new[id(variable)] = widened[suffix]
     return [

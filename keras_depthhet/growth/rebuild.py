@@ -89,8 +89,10 @@ def _carry_growth(layer, indices, scale: float, values: dict) -> None:
     new round at `indices`, as `GrowableDense.grow` would."""
     growth = layer._growth.items()
     saved = {s: values[v.path] for s, v in growth if v.path in values}
-    kernel = values[layer.kernel.path]
-    bias = values[layer.bias.path] if layer.use_bias else None
+    kernel, bias = layer._flat_view(
+        values[layer.kernel.path],
+        values[layer.bias.path] if layer.use_bias else None,
+    )
     # Checks the new round as `grow` does (finite, not overflowing).
     layer._pair_values(kernel, bias, indices, scale)
     layer._assign_growth(layer._growth_values(saved, kernel, bias, scale))

@@ -197,6 +197,21 @@ def quiet_trainer_retracing(quiet: bool) -> None:
         logger.removeFilter(_RETRACING_FILTER)
 
 
+def replace_sublayer(parent, old, new) -> None:
+    """Puts layer `new` where `parent` holds layer `old`: every attribute
+    and its place among `parent`'s tracked layers (so weights keep their
+    order). Raises if `parent` does not hold `old` as an attribute."""
+    names = [name for name, value in vars(parent).items() if value is old]
+    if not names:
+        raise ValueError(
+            f"Layer {old.name!r} is not an attribute of {parent.name!r}, so "
+            "it cannot be replaced there."
+        )
+    parent._tracker.replace_tracked_value("layers", old, new)
+    for name in names:
+        setattr(parent, name, new)
+
+
 def is_functional(model: keras.Model) -> bool:
     """Whether `model` is a functional model (or a subclass of one, as
     KerasHub's backbones): Keras can rebuild its graph of layers."""
