@@ -36,12 +36,15 @@ TYPE_OF_ATTRIBUTE = {
     "_key_dense": "qkv",
     "_value_dense": "qkv",
     "_output_dense": "proj",
-    # KerasHub's `TransformerEncoder`.
+    # KerasHub's `TransformerEncoder`, and the `MLP` of its ViT.
     "_feedforward_intermediate_dense": "fc1",
     "_feedforward_output_dense": "fc2",
+    "MLP.dense_1": "fc1",
+    "MLP.dense_2": "fc2",
 }
 """The type of a growable layer that its parent layer holds under one of
-these attributes: the default types of `budget_split="by_layer_type"`."""
+these attributes (`"Class.attribute"` for a parent of that class name):
+the default types of `budget_split="by_layer_type"`."""
 
 
 def default_layer_types(parents, layers: Mapping) -> dict[str, str]:
@@ -51,7 +54,10 @@ def default_layer_types(parents, layers: Mapping) -> dict[str, str]:
     types = {}
     for parent in parents:
         for attribute, value in vars(parent).items():
-            kind = TYPE_OF_ATTRIBUTE.get(attribute)
+            kind = TYPE_OF_ATTRIBUTE.get(
+                f"{type(parent).__name__}.{attribute}",
+                TYPE_OF_ATTRIBUTE.get(attribute),
+            )
             if kind is not None and id(value) in keys:
                 types[keys[id(value)]] = kind
     return types

@@ -115,53 +115,66 @@ def _choose(model, layers) -> dict[str, str]:
     return {convertible[key][0]: key for key in chosen}
 
 
-def _growable_copy(layer) -> keras.layers.Layer:
-    """`layer` as its growable class, built, with its weights."""
-    new = _GROWABLE[type(layer)].from_config(layer.get_config())
+def _growable(layer, rounds) -> keras.layers.Layer:
+    """`layer` as its growable class (with `rounds` of growth, if any)."""
+    config = layer.get_config()
+    if rounds:
+        config["growth_rounds"] = rounds
+    return _GROWABLE[type(layer)].from_config(config)
+
+
+def _growable_copy(layer, rounds) -> keras.layers.Layer:
+    """`_growable`, built as `layer`, with its weights (the pairs of
+    `rounds` at zero)."""
+    new = _growable(layer, rounds)
     if layer.built:
         new.build_from_config(layer.get_build_config())
-        new.set_weights(layer.get_weights())
+        extra = new.get_weights()[len(layer.weights) :]
+        new.set_weights(layer.get_weights() + extra)
     return new
 
 
-def _copy(model, graph_paths: set) -> keras.Model:
-    """A copy of `model` with its weights; the layers of its (nested)
-    graphs at `graph_paths` converted on the way."""
-    if not isinstance(model, keras.Sequential) and not is_functional(model):
+def _plain_graph(model) -> bool:
+    """Whether Keras clones `model` layer by layer: a Sequential or plain
+    functional model (not a subclass with its own config, as KerasHub's
+    backbones, which are copied from their config)."""
+    return isinstance(model, keras.Sequential) or (
+        is_functional(model) and type(model).__module__.startswith("keras.")
+    )
+
+
+def _copy_structure(model, targets: dict) -> keras.Model:
+    """A copy of `model` without its weights; the layers of its (nested)
+    plain graphs whose `id` is in `targets` (`{id: rounds}`) converted."""
+    if not _plain_graph(model):
         try:
             copy = model.__class__.from_config(model.get_config())
         except Exception as error:
             raise ValueError(
-                f"Model {model.name!r} is a subclassed model that Keras cannot "
-                f"copy from its config ({type(error).__name__}: {error}). "
-                "Give it `get_config`, or use `keras_depthhet.GrowableDense` "
-                "where its code creates `keras.layers.Dense`."
+                f"Model {model.name!r} of type {type(model).__name__} cannot "
+                "be copied from its config by Keras "
+                f"({type(error).__name__}: {error}). Give it `get_config`, or "
+                "use `keras_depthhet.GrowableDense` where its code creates "
+                "`keras.layers.Dense`."
             ) from error
-        if model.built:
+        if model.built and not copy.built:
             copy.build_from_config(model.get_build_config())
-    else:
-        targets = {
-            id(layer)
-            for path, layer in iter_layer_paths(model)
-            if path in graph_paths
-        }
+        return copy
 
-        def clone(layer):
-            if id(layer) in targets:
-                return _GROWABLE[type(layer)].from_config(layer.get_config())
-            return layer.__class__.from_config(layer.get_config())
+    def clone(layer):
+        if id(layer) in targets:
+            return _growable(layer, targets[id(layer)])
+        if isinstance(layer, keras.Model):
+            return _copy_structure(layer, targets)
+        return layer.__class__.from_config(layer.get_config())
 
-        copy = keras.models.clone_model(
-            model, clone_function=clone, recursive=True
-        )
-    if model.built and model.weights:
-        copy.set_weights(model.get_weights())
-    return copy
+    return keras.models.clone_model(model, clone_function=clone)
 
 
 def make_growable(
     model: keras.Model,
     layers: Sequence[str] | Callable[[keras.layers.Layer], bool] | None = None,
+    growth_rounds: dict[str, list] | None = None,
 ) -> keras.Model:
     """A copy of `model` in which the chosen Dense layers can grow.
 
@@ -189,6 +202,11 @@ def make_growable(
             layer names, or of paths such as `"encoder/dense"` where names
             repeat; or a function of a layer returning whether to convert
             it (it sees the convertible layers only).
+        growth_rounds: Optional `{layer: rounds}`, the `growth_rounds` of
+            layers of a grown copy (their keys converted too): the copy
+            gets the same structure, pairs at zero, ready for
+            `load_weights` of that copy's saved weights. The layers of a
+            model graph then keep their initial weights.
 
     Returns:
         The new, uncompiled model.
@@ -215,7 +233,12 @@ def make_growable(
             "Argument `model` must be a keras.Model. Received: "
             f"model of type {type(model).__name__}"
         )
+    rounds = _check_rounds(growth_rounds)
     chosen = _choose(model, layers)
+    if rounds:
+        named = _choose(model, list(rounds))
+        chosen.update(named)
+        rounds = {path: rounds[key] for path, key in named.items()}
     if not chosen:
         growable = list(growable_layer_map(model))
         raise ValueError(
@@ -229,24 +252,48 @@ def make_growable(
                 "them."
             )
         )
-    # Layers of a model's graph are converted as the model is copied; the
+    # Layers of a plain graph are converted as the model is copied; the
     # others (inside layers, or in a subclassed model) in their parents.
     paths = dict(iter_layer_paths(model))
-    graph = {
-        path
-        for path in chosen
-        if isinstance(_parent(model, paths, path), keras.Sequential)
-        or is_functional(_parent(model, paths, path))
-    }
-    copy = _copy(model, graph)
+    targets = {}
+    for path in chosen:
+        parent = _parent(model, paths, path)
+        if _plain_graph(parent):
+            targets[id(paths[path])] = rounds.get(path)
+        elif is_functional(parent):
+            raise ValueError(
+                f"Layer {path!r} is a node of the graph of {parent.name!r}, a "
+                f"{type(parent).__name__} that Keras copies from its config, "
+                "so it cannot be replaced there. Leave it out of `layers`."
+            )
+    copy = _copy_structure(model, targets)
+    if model.built and model.weights and not rounds:
+        copy.set_weights(model.get_weights())
     copied = dict(iter_layer_paths(copy))
     for path in chosen:
         layer = copied[path]
         if isinstance(layer, tuple(_GROWABLE.values())):
             continue
         parent = _parent(copy, copied, path)
-        replace_sublayer(parent, layer, _growable_copy(layer))
+        replace_sublayer(parent, layer, _growable_copy(layer, rounds.get(path)))
     return copy
+
+
+def _check_rounds(growth_rounds) -> dict:
+    """`growth_rounds` as `{key: [[int, ...], ...]}`; raises if malformed."""
+    if growth_rounds is None:
+        return {}
+    try:
+        return {
+            str(key): [[int(i) for i in r] for r in rounds]
+            for key, rounds in dict(growth_rounds).items()
+        }
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            "Argument `growth_rounds` must map layer names to lists of "
+            "rounds, each a list of neuron indices, as the layers' "
+            f"`growth_rounds` give them. Received: {growth_rounds!r}"
+        ) from error
 
 
 def _parent(model, paths: dict, path: str):
