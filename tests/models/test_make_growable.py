@@ -97,21 +97,116 @@ def test_bad_input_names_the_layer_and_what_to_do():
             keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
         )
 
-    class Subclassed(keras.Model):
-        def __init__(self):
+    class NeedsArguments(keras.Model):
+        def __init__(self, width):
             super().__init__()
-            self.hidden = keras.layers.Dense(8, "gelu", name="hidden")
-            self.head = keras.layers.Dense(4, name="head")
+            self.hidden = keras.layers.Dense(width, "gelu", name="hidden")
 
         def call(self, x):
-            return self.head(self.hidden(x))
+            return self.hidden(x)
 
-    subclassed = Subclassed()
-    subclassed(X)
-    with pytest.raises(
-        ValueError, match=r"subclassed.*\['hidden', 'head'\].*Growable"
-    ):
-        make_growable(subclassed)
+    needs_arguments = NeedsArguments(8)
+    needs_arguments(X)
+    with pytest.raises(ValueError, match="cannot be copied from its config"):
+        make_growable(needs_arguments, layers=["hidden"])
+
+
+class Subclassed(keras.Model):
+    """A subclassed model that Keras copies from its (default) config."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = keras.layers.Dense(8, "gelu", name="hidden")
+        self.head = keras.layers.Dense(4, name="head")
+
+    def call(self, x):
+        return self.head(self.hidden(x))
+
+
+def test_subclassed_model_converts_in_place_of_its_attributes():
+    model = Subclassed()
+    model(X)
+    copy = make_growable(model, layers=["hidden"])
+    assert isinstance(copy.hidden, GrowableDense)
+    assert type(model.hidden) is keras.layers.Dense
+    _same_function(model, copy)
+    assert len(copy.weights) == len(model.weights)  # The old layer is gone.
+    copy.hidden.grow([0, 3])
+    _same_function(model, copy)
+
+
+def _transformer():
+    """A functional transformer classifier of Keras layers."""
+    inputs = keras.Input((6, 16))
+    attended = keras.layers.MultiHeadAttention(2, 8, name="mha")(inputs, inputs)
+    tokens = keras.layers.LayerNormalization()(inputs + attended)
+    hidden = keras.layers.Dense(32, "gelu", name="fc1")(tokens)
+    tokens = tokens + keras.layers.Dense(16, name="fc2")(hidden)
+    pooled = keras.layers.GlobalAveragePooling1D()(tokens)
+    return keras.Model(inputs, keras.layers.Dense(3, name="head")(pooled))
+
+
+def test_multi_head_attention_projections_become_growable():
+    x = np.random.default_rng(1).normal(size=(4, 6, 16)).astype("float32")
+    model = _transformer()
+    copy = make_growable(model)
+    layers = growable_layer_map(copy)
+    assert list(layers) == [
+        "query",
+        "key",
+        "value",
+        "attention_output",
+        "fc1",
+        "fc2",
+    ]
+    assert {type(layer).__name__ for k, layer in layers.items()} == {
+        "GrowableEinsumDense",
+        "GrowableDense",
+    }
+    assert copy.count_params() == model.count_params()
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(copy(x)),
+        keras.ops.convert_to_numpy(model(x)),
+        atol=1e-6,
+    )
+    for layer in layers.values():
+        layer.grow([0, 5])
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(copy(x)),
+        keras.ops.convert_to_numpy(model(x)),
+        atol=1e-5,
+    )
+
+
+def test_growth_rounds_rebuild_a_grown_copy_for_its_weights(tmp_path):
+    x = np.random.default_rng(2).normal(size=(4, 6, 16)).astype("float32")
+    grown = make_growable(_transformer())
+    rng = np.random.default_rng(3)
+    for layer in growable_layer_map(grown).values():
+        layer.grow([0, 2])
+        layer.grow([2])
+        for variable in layer._growth.values():
+            variable.assign(rng.normal(size=variable.shape) * 0.1)
+    rounds = {
+        key: [r.tolist() for r in layer.growth_rounds]
+        for key, layer in growable_layer_map(grown).items()
+    }
+    grown.save_weights(tmp_path / "grown.weights.h5")
+    # A grown MultiHeadAttention's config does not hold its projections'
+    # growth: its `.keras` file is refused; the weights route loads.
+    grown.save(tmp_path / "grown.keras")
+    with pytest.raises(ValueError, match="could not be loaded"):
+        keras.saving.load_model(tmp_path / "grown.keras")
+    again = make_growable(_transformer(), growth_rounds=rounds)
+    again.load_weights(tmp_path / "grown.weights.h5")
+    assert again.count_params() == grown.count_params()
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(again(x)),
+        keras.ops.convert_to_numpy(grown(x)),
+        atol=1e-6,
+    )
+    with pytest.raises(ValueError, match="must map layer names to lists"):
+        make_growable(_transformer(), growth_rounds={"fc1": 3})
 
 
 def test_converting_twice_keeps_the_growth():
