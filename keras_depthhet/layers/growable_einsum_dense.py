@@ -250,6 +250,13 @@ class GrowableEinsumDense(GrowablePairs, keras.layers.EinsumDense):
         super().build(input_shape)
         self._build_growth()
 
+    def compute_output_shape(self, input_shape):
+        """The input's leading axes (known sizes kept, where `EinsumDense`
+        gives those of `output_shape`), then the free axes."""
+        super().compute_output_shape(input_shape)  # Keras's own checks.
+        lead = tuple(input_shape[: len(input_shape) - self._contracted])
+        return lead + self._free_shape
+
     def quantized_build(self, kernel_shape, mode, config=None):
         raise _not_supported(self.name, "quantized", "mode", mode)
 

@@ -89,6 +89,9 @@ def test_growth_preserves_function_and_counts_parameters(rng, case):
     params = layer.count_params()
     units = int(np.prod(before.shape[len(x.shape) - _contracted(case[0]) :]))
     assert layer.units == units
+    # Every output size known (EinsumDense leaves `None` in `output_shape`).
+    symbolic = (None, *x.shape[1:])
+    assert layer.compute_output_shape(symbolic) == (None, *before.shape[1:])
     per_unit = 2 * (layer.input_dim + (case[3] is not None))
     # Unit 1 grows in three rounds, unit 3 in two; the last round is all.
     for indices in ([1, 3], [1], list(range(units)), [3, 1]):
