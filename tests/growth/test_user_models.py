@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_depthhet import GrowableDense, GrowthCallback
+from keras_depthhet import GrowableDense, GrowthCallback, make_growable
 from tests.growth.helpers import function_probes
 
 
@@ -123,3 +123,110 @@ def test_by_layer_type_takes_the_users_types():
             ],
             verbose=0,
         )
+
+
+def _grows_inside_fit(model, x, y, epochs=3, **growth):
+    """Fits `model` (compiled here) with events after epochs 1 and 2 and
+    checks the function unchanged at each event and the new pairs trained
+    (their two halves no longer cancel)."""
+    from keras_depthhet.models import growable_layer_map
+
+    model.compile(
+        keras.optimizers.Adam(1e-2),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    grower = GrowthCallback(
+        warmup=1, interval=1, layer_threshold=0, verbose=0, **growth
+    )
+    before, after, changes = function_probes(model, x[:8])
+    model.fit(
+        x,
+        y,
+        epochs=epochs,
+        batch_size=16,
+        callbacks=[before, grower, after],
+        verbose=0,
+    )
+    assert [e["epoch"] for e in grower.history] == list(range(1, epochs + 1))
+    assert max(changes) <= 1e-5
+    first = grower.history[0]["neurons"]
+    assert first
+    layers = growable_layer_map(model)
+    for key in first:
+        pairs = layers[key]._growth
+        total = keras.ops.convert_to_numpy(
+            pairs["kernel_plus"] + pairs["kernel_minus"]
+        )
+        assert np.abs(total).max() > 1e-6, key
+    return grower
+
+
+def test_functional_multi_head_attention_transformer_grows_inside_fit():
+    from tests.models.test_make_growable import _transformer
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 6, 16)).astype("float32")
+    y = rng.integers(0, 3, 64)
+    model = make_growable(_transformer())
+    grower = _grows_inside_fit(
+        model,
+        x,
+        y,
+        param_budget=1500,
+        budget_split="by_layer_type",
+        layer_types={"fc1": "fc1", "fc2": "fc2"},
+    )
+    grown = set().union(*(e["neurons"] for e in grower.history))
+    assert {"query", "key", "value", "attention_output"} & grown
+
+
+@pytest.mark.slow
+def test_keras_hub_vit_backbone_grows_inside_fit_and_reloads(tmp_path):
+    import keras_hub
+
+    from keras_depthhet.models import growable_layer_map
+
+    def classifier():
+        backbone = keras_hub.models.ViTBackbone(
+            image_shape=(16, 16, 3),
+            patch_size=4,
+            num_layers=2,
+            num_heads=2,
+            hidden_dim=16,
+            mlp_dim=32,
+            name="backbone",  # Named: the growth rounds name layers by path.
+        )
+        inputs = keras.Input((16, 16, 3))
+        tokens = backbone(inputs)
+        head = keras.layers.Dense(4, name="head")
+        return keras.Model(inputs, head(tokens[:, 0]))
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 16, 16, 3)).astype("float32")
+    y = rng.integers(0, 4, 64)
+    model = make_growable(classifier())
+    types = {key.rsplit("/", 1)[-1] for key in growable_layer_map(model)}
+    assert types == {
+        "query",
+        "key",
+        "value",
+        "attention_output",
+        "dense_1",
+        "dense_2",
+    }
+    # Default types from the layers' places: no `layer_types` needed.
+    _grows_inside_fit(
+        model, x, y, epochs=2, param_budget=3000, budget_split="by_layer_type"
+    )
+    rounds = {
+        key: [r.tolist() for r in layer.growth_rounds]
+        for key, layer in growable_layer_map(model).items()
+    }
+    model.save_weights(tmp_path / "grown.weights.h5")
+    again = make_growable(classifier(), growth_rounds=rounds)
+    again.load_weights(tmp_path / "grown.weights.h5")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(again(x[:8])),
+        keras.ops.convert_to_numpy(model(x[:8])),
+        atol=1e-5,
+    )
