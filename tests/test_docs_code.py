@@ -57,6 +57,7 @@ def test_the_guides_have_code_that_runs():
     }
     assert {
         "getting-started.md",
+        "guides/grow-your-own-model.md",
         "guides/growable-models.md",
         "guides/growth-callback.md",
     } <= names
