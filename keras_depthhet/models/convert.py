@@ -143,7 +143,7 @@ def _plain_graph(model) -> bool:
     )
 
 
-def _copy_structure(model, targets: dict) -> keras.Model:
+def _copy_structure(model, targets: dict, chosen: list) -> keras.Model:
     """A copy of `model` without its weights; the layers of its (nested)
     plain graphs whose `id` is in `targets` (`{id: rounds}`) converted."""
     if not _plain_graph(model):
@@ -153,7 +153,8 @@ def _copy_structure(model, targets: dict) -> keras.Model:
             raise ValueError(
                 f"Model {model.name!r} of type {type(model).__name__} cannot "
                 "be copied from its config by Keras "
-                f"({type(error).__name__}: {error}). Give it `get_config`, or "
+                f"({type(error).__name__}: {error}), so its layers "
+                f"{chosen} cannot be made growable. Give it `get_config`, or "
                 "use `keras_depthhet.GrowableDense` where its code creates "
                 "`keras.layers.Dense`."
             ) from error
@@ -165,7 +166,7 @@ def _copy_structure(model, targets: dict) -> keras.Model:
         if id(layer) in targets:
             return _growable(layer, targets[id(layer)])
         if isinstance(layer, keras.Model):
-            return _copy_structure(layer, targets)
+            return _copy_structure(layer, targets, chosen)
         return layer.__class__.from_config(layer.get_config())
 
     return keras.models.clone_model(model, clone_function=clone)
@@ -266,7 +267,7 @@ def make_growable(
                 f"{type(parent).__name__} that Keras copies from its config, "
                 "so it cannot be replaced there. Leave it out of `layers`."
             )
-    copy = _copy_structure(model, targets)
+    copy = _copy_structure(model, targets, list(chosen.values()))
     if model.built and model.weights and not rounds:
         copy.set_weights(model.get_weights())
     copied = dict(iter_layer_paths(copy))
