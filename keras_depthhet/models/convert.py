@@ -150,10 +150,12 @@ def _copy_structure(model, targets: dict, chosen: list) -> keras.Model:
         try:
             copy = model.__class__.from_config(model.get_config())
         except Exception as error:
+            words = str(error).split()
+            reason = " ".join(words[:16]) + (" ..." if len(words) > 16 else "")
             raise ValueError(
                 f"Model {model.name!r} of type {type(model).__name__} cannot "
                 "be copied from its config by Keras "
-                f"({type(error).__name__}: {error}), so its layers "
+                f"({type(error).__name__}: {reason}), so its layers "
                 f"{chosen} cannot be made growable. Give it `get_config`, or "
                 "use `keras_depthhet.GrowableDense` where its code creates "
                 "`keras.layers.Dense`."
