@@ -1,5 +1,6 @@
 """`GrowableEinsumDense` in models: config and `.keras` round trips (also
-across backends), refusals, training, the layer lookup and FLOPs."""
+across backends), refusals, training, the layer lookup, FLOPs and the
+splitting analysis."""
 
 import keras
 import numpy as np
@@ -273,3 +274,43 @@ def test_flops_count_the_pairs_of_a_grown_layer():
     model.get_layer("query").grow([0, 5])
     model.get_layer("output").grow([3])
     assert count_flops(model) == 5 * 4 * 8 + 5 * 6 * 5 + 4 * 1
+
+
+def test_splitting_sees_the_dense_layers_of_the_flat_views(rng):
+    """The same model written with `GrowableDense` on flattened tokens has
+    the same outputs and the same splitting eigenvalues per unit."""
+    from keras_depthhet.splitting import splitting_eigenvalues
+
+    einsum = _model()
+    inputs = keras.Input((5, 4))
+    heads = GrowableDense(6, activation="gelu", name="query")(inputs)
+    tokens = GrowableDense(4, name="output")(heads)
+    pooled = keras.layers.GlobalAveragePooling1D()(tokens)
+    dense = keras.Model(inputs, GrowableDense(1, name="head")(pooled))
+    weights = [
+        0.5 * rng.normal(size=w.shape).astype("float32") for w in einsum.weights
+    ]
+    einsum.set_weights(weights)
+    query, query_bias, output, *rest = weights
+    dense.set_weights(
+        [query.reshape(4, 6), query_bias.reshape(6), output.reshape(6, 4)]
+        + rest
+    )
+    for model in (einsum, dense):
+        model.get_layer("query").grow([1, 4])
+        model.get_layer("output").grow([0])
+    x = rng.normal(size=(16, 5, 4)).astype("float32")
+    y = rng.normal(size=(16, 1)).astype("float32")
+    np.testing.assert_allclose(
+        _np(einsum(x)), _np(dense(x)), rtol=1e-5, atol=1e-6
+    )
+    layers = ["query", "output"]
+    ours, theirs = (
+        splitting_eigenvalues(m, (x, y), loss="mse", layers=layers)
+        for m in (einsum, dense)
+    )
+    for name in layers:
+        np.testing.assert_allclose(
+            np.asarray(ours[name]), np.asarray(theirs[name]), atol=1e-5
+        )
+    assert np.min(ours["query"]) < 0
