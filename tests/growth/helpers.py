@@ -106,3 +106,28 @@ def function_probes(model: keras.Model, x):
     before = keras.callbacks.LambdaCallback(on_epoch_end=record)
     after = keras.callbacks.LambdaCallback(on_epoch_end=compare)
     return before, after, changes
+
+
+def tiny_transformer() -> keras.Model:
+    """8x8x1 inputs as 8 tokens of 8 through `keras.layers.MultiHeadAttention`
+    (2 heads of 4) and a Dense MLP (`"fc1"` 16 GELU, `"fc2"` 8) to a
+    10-class head, made growable by `make_growable`: the query, key, value
+    and output projections become `GrowableEinsumDense`, the MLP
+    `GrowableDense`."""
+    from keras_depthhet import make_growable
+
+    inputs = keras.Input((8, 8, 1))
+    # Every layer named: two models built in one process have equal paths.
+    tokens = keras.layers.Reshape((8, 8), name="rows")(inputs)
+    attended = keras.layers.MultiHeadAttention(2, 4, name="mha")(tokens, tokens)
+    tokens = keras.layers.LayerNormalization(name="norm")(tokens + attended)
+    hidden = keras.layers.Dense(16, activation="gelu", name="fc1")(tokens)
+    tokens = tokens + keras.layers.Dense(8, name="fc2")(hidden)
+    pooled = keras.layers.GlobalAveragePooling1D(name="pool")(tokens)
+    outputs = keras.layers.Dense(10, name="head")(pooled)
+    return make_growable(keras.Model(inputs, outputs, name="tiny_transformer"))
+
+
+def compiled_tiny_transformer(optimizer=None, jit_compile="auto"):
+    """`tiny_transformer` compiled as `compiled_tiny_vit` compiles the ViT."""
+    return _compiled(tiny_transformer(), optimizer, jit_compile)

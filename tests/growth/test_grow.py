@@ -7,6 +7,7 @@ import pytest
 from keras_depthhet.growth import grow_model, plan_cost, rebuild_optimizer
 from tests.growth.helpers import (
     compiled_tiny_mlp,
+    compiled_tiny_transformer,
     compiled_tiny_vit,
     fixed_batch_loss,
     layer_costs,
@@ -53,22 +54,40 @@ class _GrowOnce(keras.callbacks.Callback):
         }
 
 
+TRANSFORMER_PLAN = {
+    "query": np.array([0, 5]),
+    "value": np.array([7]),
+    "attention_output": np.array([1, 2]),
+    "fc1": np.array([3, 4]),
+}
+"""A plan for `compiled_tiny_transformer`: `GrowableEinsumDense` units of
+`MultiHeadAttention`'s projections beside `GrowableDense` neurons."""
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("jit_compile", [True, False])
-def test_growth_inside_fit_keeps_function_and_optimizer_state(jit_compile):
+@pytest.mark.parametrize(
+    "build, plan, jit_compile",
+    [
+        (compiled_tiny_mlp, PLAN, True),
+        (compiled_tiny_mlp, PLAN, False),
+        (compiled_tiny_transformer, TRANSFORMER_PLAN, "auto"),
+    ],
+    ids=["mlp-xla", "mlp", "transformer"],
+)
+def test_growth_inside_fit_keeps_function_and_optimizer_state(
+    build, plan, jit_compile
+):
     x, y = random_data(16)
     schedule = keras.optimizers.schedules.ExponentialDecay(1e-3, 3, 0.5)
-    model = compiled_tiny_mlp(
-        keras.optimizers.Adam(schedule), jit_compile=jit_compile
-    )
-    grower = _GrowOnce(PLAN, x, y)
+    model = build(keras.optimizers.Adam(schedule), jit_compile=jit_compile)
+    grower = _GrowOnce(plan, x, y)
     model.fit(x, y, batch_size=8, epochs=2, callbacks=[grower], verbose=0)
     seen = grower.seen
 
     # (a) Same function on a fixed batch.
     assert abs(seen["loss_before"] - seen["loss_after"]) < 1e-5
     # (d) Parameters added equal the plan's cost.
-    cost = plan_cost(PLAN, layer_costs(model))
+    cost = plan_cost(plan, layer_costs(model))
     assert seen["added"] == cost
     assert seen["params_after"] - seen["params_before"] == cost
     # (b) Old slots (moments, iteration count) unchanged; new slots zero.

@@ -13,6 +13,7 @@ from keras_depthhet.growth import (
 )
 from tests.growth.helpers import (
     compiled_tiny_mlp,
+    compiled_tiny_transformer,
     compiled_tiny_vit,
     random_data,
 )
@@ -57,8 +58,8 @@ def _assert_same(actual, expected):
         np.testing.assert_allclose(actual[path], value, atol=1e-5, err_msg=path)
 
 
-def _uninterrupted(x, y, epochs):
-    model = _model()
+def _uninterrupted(x, y, epochs, build=compiled_tiny_mlp):
+    model = _model(build)
     model.fit(x, y, epochs=epochs, callbacks=[_grower()], **FIT)
     return _weights(model)
 
@@ -87,9 +88,12 @@ class _Interrupt(keras.callbacks.Callback):
 
 
 @pytest.mark.slow
-def test_backup_and_restore_resumes_after_growth(tmp_path):
+@pytest.mark.parametrize(
+    "build", [compiled_tiny_mlp, compiled_tiny_transformer], ids=["mlp", "mha"]
+)
+def test_backup_and_restore_resumes_after_growth(tmp_path, build):
     x, y = random_data()
-    model = _model()
+    model = _model(build)
     grower = _grower()
     backup = GrowthBackupAndRestore(str(tmp_path / "backup"), grower)
     # Step 10 is in epoch 3, after the growth at the end of epoch 1 and the
@@ -105,7 +109,7 @@ def test_backup_and_restore_resumes_after_growth(tmp_path):
     assert len(history.epoch) == 2  # Resumed at epoch 3.
     assert model.count_params() == grown_params
     assert len(grower.history) == 1
-    _assert_same(_weights(model), _uninterrupted(x, y, 4))
+    _assert_same(_weights(model), _uninterrupted(x, y, 4, build))
     # A model whose growth is not the backup's is refused before training.
     grow_model(model, {"fc2": [1]})
     other = _grower()
