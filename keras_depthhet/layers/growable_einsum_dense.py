@@ -182,17 +182,18 @@ class GrowableEinsumDense(GrowablePairs, keras.layers.EinsumDense):
             or not set(bias_axes) <= set(outputs[-free:])
         ):
             raise ValueError(
-                f"Layer {kwargs.get('name')!r}: argument `bias_axes` must be "
-                "None or distinct axes among the kernel's free axes "
+                "Argument `bias_axes` must be None or distinct axes among "
+                "the kernel's free axes "
                 f"{outputs[-free:]!r} of the equation {equation!r}; a bias "
                 "along other axes is not a bias per unit. Received: "
                 f"bias_axes={bias_axes!r}"
             )
-        partial = (
-            (output_shape,)
-            if isinstance(output_shape, int)
-            else tuple(output_shape)
-        )
+        if isinstance(output_shape, (int, np.integer)):
+            partial = (output_shape,)
+        elif isinstance(output_shape, (list, tuple)):
+            partial = tuple(output_shape)
+        else:
+            partial = ()
         expected = len(outputs) - (0 if ellipsis else 1)
         free_shape = partial[len(partial) - free :]
         if len(partial) != expected or not all(
@@ -354,9 +355,12 @@ class GrowableEinsumDense(GrowablePairs, keras.layers.EinsumDense):
 
 
 def _not_supported(name, kind: str, argument: str, received) -> ValueError:
+    layer = "`GrowableEinsumDense`"
+    if name is not None:
+        layer = f"Layer {name!r} ({layer})"
     return ValueError(
-        f"Layer {name!r} (`GrowableEinsumDense`) cannot be {kind}: its units "
-        "must stay able to grow. Leave it out (e.g. `model.quantize(mode, "
-        "filters=...)`) or use a `keras.layers.EinsumDense`. Received: "
+        f"{layer} cannot be {kind}: its units must stay able to grow. Leave "
+        "it out (e.g. `model.quantize(mode, filters=...)`) or use a "
+        "`keras.layers.EinsumDense`. Received: "
         f"{argument}={received!r}"
     )

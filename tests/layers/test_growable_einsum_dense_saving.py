@@ -196,6 +196,7 @@ def test_equations_that_cannot_grow_are_refused(equation):
         ({"bias_axes": ""}, "bias_axes"),
         ({"output_shape": (None, None, 3)}, "output_shape"),
         ({"output_shape": (2, 3)}, "output_shape"),
+        ({"output_shape": None}, "output_shape"),
         ({"lora_rank": 2}, "lora_rank"),
     ],
 )
