@@ -34,6 +34,7 @@ BENCHMARKS = (
     "train_step_throughput",
     "train_step_profile",
     "step_page_faults",
+    "converted_step",
     "replication",
     "gpu_check",
 )
