@@ -12,7 +12,7 @@ from keras_depthhet.distributed.runtime import (
     resolve_distribution,
 )
 from keras_depthhet.growth.callback import GrowthCallback, log_num_params
-from keras_depthhet.growth.rebuild import rebuild_grown_model
+from keras_depthhet.growth.rebuild import grown_config, rebuild_grown_model
 from keras_depthhet.layers.lookup import growable_layer_map
 from keras_depthhet.utils.keras_internals import quiet_trainer_retracing
 from keras_depthhet.utils.validation import int_at_least
@@ -256,6 +256,7 @@ def fit_with_growth(
                     "growable layers (see `keras_depthhet.make_growable`). "
                     f"Received: model {model.name!r}"
                 )
+            _check_rebuildable(model)
             growth.set_model(model)
             growth.on_train_begin()  # Checks, and agrees between workers.
         history = keras.callbacks.History()
@@ -301,6 +302,28 @@ def fit_with_growth(
     history.set_model(model)
     model.history = history
     return GrowthRun(model, history, events, runtime)
+
+
+def _check_rebuildable(model) -> None:
+    """Raises if a growable layer's growth is not in `model`'s config (a
+    layer `make_growable` replaced inside another layer), which the
+    rebuild at each event would lose."""
+    config = model.get_config()
+    lost = []
+    for key in growable_layer_map(model):
+        try:
+            grown_config(config, {key: [0]})
+        except ValueError:
+            lost.append(key)
+    if lost:
+        raise ValueError(
+            "`fit_with_growth` rebuilds the model from its config at each "
+            f"event, and the config of model {model.name!r} does not record "
+            f"the growth of layers {lost} (layers inside other layers, as "
+            "`make_growable` converts them in a MultiHeadAttention or a "
+            "KerasHub backbone). Train it with `model.fit` and "
+            "`GrowthCallback` instead."
+        )
 
 
 def _grow_event(model, growth: GrowthCallback, epoch: int):

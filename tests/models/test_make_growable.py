@@ -283,3 +283,24 @@ def test_growth_callback_on_a_plain_model_names_make_growable():
             callbacks=[GrowthCallback(criterion="random")],
             verbose=0,
         )
+
+
+def test_fit_with_growth_refuses_layers_its_rebuild_would_lose():
+    from keras_depthhet.distributed import fit_with_growth
+
+    def build():
+        model = make_growable(_transformer())
+        model.compile("adam", "mse")
+        return model
+
+    x = np.zeros((8, 6, 16), "float32")
+    with pytest.raises(
+        ValueError, match=r"does not record.*'query'.*model.fit"
+    ):
+        fit_with_growth(
+            build,
+            (x, np.zeros((8, 3))),
+            epochs=2,
+            growth=dict(criterion="random", warmup=1, interval=1),
+            distribution="none",
+        )
