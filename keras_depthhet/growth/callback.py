@@ -90,7 +90,7 @@ def log_num_params(model: keras.Model, logs: dict | None) -> None:
 
 
 class GrowthCallback(keras.callbacks.Callback):
-    """Grows the model's `GrowableDense` layers at scheduled epochs.
+    """Grows the model's growable layers at scheduled epochs.
 
     An event runs at the end of epoch `e` (from 1) when `e >= warmup` and
     `(e - warmup) % interval == 0`. It scores every neuron (by default the
@@ -143,7 +143,7 @@ class GrowthCallback(keras.callbacks.Callback):
             output (`"proj"`) projection by `keras.layers.MultiHeadAttention`,
             or as KerasHub's transformer MLP (`"fc1"`, `"fc2"`) has that
             type; given types override it.
-        layers: Optional list of names of the `GrowableDense` layers that
+        layers: Optional list of names of the growable layers that
             may grow; `None` means all.
         seed: Seed of `criterion="random"`; event `k` uses `seed + k`.
         log_path: Optional file path for JSON lines, one per event.
@@ -151,7 +151,7 @@ class GrowthCallback(keras.callbacks.Callback):
 
     Raises:
         ValueError: at construction, for an argument out of its range; at
-            `on_train_begin`, for a model without `GrowableDense` layers,
+            `on_train_begin`, for a model without growable layers,
             an optimizer, loss, `scale` or `analysis_data` the first event
             could not use (the error names the argument).
 
@@ -248,7 +248,7 @@ class GrowthCallback(keras.callbacks.Callback):
             unknown = [name for name in self.layers if name not in layers]
             if unknown:
                 raise ValueError(
-                    "Argument `layers` names layers that are not GrowableDense "
+                    "Argument `layers` names layers that are not growable "
                     f"layers of the model: {unknown}. Known: {sorted(layers)}"
                 )
             layers = {k: v for k, v in layers.items() if k in self.layers}

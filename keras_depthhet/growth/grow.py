@@ -31,7 +31,7 @@ def _check_plan(plan, layers: Mapping[str, GrowableDense]) -> dict:
     for name, indices in plan.items():
         if name not in layers:
             raise ValueError(
-                "Argument `plan` names a layer that is not a GrowableDense "
+                "Argument `plan` names a layer that is not a growable "
                 f"layer of the model. Received: {name!r}; known layers: "
                 f"{sorted(layers)}"
             )
@@ -167,7 +167,7 @@ def grow_model(
     changes nothing.
 
     Args:
-        model: A built Keras model containing `GrowableDense` layers.
+        model: A built Keras model containing growable layers.
         plan: `{layer_name: distinct neuron indices}`, e.g. from
             `select_neurons`.
         scale: Scale factor `s` of the new neuron pairs.

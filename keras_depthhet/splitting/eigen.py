@@ -151,7 +151,7 @@ def splitting_eigenvalues(
 ):
     """Smallest eigenvalue of every output neuron's splitting matrix.
 
-    For each output neuron `i` of the chosen `GrowableDense` layers, the
+    For each output neuron `i` of the chosen growable layers, the
     smallest eigenvalue of its splitting matrix
     `S_i = sum_{b,t} g[b,t,i] sigma''(z'[b,t,i]) x~[b,t] x~[b,t]^T`
     (defined on the docs' Method page) for the mean loss over all
@@ -164,7 +164,7 @@ def splitting_eigenvalues(
     in groups that fit it, one forward and backward pass per group.
 
     Args:
-        model: A built Keras model with `GrowableDense` layers.
+        model: A built Keras model with growable layers.
         data: A `tf.data.Dataset`, a `keras.utils.PyDataset`, any
             iterable of `(x, y)` or `(x, y, sample_weight)` batches
             (NumPy arrays or tensors), or one such tuple of whole arrays,

@@ -31,7 +31,7 @@ def gradient_proxy(
     `min(0, sum(v_i) + dL/db_i)`.
 
     Args:
-        model: A built Keras model with `GrowableDense` layers.
+        model: A built Keras model with growable layers.
         data: Batches as for `splitting_eigenvalues`.
         loss: A Keras `Loss`, loss name or function; `None` uses the
             model's compiled loss.

@@ -146,7 +146,7 @@ def test_rebuild_of_uncompiled_model_and_empty_plan():
 @pytest.mark.parametrize(
     "plan, scale, match",
     [
-        ({"head": [0]}, 0.2, "not a GrowableDense"),
+        ({"head": [0]}, 0.2, "not a growable"),
         ({"block_0_mlp_fc1": [99]}, 0.2, "units="),
         (PLAN, 0.0, "scale"),
     ],

@@ -163,7 +163,7 @@ def test_empty_plan_changes_nothing():
 @pytest.mark.parametrize(
     "plan, match",
     [
-        ({"head": [0]}, "not a GrowableDense"),
+        ({"head": [0]}, "not a growable"),
         ({"block_0_mlp_fc1": [0, 0]}, "distinct"),
         ({"block_0_mlp_fc1": [99]}, "distinct"),
         ({"block_0_mlp_fc1": []}, "non-empty"),
