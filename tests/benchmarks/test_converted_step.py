@@ -3,9 +3,12 @@
 `python -m benchmarks.run_all --quick` runs the benchmark itself.
 """
 
+import pytest
+
 from benchmarks.converted_step import QUICK, _models, report
 
 
+@pytest.mark.integration  # Imports KerasHub and builds four ViTs.
 def test_the_converted_keras_hub_vit_grows_as_our_vit_of_its_sizes():
     models = _models(QUICK)
     params = {name: model.count_params() for name, model in models.items()}

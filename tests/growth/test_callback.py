@@ -317,6 +317,7 @@ def test_a_callback_reused_on_another_model_starts_afresh(capsys):
     assert [e["epoch"] for e in grower.history] == [7, 1]
 
 
+@pytest.mark.integration  # Seven events to pass TF's warning threshold.
 @pytest.mark.slow
 def test_no_retracing_warning_at_events_and_the_filter_is_removed():
     """Each event below outgrows the layers' capacity, so TensorFlow traces

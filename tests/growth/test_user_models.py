@@ -172,6 +172,7 @@ def test_functional_multi_head_attention_transformer_grows_inside_fit():
         model,
         x,
         y,
+        epochs=2,
         param_budget=1500,
         budget_split="by_layer_type",
         layer_types={"fc1": "fc1", "fc2": "fc2"},
@@ -180,6 +181,7 @@ def test_functional_multi_head_attention_transformer_grows_inside_fit():
     assert {"query", "key", "value", "attention_output"} & grown
 
 
+@pytest.mark.integration  # KerasHub's import and a 4-layer ViT: 30 s.
 @pytest.mark.slow
 def test_keras_hub_vit_backbone_grows_inside_fit_and_reloads(tmp_path):
     import keras_hub
