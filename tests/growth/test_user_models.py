@@ -161,6 +161,8 @@ def _grows_inside_fit(model, x, y, epochs=3, **growth):
     return grower
 
 
+@pytest.mark.integration  # Two events of a transformer (the fast tier
+# grows one in tests/growth/test_grow.py).
 def test_functional_multi_head_attention_transformer_grows_inside_fit():
     from tests.models.test_make_growable import _transformer
 

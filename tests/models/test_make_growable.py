@@ -225,6 +225,7 @@ def test_converting_twice_keeps_the_growth():
     )
 
 
+@pytest.mark.integration  # Three events on the digits.
 @pytest.mark.slow
 def test_a_converted_sequential_mlp_grows_inside_fit():
     from sklearn.datasets import load_digits
