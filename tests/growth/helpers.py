@@ -3,7 +3,8 @@
 import keras
 import numpy as np
 
-from keras_depthhet.layers import GrowableDense
+from keras_depthhet.growth import GrowthCallback
+from keras_depthhet.layers import GrowableDense, growable_layer_map
 from keras_depthhet.models.vit import growable_layers, vit
 
 
@@ -131,3 +132,37 @@ def tiny_transformer() -> keras.Model:
 def compiled_tiny_transformer(optimizer=None, jit_compile="auto"):
     """`tiny_transformer` compiled as `compiled_tiny_vit` compiles the ViT."""
     return _compiled(tiny_transformer(), optimizer, jit_compile)
+
+
+def grows_inside_fit(model, x, y, epochs=3, **growth):
+    """Fits `model` (compiled here) with events after epochs 1 and 2 and
+    checks the function unchanged at each event and the new pairs trained
+    (their two halves no longer cancel)."""
+    model.compile(
+        keras.optimizers.Adam(1e-2),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    grower = GrowthCallback(
+        warmup=1, interval=1, layer_threshold=0, verbose=0, **growth
+    )
+    before, after, changes = function_probes(model, x[:8])
+    model.fit(
+        x,
+        y,
+        epochs=epochs,
+        batch_size=16,
+        callbacks=[before, grower, after],
+        verbose=0,
+    )
+    assert [e["epoch"] for e in grower.history] == list(range(1, epochs + 1))
+    assert max(changes) <= 1e-5
+    first = grower.history[0]["neurons"]
+    assert first
+    layers = growable_layer_map(model)
+    for key in first:
+        pairs = layers[key]._growth
+        total = keras.ops.convert_to_numpy(
+            pairs["kernel_plus"] + pairs["kernel_minus"]
+        )
+        assert np.abs(total).max() > 1e-6, key
+    return grower

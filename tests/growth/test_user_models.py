@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from keras_depthhet import GrowableDense, GrowthCallback, make_growable
-from tests.growth.helpers import function_probes
+from tests.growth.helpers import function_probes, grows_inside_fit
 
 
 def _data(n=64, seed=0):
@@ -125,52 +125,16 @@ def test_by_layer_type_takes_the_users_types():
         )
 
 
-def _grows_inside_fit(model, x, y, epochs=3, **growth):
-    """Fits `model` (compiled here) with events after epochs 1 and 2 and
-    checks the function unchanged at each event and the new pairs trained
-    (their two halves no longer cancel)."""
-    from keras_depthhet.models import growable_layer_map
-
-    model.compile(
-        keras.optimizers.Adam(1e-2),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    grower = GrowthCallback(
-        warmup=1, interval=1, layer_threshold=0, verbose=0, **growth
-    )
-    before, after, changes = function_probes(model, x[:8])
-    model.fit(
-        x,
-        y,
-        epochs=epochs,
-        batch_size=16,
-        callbacks=[before, grower, after],
-        verbose=0,
-    )
-    assert [e["epoch"] for e in grower.history] == list(range(1, epochs + 1))
-    assert max(changes) <= 1e-5
-    first = grower.history[0]["neurons"]
-    assert first
-    layers = growable_layer_map(model)
-    for key in first:
-        pairs = layers[key]._growth
-        total = keras.ops.convert_to_numpy(
-            pairs["kernel_plus"] + pairs["kernel_minus"]
-        )
-        assert np.abs(total).max() > 1e-6, key
-    return grower
-
-
 @pytest.mark.integration  # Two events of a transformer (the fast tier
 # grows one in tests/growth/test_grow.py).
-def test_functional_multi_head_attention_transformer_grows_inside_fit():
+def test_functional_multi_head_attention_transformergrows_inside_fit():
     from tests.models.test_make_growable import _transformer
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 6, 16)).astype("float32")
     y = rng.integers(0, 3, 64)
     model = make_growable(_transformer())
-    grower = _grows_inside_fit(
+    grower = grows_inside_fit(
         model,
         x,
         y,
@@ -219,7 +183,7 @@ def test_keras_hub_vit_backbone_grows_inside_fit_and_reloads(tmp_path):
         "dense_2",
     }
     # Default types from the layers' places: no `layer_types` needed.
-    _grows_inside_fit(
+    grows_inside_fit(
         model, x, y, epochs=2, param_budget=3000, budget_split="by_layer_type"
     )
     rounds = {
